@@ -1,0 +1,66 @@
+"""`trace-realign` command line: a thin layer over the Python API.
+
+Each subcommand lives beside the stage it drives and exposes `add_parser(subparsers)`
+and `run(args) -> int`. Expected failures (`TraceError`) print one line and exit with
+their code; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from trace_realign import __version__
+from trace_realign.errors import TraceError
+
+# subcommand -> module that implements it (imported lazily: `--help` stays fast, torch loads on demand)
+COMMANDS = {
+    "triage": "trace_realign.triage.cli",
+    "score": "trace_realign.impact.cli",
+    "train": "trace_realign.update.cli",
+    "run": "trace_realign.pipeline",
+    "evaluate": "trace_realign.evaluate.cli",
+    "report": "trace_realign.report.cli",
+    "demo": "trace_realign.scenario.demo",
+}
+
+
+def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object]:
+    parser = argparse.ArgumentParser(
+        prog="trace-realign",
+        description="Realign an aligned LLM to a changed policy with TRACE: triage, impact, update.",
+    )
+    parser.add_argument("--version", action="version", version=f"trace-realign {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # Only the chosen subcommand's module is imported; the others get a placeholder parser for --help.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    module = None
+    for name, path in COMMANDS.items():
+        if name == chosen:
+            module = importlib.import_module(path)
+            module.add_parser(sub)
+        else:
+            sub.add_parser(name, help=f"see `trace-realign {name} --help`", add_help=False)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, module = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    try:
+        return int(module.run(args) or 0)
+    except TraceError as exc:
+        print(f"trace-realign {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"trace-realign {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
