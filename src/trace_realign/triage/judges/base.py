@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from trace_realign.schema import Verdict
 from trace_realign.triage.policy import Policy
@@ -12,10 +12,16 @@ from trace_realign.triage.policy import Policy
 
 @dataclass(frozen=True)
 class JudgeItem:
-    """One thing to judge. `prompt` is plain text (conversations already rendered)."""
+    """One thing to judge. `prompt` is plain text (conversations already rendered).
+
+    `meta` is context that is not judged text: triage passes `{"side": "chosen" | "rejected",
+    "pair": pair.meta}` so that a label judge can read verdicts from the data's own columns.
+    It never enters a cache key.
+    """
 
     prompt: str
     response: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 OnVerdict = Callable[[int, Verdict], None]

@@ -1,0 +1,63 @@
+"""Small file helpers every stage shares: JSONL in and out, atomic writes, the cache folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from trace_realign.errors import InputError
+
+
+def cache_root() -> Path:
+    """Where caches live unless a path is given: `$TRACE_REALIGN_CACHE` or `~/.cache/trace-realign`."""
+    return Path(os.environ.get("TRACE_REALIGN_CACHE", Path.home() / ".cache" / "trace-realign"))
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, row)` for each non-blank line; a bad line is an `InputError` naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError("file not found", path=str(p))
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"unparseable JSON ({exc.msg} at column {exc.colno})", path=str(p), line=n
+                ) from None
+            if not isinstance(row, dict):
+                raise InputError(f"expected a JSON object, got {type(row).__name__}", path=str(p), line=n)
+            yield n, row
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def read_json(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", path=str(p)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"unparseable JSON ({exc.msg})", path=str(p), line=exc.lineno) from None
