@@ -1,0 +1,160 @@
+"""Load the model to realign (`M_ref`), put LoRA on it, and reach its reference `θ_ref`.
+
+A path or Hub id is a plain checkpoint; a folder holding `adapter_config.json` is a PEFT
+adapter, loaded on its base model and merged, because that merged network *is* `M_ref`.
+Training then puts a fresh LoRA on top, so "adapter disabled" means exactly `θ_ref`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trace_realign.errors import InputError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoraOptions:
+    """LoRA settings; the defaults are the paper's (r 32, α 16, dropout 0.1 on q/v projections)."""
+
+    r: int = 32
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+def _adapter_base(path: str | Path) -> str | None:
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    base = json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise InputError(
+            "adapter has no base_model_name_or_path", path=str(cfg), field="base_model_name_or_path"
+        )
+    return base
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)} or auto", field="dtype")
+    return DTYPES[dtype]
+
+
+def load_tokenizer(path_or_id: str | Path) -> Any:
+    """The tokenizer of a checkpoint or adapter folder (an adapter without one uses its base's)."""
+    from transformers import AutoTokenizer
+
+    src = str(path_or_id)
+    base = _adapter_base(src) if Path(src).is_dir() else None
+    if base is not None and not (Path(src) / "tokenizer_config.json").is_file():
+        src = base
+    try:
+        return AutoTokenizer.from_pretrained(src)
+    except OSError as exc:
+        raise InputError(f"cannot load a tokenizer: {str(exc).splitlines()[0]}", path=src) from None
+
+
+def load_model(
+    path_or_id: str | Path,
+    *,
+    dtype: str | torch.dtype = "float32",
+    attn_implementation: str | None = None,
+    device: str | torch.device | None = None,
+) -> Any:
+    """Load a causal LM from a path, a Hub id, or an adapter folder (merged onto its base).
+
+    `attn_implementation="eager"` is needed for double backward on CPU (the SDPA kernels have none).
+    """
+    from transformers import AutoModelForCausalLM
+
+    src = str(path_or_id)
+    base = _adapter_base(src) if Path(src).is_dir() else None
+    kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base or src, **kwargs)
+    except OSError as exc:
+        raise InputError(f"cannot load a model: {str(exc).splitlines()[0]}", path=base or src) from None
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, src).merge_and_unload()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def load_model_and_tokenizer(path_or_id: str | Path, **kwargs: Any) -> tuple[Any, Any]:
+    return load_model(path_or_id, **kwargs), load_tokenizer(path_or_id)
+
+
+def apply_lora(model: Any, options: LoraOptions | None = None) -> Any:
+    """Wrap `model` in a fresh PEFT LoRA adapter; only the adapter is trainable.
+
+    PEFT initialises `B = 0`, so the wrapped model computes exactly `θ_ref` until trained.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    o = options or LoraOptions()
+    config = LoraConfig(
+        r=o.r,
+        lora_alpha=o.alpha,
+        lora_dropout=o.dropout,
+        target_modules=list(o.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise InputError(f"cannot apply LoRA: {exc}", field="lora_target_modules") from None
+
+
+def is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def trainable_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
+    """The parameters gradients are taken over: the LoRA ones under PEFT, else all that require grad."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+class Reference:
+    """The reference model `π_ref` of a policy being trained.
+
+    Under PEFT it is the same network with the adapter disabled (no second copy in memory);
+    for full fine-tuning it is a frozen copy taken when this object is made, so make it
+    before the first update. Use `with ref() as m:`; inside, `m` is in eval mode and the
+    caller should run it under `torch.no_grad()`.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.copy = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
+
+    @contextmanager
+    def __call__(self) -> Iterator[Any]:
+        if self.copy is not None:
+            yield self.copy
+            return
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.model.disable_adapter():
+                yield self.model
+        finally:
+            self.model.train(was_training)
