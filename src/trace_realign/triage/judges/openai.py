@@ -1,0 +1,347 @@
+"""A judge on any OpenAI-compatible `/v1/chat/completions` endpoint (OpenAI, vLLM, llama.cpp, Ollama).
+
+Failure policy, decided here once and shared with the correction generator:
+
+- A call is retried on 429, 5xx, 408, timeouts, dropped or refused connections and unreadable
+  bodies, up to `max_attempts` tries, waiting `Retry-After` when the server sends it and
+  otherwise an exponential backoff with jitter (so many workers do not retry in lock-step).
+- 401, 403 and 404 are configuration errors (key, permissions, model or URL): retrying cannot
+  help, so the whole batch stops with `JudgeUnavailableError` at once.
+- Another 4xx (a request the server refuses, e.g. one too long for its context) fails only that
+  item.
+- An item that fails for good becomes UNKNOWN, with the last error as its reason, as long as
+  the endpoint is answering other items. When `down_after` items in a row fail for good with no
+  success in between, the endpoint is down: the batch stops with `JudgeUnavailableError`.
+  Verdicts delivered before that were already committed by the caller, so a rerun resumes.
+
+The API key is read from an environment variable (default `OPENAI_API_KEY`) when the judge is
+built, sent only in the `Authorization` header, and never part of the identity, a log, a
+reason or a repr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from trace_realign.errors import InputError, JudgeUnavailableError
+from trace_realign.schema import Label, Verdict
+from trace_realign.triage.judges.base import JudgeItem, OnVerdict
+from trace_realign.triage.judges.prompt import TASK_REASONED, TEMPLATE_VERSION, judge_messages, parse_verdict
+from trace_realign.triage.policy import Policy
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
+FATAL_STATUS = {401, 403, 404}
+
+T = TypeVar("T")
+
+
+class CallFailed(Exception):
+    """One call failed for good. `fatal`: no other call can succeed either (bad key, URL, model)."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class _Stopped(Exception):
+    """The batch was stopped while this call waited to retry."""
+
+
+def normalise_base_url(url: str) -> str:
+    """`http://host:8080` and `http://host:8080/v1/` both mean `http://host:8080/v1`."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"not an http(s) URL: {url!r}", field="base_url")
+    return url if parts.path else url + "/v1"
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds (a number or an HTTP date), None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class ChatEndpoint:
+    """A thread-safe client for one model on one OpenAI-compatible endpoint, with bounded retries."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        api_key_env: str = DEFAULT_KEY_ENV,
+        timeout: float = 60.0,
+        max_attempts: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 120.0,
+        concurrency: int = 8,
+        seed: int | None = None,
+    ) -> None:
+        if not model:
+            raise InputError("the endpoint needs a model name", field="model")
+        if max_attempts < 1 or concurrency < 1:
+            raise InputError("max_attempts and concurrency must be at least 1", field="max_attempts")
+        self.model = model
+        self.base_url = normalise_base_url(base_url)
+        self.api_key_env = api_key_env
+        self.timeout, self.max_attempts, self.concurrency = timeout, max_attempts, concurrency
+        self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._api_key = os.environ.get(api_key_env) or None
+        self.calls = 0  # HTTP requests sent, retries included
+        self._count_lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"ChatEndpoint(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                headers = {"Content-Type": "application/json"}
+                if self._api_key:
+                    headers["Authorization"] = f"Bearer {self._api_key}"
+                limits = httpx.Limits(
+                    max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+                )
+                self._client = httpx.Client(headers=headers, timeout=self.timeout, limits=limits)
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        with self._rng_lock:
+            jitter = self._rng.uniform(0.5, 1.0)
+        return min(self.max_backoff, self.backoff * 2**attempt) * jitter
+
+    def _post_once(self, payload: dict[str, Any]) -> tuple[str | None, str, float | None, bool]:
+        """One request: (answer or None, error, retry-after, retryable)."""
+        with self._count_lock:
+            self.calls += 1
+        try:
+            r = self._http().post(f"{self.base_url}/chat/completions", json=payload)
+        except httpx.TimeoutException:
+            return None, f"timed out after {self.timeout:g}s", None, True
+        except httpx.TransportError as exc:  # refused, reset, dropped mid-answer
+            return None, f"connection failed ({type(exc).__name__})", None, True
+        if r.status_code in FATAL_STATUS:
+            hint = f" (is ${self.api_key_env} set and valid?)" if r.status_code in (401, 403) else ""
+            raise CallFailed(
+                f"{self.base_url} answered HTTP {r.status_code} for model {self.model!r}{hint}", fatal=True
+            )
+        if r.status_code in RETRY_STATUS or r.status_code >= 500:
+            return None, f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("retry-after")), True
+        if r.status_code >= 400:
+            return None, f"HTTP {r.status_code}: {r.text[:200]}", None, False
+        try:
+            content = r.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None, "unreadable response body", None, True
+        return (content if isinstance(content, str) else ""), "", None, False
+
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> str:
+        """The assistant's answer, after at most `max_attempts` requests; `CallFailed` otherwise."""
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        error = ""
+        for attempt in range(self.max_attempts):
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            answer, error, retry_after, retryable = self._post_once(payload)
+            if answer is not None:
+                return answer
+            if not retryable:
+                break
+            if attempt + 1 < self.max_attempts:
+                delay = self._delay(attempt, retry_after)
+                if stop is not None:
+                    if stop.wait(delay):
+                        raise _Stopped
+                else:
+                    time.sleep(delay)
+        raise CallFailed(f"{error} (after {attempt + 1} attempt{'s' * (attempt > 0)})")
+
+
+def run_batch(
+    work: Callable[[int, threading.Event], T],
+    n: int,
+    *,
+    concurrency: int,
+    on_result: Callable[[int, T], None],
+    on_failure: Callable[[int, str], T],
+    down_after: int,
+    what: str,
+) -> list[T]:
+    """Run `work(i, stop)` for i < n on `concurrency` threads, delivering each result as it lands.
+
+    `work` raises `CallFailed` for an item that failed for good; `on_failure(i, reason)` turns it
+    into a result (UNKNOWN for a judge). Callbacks run on the calling thread, one at a time.
+    Raises `JudgeUnavailableError` on a fatal failure or `down_after` consecutive failures,
+    after delivering every result that had already landed.
+    """
+    results: list[Any] = [None] * n
+    stop = threading.Event()
+    streak = 0
+    fatal: str | None = None
+
+    def guarded(i: int) -> T:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            return work(i, stop)
+        except CallFailed as exc:
+            if exc.fatal:  # stop the other workers now, not when the main thread gets to it
+                stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, n))) as pool:
+        pending: dict[Future, int] = {pool.submit(guarded, i): i for i in range(n)}
+        try:
+            while pending and fatal is None:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    try:
+                        results[i] = fut.result()
+                        streak = 0
+                    except _Stopped:  # the fatal failure that stopped it is in `pending` too
+                        continue
+                    except CallFailed as exc:
+                        if exc.fatal:
+                            fatal = str(exc)
+                            break
+                        streak += 1
+                        results[i] = on_failure(i, str(exc))
+                        if streak >= down_after:
+                            fatal = f"{down_after} items in a row failed; last: {exc}"
+                            break
+                    on_result(i, results[i])
+        finally:
+            stop.set()
+            for fut in pending:
+                fut.cancel()
+    if fatal is not None:
+        # Calls that were in flight when the batch stopped may still have succeeded: keep them.
+        for fut, i in pending.items():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                results[i] = fut.result()
+                on_result(i, results[i])
+        delivered = sum(r is not None for r in results)
+        raise JudgeUnavailableError(
+            f"{what} unavailable: {fatal}. {delivered} of {n} results were delivered; rerun to resume."
+        )
+    return results
+
+
+class OpenAIJudge:
+    """`Judge` over an OpenAI-compatible chat endpoint. Temperature 0, fenced prompt, strict parsing."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        api_key_env: str = DEFAULT_KEY_ENV,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        max_attempts: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_tokens: int = 512,
+        down_after: int = 3,
+        seed: int | None = None,
+    ) -> None:
+        self.endpoint = ChatEndpoint(
+            model,
+            base_url,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            concurrency=concurrency,
+            seed=seed,
+        )
+        self.max_tokens, self.down_after = max_tokens, down_after
+        # What decides a verdict: endpoint, model, prompt wording, answer budget. Never the key.
+        self.identity = (
+            f"openai:{model}@{self.endpoint.base_url}|prompt={TEMPLATE_VERSION}|max_tokens={max_tokens}"
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIJudge({self.identity!r})"
+
+    @property
+    def calls(self) -> int:
+        return self.endpoint.calls
+
+    def judge(
+        self, policy: Policy, items: Sequence[JudgeItem], on_verdict: OnVerdict | None = None
+    ) -> list[Verdict]:
+        def work(i: int, stop: threading.Event) -> Verdict:
+            answer = self.endpoint.complete(
+                judge_messages(policy, items[i], TASK_REASONED), max_tokens=self.max_tokens, stop=stop
+            )
+            return parse_verdict(answer)
+
+        return run_batch(
+            work,
+            len(items),
+            concurrency=self.endpoint.concurrency,
+            on_result=on_verdict or (lambda i, v: None),
+            on_failure=lambda i, reason: Verdict(Label.UNKNOWN, f"judge call failed: {reason}", ""),
+            down_after=self.down_after,
+            what=f"judge {self.endpoint.base_url} ({self.endpoint.model})",
+        )
+
+
+def estimate_tokens(policy: Policy, items: Sequence[JudgeItem], answer_tokens: int = 512) -> dict[str, int]:
+    """A rough token estimate for `--dry-run` (about 4 characters per token, answers at their cap)."""
+    prompt_chars = sum(len(json.dumps(judge_messages(policy, it), ensure_ascii=False)) for it in items)
+    return {
+        "calls": len(items),
+        "prompt_tokens": prompt_chars // 4,
+        "max_answer_tokens": answer_tokens * len(items),
+    }
