@@ -1,0 +1,155 @@
+"""Generation: batched left-padded greedy output equals a plain one-prompt greedy loop, on a tiny
+model and on a LoRA adapter over it; the cache makes a rerun generate nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trace_realign.cache import GenerationCache
+from trace_realign.errors import InputError
+from trace_realign.evaluate.generate import (
+    GenerationSettings,
+    HFBackend,
+    generate_responses,
+    make_backend,
+    model_identity,
+    prompt_text,
+)
+
+PROMPTS = [
+    "Hi",
+    "Tell me a long story about a dragon who learns to bake bread",
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+    "Why?",
+]
+SETTINGS = GenerationSettings(max_new_tokens=12)
+
+
+def greedy_reference(model, tokenizer, prompt, max_new_tokens):
+    """One prompt, no padding, argmax token by token: what batched generation must reproduce."""
+    ids = tokenizer(prompt_text(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = model(input_ids=torch.tensor([ids + new])).logits[0, -1]
+            nxt = int(logits.argmax())
+            if nxt == tokenizer.eos_token_id:
+                break
+            new.append(nxt)
+    return tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    """A LoRA adapter on the tiny model with non-zero B, so it really changes the output."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    cfg = LoraConfig(
+        r=4, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(base, cfg)
+    out = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(out)
+    meta = json.loads((out / "adapter_config.json").read_text())
+    assert meta["base_model_name_or_path"] == str(tiny_model_dir)
+    return out
+
+
+def test_batched_greedy_matches_one_prompt_loop(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir, batch_size=3)
+    got = backend.generate(PROMPTS, SETTINGS)
+    want = [greedy_reference(backend.model, backend.tokenizer, p, SETTINGS.max_new_tokens) for p in PROMPTS]
+    assert got == want
+    # the prompts have different lengths, so the batch really was padded on the left
+    lengths = {len(prompt_text(backend.tokenizer, p)) for p in PROMPTS[:3]}
+    assert len(lengths) == 3
+
+
+def test_chat_template_and_plain_format(tiny_model_dir, tiny_plain_model_dir):
+    chat = HFBackend(tiny_model_dir)
+    assert prompt_text(chat.tokenizer, "Hi") == "<|user|>\nHi<|end|>\n<|assistant|>\n"
+    plain = HFBackend(tiny_plain_model_dir, batch_size=2)
+    assert prompt_text(plain.tokenizer, "Hi") == "<|bos|>Hi\n\n"
+    got = plain.generate(PROMPTS[:2], SETTINGS)
+    assert got == [greedy_reference(plain.model, plain.tokenizer, p, 12) for p in PROMPTS[:2]]
+
+
+def test_lora_adapter_is_loaded_on_its_base(tiny_model_dir, adapter_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    backend = HFBackend(adapter_dir, batch_size=4)
+    got = backend.generate(PROMPTS, SETTINGS)
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter_dir
+    ).eval()
+    want = [greedy_reference(merged, backend.tokenizer, p, 12) for p in PROMPTS]
+    assert got == want
+    base_out = HFBackend(tiny_model_dir).generate(PROMPTS, SETTINGS)
+    assert got != base_out  # the adapter changed the model
+    assert backend.identity.startswith("adapter:") and model_identity(tiny_model_dir) in backend.identity
+
+
+def test_identity_follows_the_adapter_bytes(adapter_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(adapter_dir, copy)
+    before = model_identity(copy)
+    assert before == model_identity(copy)
+    weights = copy / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert model_identity(copy) != before
+    assert model_identity("org/some-model") == "hub:org/some-model"
+
+
+class Counting:
+    """Wraps a backend and counts the prompts it is asked to generate."""
+
+    def __init__(self, inner):
+        self.inner, self.identity, self.asked = inner, inner.identity, 0
+
+    def generate(self, prompts, settings):
+        self.asked += len(prompts)
+        return self.inner.generate(prompts, settings)
+
+
+def test_rerun_generates_nothing(tiny_model_dir, tmp_path):
+    cache = GenerationCache(tmp_path / "gen.sqlite")
+    backend = Counting(HFBackend(tiny_model_dir, batch_size=4))
+    first = generate_responses(backend, PROMPTS, SETTINGS, cache=cache, chunk_size=2, progress=False)
+    assert backend.asked == len(PROMPTS)
+    again = generate_responses(backend, PROMPTS, SETTINGS, cache=cache, progress=False)
+    assert again == first and backend.asked == len(PROMPTS)
+    # a new prompt or new settings are generated, nothing else
+    generate_responses(backend, [*PROMPTS, "New one"], SETTINGS, cache=cache, progress=False)
+    assert backend.asked == len(PROMPTS) + 1
+    generate_responses(
+        backend, PROMPTS[:1], GenerationSettings(max_new_tokens=5), cache=cache, progress=False
+    )
+    assert backend.asked == len(PROMPTS) + 2
+    # sampling knobs do not split the cache of greedy decoding
+    assert GenerationSettings(12, temperature=0.3).key() == SETTINGS.key()
+    assert (
+        GenerationSettings(12, do_sample=True).key() != GenerationSettings(12, do_sample=True, seed=1).key()
+    )
+
+
+def test_max_new_tokens_is_respected(tiny_model_dir):
+    backend = HFBackend(tiny_model_dir)
+    short = backend.generate(PROMPTS, GenerationSettings(max_new_tokens=3))
+    assert short == [greedy_reference(backend.model, backend.tokenizer, p, 3) for p in PROMPTS]
+    assert short != backend.generate(PROMPTS, SETTINGS)
+
+
+def test_missing_model_folder_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="model folder not found"):
+        make_backend(str(tmp_path / "nope"))
