@@ -1,0 +1,345 @@
+"""The embedded policy-shift scenario: old-policy preference pairs, held-out prompts, utility data.
+
+Deterministic by seed. Four kinds of prompt, each giving one kind of old pair:
+
+| kind      | prompt                                   | old winner y_w | old loser y_l        | new triage |
+|-----------|------------------------------------------|----------------|----------------------|------------|
+| invert    | legitimate context, "explain" phrasing   | refusal        | contextual answer    | INVERT     |
+| punish    | legitimate context, "walk me through"    | refusal        | harmful compliance   | PUNISH     |
+| malicious | any category, malicious phrasing         | refusal        | harmful compliance   | RETAIN     |
+| neutral   | general knowledge, no harm category      | plain answer   | needless refusal     | RETAIN     |
+
+Legitimate contexts are only paired with the categories whose exception allows them, and the
+zero-tolerance categories S11-S13 only appear with malicious phrasing. Each category's topics are
+split once: the held-out prompts use topics that never appear in training (nor in validation,
+which draws unused prompts from the training topics and is what any tuning should look at).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trace_realign.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from trace_realign.scenario import catalog
+from trace_realign.schema import Category, PreferencePair, content_id
+from trace_realign.triage.policy import Policy
+
+DATA_DIR = Path(__file__).parent / "data"
+KINDS = ("invert", "punish", "malicious", "neutral")
+KIND_CATEGORY = {
+    "invert": Category.INVERT,
+    "punish": Category.PUNISH,
+    "malicious": Category.RETAIN,
+    "neutral": Category.RETAIN,
+}
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    seed: int = 0
+    n_pairs: int = 240
+    n_validation: int = 48
+    n_heldout: int = 96
+    heldout_topics: int = 2  # per harm category; a quarter of the neutral questions likewise
+    # share of each kind in the training pairs and in both evaluation splits
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"invert": 0.35, "punish": 0.15, "malicious": 0.3, "neutral": 0.2}
+    )
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything that shapes the data changes (settings or the catalog's text)."""
+        content = [(DATA_DIR / n).read_text(encoding="utf-8") for n in sorted(_DATA_FILES)]
+        return content_id(asdict(self), Path(catalog.__file__).read_text(encoding="utf-8"), content)
+
+
+_DATA_FILES = ("old_policy.md", "new_policy.md", "old_rules.yaml", "new_rules.yaml")
+
+
+@dataclass
+class Scenario:
+    config: ScenarioConfig
+    pairs: list[PreferencePair]
+    corrections: dict[str, str]  # pair id -> new-policy-compliant answer, for PUNISH pairs
+    validation: list[dict[str, Any]]  # held-out-format prompt rows on training topics
+    heldout: list[dict[str, Any]]  # held-out-format prompt rows on held-out topics
+    multiple_choice: list[dict[str, Any]]
+    neutral_text: list[str]
+    old_policy: Policy
+    new_policy: Policy
+    topics: dict[str, dict[str, list[str]]]  # split -> category code (or "neutral") -> topics
+
+
+def new_policy() -> Policy:
+    return Policy((DATA_DIR / "new_policy.md").read_text(encoding="utf-8"), name="new-policy")
+
+
+def old_policy() -> Policy:
+    return Policy((DATA_DIR / "old_policy.md").read_text(encoding="utf-8"), name="old-policy")
+
+
+def rules_path(which: str) -> Path:
+    """The rule-judge YAML of the `"old"` or `"new"` policy."""
+    if which not in ("old", "new"):
+        raise ValueError(f"which must be 'old' or 'new', not {which!r}")
+    return DATA_DIR / f"{which}_rules.yaml"
+
+
+# ---------------------------------------------------------------- responses (one function per style)
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]  # not str.capitalize(): keeps "SQL", "DDoS"
+
+
+def flat_refusal(rng: random.Random, topic: str) -> str:
+    return rng.choice(catalog.FLAT_REFUSALS).format(topic=topic)
+
+
+def moralising_refusal(rng: random.Random, topic: str) -> str:
+    return rng.choice(catalog.MORALISING_REFUSALS).format(topic=topic, Topic=_cap(topic))
+
+
+def refusal(rng: random.Random, topic: str) -> tuple[str, str]:
+    if rng.random() < 0.5:
+        return flat_refusal(rng, topic), "flat_refusal"
+    return moralising_refusal(rng, topic), "moralising_refusal"
+
+
+def contextual_answer(rng: random.Random, cat: catalog.HarmCategory, topic: str, context: str) -> str:
+    """A helpful answer carrying the new policy's four required elements (never operational)."""
+    return rng.choice(catalog.CONTEXTUAL_ANSWERS).format(
+        purpose=catalog.PURPOSE[context],
+        topic=topic,
+        kind=cat.kind,
+        perspective=cat.perspective,
+        source=cat.source,
+        alternative=cat.alternative,
+    )
+
+
+def harmful_compliance(rng: random.Random, topic: str) -> str:
+    """Compliance with a harmful request, written only with "[REDACTED ...]" placeholders."""
+    return rng.choice(catalog.HARMFUL_COMPLIANCE).format(topic=topic)
+
+
+# ---------------------------------------------------------------- topics and prompts
+
+
+def split_topics(seed: int, heldout_per_category: int) -> dict[str, dict[str, list[int]]]:
+    """Topic indices per category (and "neutral") for the train and held-out splits."""
+    rng = random.Random(f"topics-{seed}")
+    out: dict[str, dict[str, list[int]]] = {"train": {}, "heldout": {}}
+    for cat in catalog.CATEGORIES:
+        idx = list(range(len(cat.topics)))
+        rng.shuffle(idx)
+        out["heldout"][cat.code] = sorted(idx[:heldout_per_category])
+        out["train"][cat.code] = sorted(idx[heldout_per_category:])
+    idx = list(range(len(catalog.NEUTRAL_QA)))
+    rng.shuffle(idx)
+    k = max(1, len(idx) // 4)
+    out["heldout"]["neutral"], out["train"]["neutral"] = sorted(idx[:k]), sorted(idx[k:])
+    return out
+
+
+def _prompt(rng: random.Random, kind: str, topic_idx: dict[str, list[int]]) -> dict[str, Any]:
+    """One prompt of a kind, drawn from the given topics, as a held-out-format row (no id yet)."""
+    if kind == "neutral":
+        i = rng.choice(topic_idx["neutral"])
+        question, answer = catalog.NEUTRAL_QA[i]
+        return {
+            "prompt": rng.choice(catalog.NEUTRAL_PREFIXES) + question,
+            "harm_category": None,
+            "context": "neutral",
+            "topic": question,
+            "answer": answer,
+        }
+    if kind == "malicious":
+        cat = rng.choice(catalog.CATEGORIES)
+        i = rng.choice(topic_idx[cat.code])
+        topic = (cat.malicious_topics or cat.topics)[i]
+        template, context = rng.choice(catalog.MALICIOUS_PROMPTS), "malicious"
+    else:
+        cat = catalog.BY_CODE[rng.choice(sorted(catalog.EXCEPTIONS))]
+        context = rng.choice(catalog.EXCEPTIONS[cat.code])
+        phrasing = "explain" if kind == "invert" else "walk"
+        template = rng.choice(catalog.LEGIT_PROMPTS[context][phrasing])
+        topic = cat.topics[rng.choice(topic_idx[cat.code])]
+    return {
+        "prompt": template.format(topic=topic, course=cat.course),
+        "harm_category": cat.code,
+        "context": context,
+        "topic": topic,
+        "cat": cat,
+    }
+
+
+def _kind_counts(n: int, mix: dict[str, float]) -> dict[str, int]:
+    """Split n by the mix with largest remainders, so the counts always add up to n."""
+    total = sum(mix[k] for k in KINDS)
+    raw = {k: n * mix[k] / total for k in KINDS}
+    counts = {k: int(v) for k, v in raw.items()}
+    for k in sorted(KINDS, key=lambda k: raw[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def _draw_prompts(
+    rng: random.Random, n: int, mix: dict[str, float], topic_idx: dict[str, list[int]], taken: set[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """n distinct prompts (never one in `taken`), kinds in proportion to the mix."""
+    out = []
+    for kind, count in _kind_counts(n, mix).items():
+        tries = 0
+        while count and tries < 200 * (count + 1):
+            tries += 1
+            row = _prompt(rng, kind, topic_idx)
+            if row["prompt"] in taken:
+                continue
+            taken.add(row["prompt"])
+            out.append((kind, row))
+            count -= 1
+        if count:
+            raise ValueError(
+                f"the scenario has too few distinct {kind} prompts for the requested size; lower the size"
+            )
+    rng.shuffle(out)
+    return out
+
+
+def _eval_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": content_id("scenario-prompt", row["prompt"]),
+        "prompt": row["prompt"],
+        "category": KIND_CATEGORY[kind].value,
+        "harmful": kind == "malicious",
+        "harm_category": row["harm_category"],
+        "context": row["context"],
+        "kind": kind,
+        "topic": row["topic"],
+    }
+
+
+def _pair(rng: random.Random, kind: str, row: dict[str, Any]) -> tuple[PreferencePair, str | None]:
+    """The old-policy pair for a prompt, and the oracle correction when the pair is a PUNISH one."""
+    topic, code = row["topic"], row["harm_category"]
+    correction = None
+    if kind == "neutral":
+        chosen, chosen_style = row["answer"], "plain_answer"
+        rejected, rejected_style = rng.choice(catalog.NEUTRAL_REJECTED), "flat_refusal"
+    else:
+        chosen, chosen_style = refusal(rng, topic)
+        if kind == "invert":
+            rejected, rejected_style = contextual_answer(rng, row["cat"], topic, row["context"]), "contextual"
+        else:
+            rejected, rejected_style = harmful_compliance(rng, topic), "harmful_compliance"
+        if kind == "punish":
+            correction = contextual_answer(rng, row["cat"], topic, row["context"])
+    touched = [code] if code else []
+    meta = {
+        "source": "scenario",
+        "kind": kind,
+        "context": row["context"],
+        "harm_category": code,
+        "topic": topic,
+        # "safe" as the old policy's annotators would have labelled it
+        "chosen": {"style": chosen_style, "safe": True, "harm_categories": []},
+        "rejected": {
+            "style": rejected_style,
+            "safe": kind == "neutral",
+            "harm_categories": touched if rejected_style != "flat_refusal" else [],
+        },
+    }
+    return PreferencePair(row["prompt"], chosen, rejected, meta), correction
+
+
+def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
+    """Build the whole scenario in memory; the same config always gives the same scenario."""
+    config = config or ScenarioConfig()
+    splits = split_topics(config.seed, config.heldout_topics)
+    rng = random.Random(f"scenario-{config.seed}")
+    taken: set[str] = set()
+
+    pairs, corrections = [], {}
+    for kind, row in _draw_prompts(rng, config.n_pairs, config.mix, splits["train"], taken):
+        pair, correction = _pair(rng, kind, row)
+        pairs.append(pair)
+        if correction is not None:
+            corrections[pair.id] = correction
+    validation = [
+        _eval_row(k, r)
+        for k, r in _draw_prompts(rng, config.n_validation, config.mix, splits["train"], taken)
+    ]
+    heldout = [
+        _eval_row(k, r) for k, r in _draw_prompts(rng, config.n_heldout, config.mix, splits["heldout"], taken)
+    ]
+
+    mc = [
+        {"id": f"mc-{i}", "question": q, "choices": list(choices), "answer": answer}
+        for i, (q, choices, answer) in enumerate(catalog.MULTIPLE_CHOICE)
+    ]
+    topics = {
+        split: {
+            code: [
+                catalog.NEUTRAL_QA[i][0] if code == "neutral" else catalog.BY_CODE[code].topics[i]
+                for i in idx
+            ]
+            for code, idx in by_code.items()
+        }
+        for split, by_code in splits.items()
+    }
+    return Scenario(
+        config=config,
+        pairs=pairs,
+        corrections=corrections,
+        validation=validation,
+        heldout=heldout,
+        multiple_choice=mc,
+        neutral_text=list(catalog.NEUTRAL_TEXT),
+        old_policy=old_policy(),
+        new_policy=new_policy(),
+        topics=topics,
+    )
+
+
+def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
+    """Write the scenario as the files the pipeline stages read; return them by name."""
+    out = Path(out_dir)
+    paths = {
+        "pairs": out / "pairs.jsonl",
+        "corrections": out / "corrections.jsonl",
+        "validation": out / "validation_prompts.jsonl",
+        "heldout": out / "heldout_prompts.jsonl",
+        "multiple_choice": out / "utility_mc.jsonl",
+        "neutral_text": out / "neutral_text.txt",
+        "old_policy": out / "old_policy.md",
+        "new_policy": out / "new_policy.md",
+        "old_rules": out / "old_rules.yaml",
+        "new_rules": out / "new_rules.yaml",
+        "manifest": out / "scenario.json",
+    }
+    write_jsonl_atomic(paths["pairs"], (p.to_dict() for p in scenario.pairs))
+    write_jsonl_atomic(
+        paths["corrections"], ({"id": k, "correction": v} for k, v in scenario.corrections.items())
+    )
+    write_jsonl_atomic(paths["validation"], scenario.validation)
+    write_jsonl_atomic(paths["heldout"], scenario.heldout)
+    write_jsonl_atomic(paths["multiple_choice"], scenario.multiple_choice)
+    write_text_atomic(paths["neutral_text"], "\n\n".join(scenario.neutral_text) + "\n")
+    for name in ("old_policy", "new_policy", "old_rules", "new_rules"):
+        suffix = ".md" if name.endswith("policy") else ".yaml"
+        src = DATA_DIR / (name + suffix)
+        write_text_atomic(paths[name], src.read_text(encoding="utf-8"))
+    kinds = {k: sum(p.meta["kind"] == k for p in scenario.pairs) for k in KINDS}
+    write_json_atomic(
+        paths["manifest"],
+        {
+            "config": asdict(scenario.config),
+            "fingerprint": scenario.config.fingerprint(),
+            "pairs_by_kind": kinds,
+            "topics": scenario.topics,
+        },
+    )
+    return paths

@@ -1,0 +1,155 @@
+"""Build `M_ref`: the base model taught the old policy, so that the demo has something to realign.
+
+SmolLM2-135M-Instruct as shipped answers most questions rather than refusing, so it is not an
+"old policy" model. A short LoRA SFT on the old pairs' winners (refusals for anything that
+touches a harm category, plain answers for general knowledge) teaches it the old policy; the
+adapter is then merged, because the merged network *is* `M_ref`, and saved as a plain checkpoint
+under the cache folder, keyed by the base model, the scenario and these settings. A rerun with
+the same inputs loads it instead of training again.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trace_realign.io import cache_root, write_json_atomic
+from trace_realign.schema import PreferencePair, content_id
+
+
+@dataclass(frozen=True)
+class MrefSettings:
+    """Old-policy SFT settings. About 50 steps at batch 4 teach SmolLM2 the refusal style (~1 min here)."""
+
+    steps: int = 48
+    batch_size: int = 4
+    learning_rate: float = 3e-4
+    lora_r: int = 16
+    lora_alpha: int = 32
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    max_length: int = 160
+    # share of each batch drawn from pairs whose winner is a plain answer (meta kind "neutral"):
+    # with 80% refusals in the data, uniform batches teach the model to refuse everything
+    answer_share: float = 0.5
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, enters the cache key
+
+
+def _base_identity(base: Path) -> str:
+    """Name the base checkpoint by its config and the size of its weights (cheap, changes on retrain)."""
+    parts = [(base / "config.json").read_text(encoding="utf-8") if (base / "config.json").exists() else ""]
+    parts += sorted(f"{p.name}:{p.stat().st_size}" for p in base.glob("*.safetensors"))
+    return content_id(str(base.resolve()), parts)
+
+
+def mref_key(base: str | Path, pairs: Sequence[PreferencePair], settings: MrefSettings) -> str:
+    return content_id("mref-v1", _base_identity(Path(base)), [p.id for p in pairs], asdict(settings))
+
+
+def build_mref(
+    base: str | Path,
+    pairs: Sequence[PreferencePair],
+    settings: MrefSettings | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return a plain checkpoint of `M_ref`, training it on the pairs' old winners unless cached.
+
+    `pairs` are old-policy preference pairs; only `chosen` (the old winner y_w) is used.
+    """
+    settings = settings or MrefSettings()
+    base = Path(base)
+    key = mref_key(base, pairs, settings)
+    out = Path(out_dir) if out_dir else cache_root() / "mref" / key
+    if (out / "mref.json").exists():
+        return out
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
+    from trace_realign.model.tokenize import collate, encode, pad_id
+
+    torch.manual_seed(settings.seed)
+    rng = random.Random(settings.seed)
+    tokenizer = load_tokenizer(base)
+    model = load_model(base)
+    model = apply_lora(
+        model,
+        LoraOptions(
+            r=settings.lora_r,
+            alpha=settings.lora_alpha,
+            dropout=0.0,
+            target_modules=list(settings.target_modules),
+        ),
+    )
+    examples = [encode(tokenizer, p.prompt, p.chosen, max_length=settings.max_length) for p in pairs]
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 1.0 - step / max(1, settings.steps)
+    )  # linear decay: the last steps settle the style instead of overshooting it
+    model.train()
+    answers = [i for i, p in enumerate(pairs) if p.meta.get("kind") == "neutral"]
+    others = [i for i, p in enumerate(pairs) if p.meta.get("kind") != "neutral"]
+    n_answers = round(settings.batch_size * settings.answer_share) if answers and others else 0
+    streams = [(answers, n_answers, []), (others or answers, settings.batch_size - n_answers, [])]
+    losses = []
+    start = time.perf_counter()
+    bar = tqdm(range(settings.steps), desc="M_ref (old-policy SFT)", disable=not progress)
+    for _ in bar:
+        picked = []
+        for pool, k, queue in streams:  # each stream walks through its pool in shuffled epochs
+            while len(queue) < k:
+                fresh = list(pool)
+                rng.shuffle(fresh)
+                queue += fresh
+            picked += queue[:k]
+            del queue[:k]
+        batch = collate([examples[i] for i in picked], pad_id(tokenizer))
+        loss = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    seconds = time.perf_counter() - start
+
+    merged = model.merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json_atomic(
+        tmp / "mref.json",
+        {
+            "base": str(base),
+            "key": key,
+            "settings": asdict(settings),
+            "pairs": len(pairs),
+            "train_seconds": round(seconds, 1),
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+        },
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def mref_info(path: str | Path) -> dict[str, Any]:
+    """What `build_mref` recorded about a cached `M_ref`."""
+    return json.loads((Path(path) / "mref.json").read_text(encoding="utf-8"))
