@@ -1,0 +1,393 @@
+"""`TraceTrainer`: the hybrid update of Algorithm 1 (lines 21-29), and every baseline, as one Trainer.
+
+Each step minimises, over a stratified batch of B examples (see `update.data`),
+
+    L = (1/B) [ Σ_INVERT w_i ℓ_pref(x_i, y_l, y_w) + Σ_PUNISH w_j (ℓ_pref(x_j, y_c, y_w) or ℓ_NPO)
+              + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
+
+The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
+sequences of a batch go through one policy forward pass; the reference forward pass runs only
+on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
+just a number) and any sequence whose `log π_ref` is not cached. With LoRA the reference is the
+same network with the adapter disabled; for full fine-tuning, a frozen copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, set_seed
+
+from trace_realign.io import write_json_atomic
+from trace_realign.losses import npo_loss, preference_loss, robust_dpo_loss, token_kl
+from trace_realign.model.logprobs import sequence_logprobs, token_logprobs
+from trace_realign.update.config import TraceConfig
+from trace_realign.update.data import KL, NPO, PREF, STRATA, TraceCollator, TraceDataset
+from trace_realign.update.presets import Preset, get_preset
+
+# Logged means; each is accumulated as (sum, count) so categories absent from a batch never skew them.
+METRICS = (
+    "invert/loss",
+    "punish/loss",
+    "retain/loss",
+    "invert/weight",
+    "punish/weight",
+    "retain/weight",
+    "invert/margin",
+    "punish/margin",
+    "retain/margin",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "npo/logratio",
+    "kl",
+)
+
+
+@dataclass
+class HybridLoss:
+    """The batch loss and the per-example pieces it was made of (all `[B]` but `loss`)."""
+
+    loss: torch.Tensor
+    per_example: torch.Tensor
+    reward_pos: torch.Tensor  # β log π_θ/π_ref of the preferred (PREF) or y_w (NPO, KL) response
+    reward_neg: torch.Tensor
+    kl: torch.Tensor  # token KL on KL examples, 0 elsewhere
+
+
+def hybrid_loss(
+    pol: torch.Tensor,
+    ref: torch.Tensor,
+    kl: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    *,
+    beta: float,
+    alpha_kl: float,
+    loss_type: str = "sigmoid",
+    pair_loss: str = "pref",
+    flip_rate: float = 0.0,
+) -> HybridLoss:
+    """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
+
+    `pol`, `ref`: `[S]` summed log-probabilities of every sequence of the batch; `kl`: `[B]` token KL
+    of each example's first sequence (used only where `kind == KL`); `batch`: the collated tensors.
+    """
+    kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
+    pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
+    rp, rn = ref[batch["pos_idx"]].to(pol.dtype), ref[batch["neg_idx"]].to(pol.dtype)
+    if pair_loss == "rdpo":
+        pref = robust_dpo_loss(pp, rp, pn, rn, beta, flip_rate)
+    else:
+        pref = preference_loss(pp, rp, pn, rn, beta, "sigmoid" if pair_loss == "dpo" else loss_type)
+    npo_mask = batch["npo_mask"].to(pol.dtype)
+    npo_neg = npo_mask[:, 1] * batch["has_neg"].to(pol.dtype)
+    npo = npo_loss(pp, rp, beta) * npo_mask[:, 0] + npo_loss(pn, rn, beta) * npo_neg
+    per = torch.where(kind == PREF, pref, torch.where(kind == NPO, npo, alpha_kl * kl.to(pol.dtype)))
+    loss = (weight * per).sum() / max(1, kind.numel())
+    return HybridLoss(loss, per, beta * (pp - rp), beta * (pn - rn), kl)
+
+
+class GradNormStop(TrainerCallback):
+    """Stop when the norm of an update's gradient falls below ε (method.md: stop when ‖∇L‖ < ε)."""
+
+    def __init__(self, trainer: TraceTrainer, eps: float) -> None:
+        self.trainer, self.eps = trainer, eps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        g = self.trainer.last_grad_norm
+        if self.eps > 0 and g is not None and g < self.eps:
+            self.trainer.stop_reason = f"grad_norm {g:.3g} < {self.eps:g} at step {state.global_step}"
+            control.should_training_stop = True
+        return control
+
+
+class TraceTrainer(Trainer):
+    """A `transformers.Trainer` whose loss is TRACE's hybrid update, or a baseline's (`args.method`).
+
+    `train_dataset` is a `TraceDataset`; batches come from a `StratifiedSampler` when the method's
+    preset is stratified. With `args.precompute_ref_log_probs` the reference log-probabilities of
+    every preference/NPO response are computed once before training, through the shared on-disk
+    cache of `impact.reference` (so the score stage's values are reused), and the per-step
+    reference forward pass then runs only on RETAIN anchors.
+    """
+
+    # compute_loss returns a per-micro-batch mean: let Trainer divide by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        model: Any,
+        args: TraceConfig,
+        train_dataset: TraceDataset,
+        processing_class: Any = None,
+        *,
+        ref_cache_dir: str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from trace_realign.model.loading import Reference, is_peft
+
+        self.preset: Preset = get_preset(args.method)
+        self.alpha_kl = args.alpha_kl if self.preset.use_kl else 0.0
+        if args.gradient_checkpointing and is_peft(model):
+            # the frozen embeddings give checkpointed blocks no input that requires grad otherwise
+            model.enable_input_require_grads()
+        # made before any update, so a full fine-tuning copy is θ_ref
+        self.reference = Reference(model)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=TraceCollator(train_dataset.pad_token_id),
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.model_accepts_loss_kwargs = False
+        if self.reference.copy is not None:
+            self.reference.copy.to(self.args.device)
+        self.last_grad_norm: float | None = None
+        self.stop_reason = ""
+        self._sums = torch.zeros(len(METRICS), 2, dtype=torch.float64)
+        self.add_callback(GradNormStop(self, args.grad_norm_stop))
+        self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
+        if args.precompute_ref_log_probs:
+            self._precompute_reference(processing_class, ref_cache_dir)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):
+        from trace_realign.update.data import StratifiedSampler
+
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        groups = ds.selection.by_stratum() if self.preset.stratified else [list(range(len(ds)))]
+        proportions = self.args.sampling_proportions if self.preset.stratified else [1.0]
+        return StratifiedSampler(
+            groups, proportions, self.args.per_device_train_batch_size, seed=self.args.seed
+        )
+
+    def _precompute_reference(self, tokenizer: Any, cache_dir: str | Path | None) -> None:
+        from trace_realign.impact.reference import item_key, open_cache, reference_logprobs
+
+        ds: TraceDataset = self.train_dataset
+        todo = [t for t in ds.ref_items() if ds.items[t[0]]["kind"] != KL]
+        if not todo:
+            return
+        ref_model = self.reference.copy if self.reference.copy is not None else self.model
+        # the main process fills the cache; the others then read it instead of recomputing
+        with self.accelerator.main_process_first():
+            cache = open_cache(
+                ref_model,
+                tokenizer,
+                max_length=self.args.max_length,
+                max_prompt_length=self.args.max_prompt_length,
+                cache_dir=cache_dir,
+            )
+            hits = sum(cache.get(item_key(pid, resp)) is not None for _, _, pid, _, resp in todo)
+            values = reference_logprobs(
+                ref_model,
+                tokenizer,
+                [(pid, prompt, resp) for _, _, pid, prompt, resp in todo],
+                batch_size=self.args.per_device_eval_batch_size,
+                max_length=self.args.max_length,
+                max_prompt_length=self.args.max_prompt_length,
+                cache=cache,
+                progress=self.is_local_process_zero() and not self.args.disable_tqdm,
+            )
+        ds.set_reference([(i, slot, v) for (i, slot, *_), v in zip(todo, values.tolist(), strict=True)])
+        self.reference_stats = {"precomputed": len(todo) - hits, "from_cache": hits, "cache": str(cache.path)}
+
+    # ---- loss ----------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = self.batch_loss(model, inputs)
+        if model.training:
+            self._accumulate(out, inputs)
+        return (out.loss, out) if return_outputs else out.loss
+
+    def batch_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> HybridLoss:
+        """One policy forward pass over every sequence of the batch, a reference pass where needed."""
+        ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+        tok_lp, mask = token_logprobs(logits, labels)
+        pol = tok_lp.sum(-1)
+        kind = inputs["kind"]
+        kl_seq = inputs["pos_idx"][kind == KL]
+        ref = inputs["ref_logps"].to(pol.device).clone()
+        need = torch.isnan(ref)
+        need[kl_seq] = True
+        kl = torch.zeros(kind.numel(), device=pol.device, dtype=pol.dtype)
+        if need.any():
+            rows = need.nonzero().squeeze(-1)
+            with torch.no_grad(), self.reference() as ref_model:
+                ref_logits = ref_model(input_ids=ids[rows], attention_mask=attn[rows], use_cache=False).logits
+            ref[rows] = sequence_logprobs(ref_logits, labels[rows]).to(ref.dtype)
+            if kl_seq.numel():
+                # position of each KL sequence among the rows the reference saw
+                at = torch.full((ref.numel(),), -1, dtype=torch.long, device=ref.device)
+                at[rows] = torch.arange(rows.numel(), device=ref.device)
+                kl[kind == KL] = token_kl(ref_logits[at[kl_seq], :-1], logits[kl_seq, :-1], mask[kl_seq])
+        return hybrid_loss(
+            pol,
+            ref,
+            kl,
+            inputs,
+            beta=self.args.beta,
+            alpha_kl=self.alpha_kl,
+            loss_type=self.args.loss_type,
+            pair_loss=self.preset.pair_loss,
+            flip_rate=self.args.flip_rate,
+        )
+
+    # ---- logging -------------------------------------------------------------------------
+
+    def _accumulate(self, out: HybridLoss, inputs: dict[str, torch.Tensor]) -> None:
+        kind, stratum, w = inputs["kind"], inputs["stratum"], inputs["weight"]
+        pref = kind == PREF
+        rows: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+        for s, cat in enumerate(STRATA):
+            m = stratum == s
+            name = cat.value.lower()
+            rows += [(f"{name}/loss", out.per_example, m), (f"{name}/weight", w, m)]
+            rows.append((f"{name}/margin", out.reward_pos - out.reward_neg, m & pref))
+        margin = out.reward_pos - out.reward_neg
+        rows += [
+            ("rewards/chosen", out.reward_pos, pref),
+            ("rewards/rejected", out.reward_neg, pref),
+            ("rewards/margins", margin, pref),
+            ("rewards/accuracies", (margin > 0).to(margin.dtype), pref),
+            ("npo/logratio", out.reward_pos / self.args.beta, kind == NPO),
+            ("kl", out.kl, kind == KL),
+        ]
+        index = {name: i for i, name in enumerate(METRICS)}
+        for name, value, m in rows:
+            m = m.to(value.device)
+            self._sums[index[name], 0] += float(value.detach()[m].double().sum())
+            self._sums[index[name], 1] += float(m.sum())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._sums[:, 1].sum() > 0:
+            sums = self._sums.to(self.args.device)
+            if self.accelerator.num_processes > 1:
+                sums = self.accelerator.reduce(sums, reduction="sum")
+            for name, (total, n) in zip(METRICS, sums.tolist(), strict=True):
+                if n > 0:
+                    logs[name] = total / n
+            self._sums.zero_()
+        super().log(logs, start_time)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        g = super()._get_grad_norm(model, grad_norm)
+        self.last_grad_norm = float(g)
+        return g
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.batch_loss(model, inputs).loss.detach()
+        return loss, None, None
+
+
+# ---- the whole stage: data in, adapter and run_summary.json out ---------------------------
+
+
+def train(
+    model_name_or_path: str | Path,
+    weighted_path: str | Path,
+    config: TraceConfig,
+    *,
+    ref_cache_dir: str | Path | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Realign `model_name_or_path` on `weighted_path` with `config.method`; return the run summary.
+
+    Writes to `config.output_dir`: checkpoints while training (a rerun with `resume=True` continues
+    from the last one), then the PEFT adapter (or the full model), `merged/` with `save_merged`,
+    and `run_summary.json`.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
+    from trace_realign.update.data import read_weighted, select_examples, weight_summary
+
+    started = time.time()
+    preset = get_preset(config.method)
+    rows = read_weighted(weighted_path)
+    selection = select_examples(
+        rows,
+        preset,
+        alpha_kl=config.alpha_kl,
+        normalisation=config.weight_normalisation,
+        path=str(weighted_path),
+    )
+    tokenizer = load_tokenizer(model_name_or_path)
+    model = load_model(model_name_or_path)
+    if config.use_peft:
+        set_seed(config.seed)  # LoRA's A matrices are random: same seed, same start
+        lora = LoraOptions(
+            config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules)
+        )
+        model = apply_lora(model, lora)
+    dataset = TraceDataset(
+        selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
+    )
+    trainer = TraceTrainer(model, config, dataset, tokenizer, ref_cache_dir=ref_cache_dir)
+    checkpoint = config.resume_from_checkpoint
+    out = Path(config.output_dir)
+    if checkpoint is None and resume and out.is_dir():
+        checkpoint = get_last_checkpoint(str(out))
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out))
+    if config.save_merged and config.use_peft and trainer.is_world_process_zero():
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        merged.save_pretrained(out / "merged")
+        tokenizer.save_pretrained(out / "merged")
+    stop = trainer.stop_reason or (
+        f"max_steps {config.max_steps}" if config.max_steps > 0 else f"{config.num_train_epochs:g} epochs"
+    )
+    summary = {
+        "method": preset.name,
+        "method_summary": preset.summary,
+        "model": str(model_name_or_path),
+        "weighted": str(weighted_path),
+        "preference_loss": _loss_label(preset, config),
+        "alpha_kl_used": trainer.alpha_kl,
+        "data": selection.counts,
+        "notes": selection.notes,
+        "weights": weight_summary(selection),
+        "truncation": dataset.truncation.to_dict(),
+        "reference": trainer.reference_stats,
+        "resumed_from": checkpoint,
+        "global_step": trainer.state.global_step,
+        "stop_reason": stop,
+        "final_metrics": {**result.metrics, **_last_logged(trainer.state.log_history)},
+        "log_history": trainer.state.log_history,
+        "wall_time_s": time.time() - started,
+        "config": json.loads(config.to_json_string()),
+    }
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "run_summary.json", summary)
+    return summary
+
+
+def _loss_label(preset: Preset, config: TraceConfig) -> str:
+    if preset.pair_loss == "rdpo":
+        return f"robust DPO (flip rate {config.flip_rate})"
+    if preset.pair_loss == "dpo" or config.loss_type == "sigmoid":
+        return "sigmoid (DPO; the paper's 'IPO')"
+    return "ipo ((Δ - 1/(2β))²)"
+
+
+def _last_logged(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The last value of every metric logged during training (train_* totals excluded)."""
+    out: dict[str, float] = {}
+    for entry in history:
+        for k, v in entry.items():
+            if isinstance(v, (int, float)) and not math.isnan(v) and not k.startswith("train_"):
+                out[k] = v
+    return out
