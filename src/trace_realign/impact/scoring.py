@@ -1,0 +1,444 @@
+"""Alignment impact (Algorithm 1, lines 8–20): how much each conflict pair agrees with the gold direction.
+
+`g_J = ∇_θ Σ_{D_gold} ℓ_pref(x, y+, y−)` and, for a conflict `i` with loss `ℓ_i`,
+`w_i = ⟨g_J, ∇_θ ℓ_i⟩`, all at `θ = θ_ref` over the trainable parameters. Then, over the
+conflicts, `w ← max(0, w/γ)` and a normalisation (`normalise_weights`).
+
+At `θ_ref` every loss here is a function of sequence log-probabilities whose derivative is
+known without a policy forward pass (`Δ = 0`, every log-ratio is 0), so
+`∇ℓ_i = c_a ∇log π(a) + c_b ∇log π(b)` with constant coefficients, and
+`w_i = c_a ⟨∇log π(a), g_J⟩ + c_b ⟨∇log π(b), g_J⟩`: one directional derivative of the
+sequence log-probabilities along `g_J`. Three ways to get it:
+
+- `exact`: forward-mode AD (`torch.func.jvp`) along `g_J`, every weight of a batch in one pass.
+  Forward-mode AD has no rule for the fused SDPA kernels, so attention runs eager meanwhile.
+- `fd`: a central finite difference along `g_J`: two no-grad forward passes per batch.
+- `naive`: the real loss of each pair against real reference log-probabilities, one backward
+  per pair, flattened and dotted with `g_J`. Slow; kept as the correctness oracle.
+
+No per-sample gradient matrix is ever formed. Under `accelerate launch` each process scores
+its shard of the pairs and of the gold batch; `g_J` is summed across processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from trace_realign.errors import InputError
+from trace_realign.impact.reference import reference_logprobs
+from trace_realign.losses import PreferenceVariant, npo_loss, preference_loss
+from trace_realign.model.loading import is_peft, trainable_parameters
+from trace_realign.model.logprobs import sequence_logprobs
+from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
+from trace_realign.schema import Category, Prompt
+
+Mode = Literal["exact", "fd", "naive"]
+Normalisation = Literal["mean", "paper"]
+MODES: tuple[str, ...] = ("exact", "fd", "naive")
+NORMALISATIONS: tuple[str, ...] = ("mean", "paper")
+Gradient = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """One loss term on one prompt. `kind="pref"`: `ℓ_pref(x, a, b)`, prefer `a` over `b`;
+    `kind="npo"`: `ℓ_NPO(x, a, b)`, suppress both."""
+
+    id: str
+    prompt: Prompt
+    a: str
+    b: str
+    kind: Literal["pref", "npo"] = "pref"
+
+
+@dataclass
+class ScoreOptions:
+    mode: Mode = "fd"
+    beta: float = 0.3
+    variant: PreferenceVariant = "sigmoid"
+    gamma: float = 1.0
+    normalisation: Normalisation = "mean"
+    batch_size: int = 8
+    max_length: int | None = None
+    max_prompt_length: int | None = None
+    # fd: how far (nats per gold sequence) the step along g_J moves log-probabilities (see `fd_step`)
+    fd_target_change: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}", field="mode")
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(
+                f"unknown normalisation {self.normalisation!r}: use one of {', '.join(NORMALISATIONS)}",
+                field="normalisation",
+            )
+        if not self.gamma > 0:
+            raise InputError(f"gamma must be positive, got {self.gamma}", field="gamma")
+        if not self.beta > 0:
+            raise InputError(f"beta must be positive, got {self.beta}", field="beta")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}", field="batch_size")
+
+
+@dataclass
+class GoldDirection:
+    """`g_J` by parameter name, and how many gold items (over all processes) were summed into it."""
+
+    grad: Gradient
+    n_items: int
+
+    @property
+    def norm(self) -> float:
+        return gradient_norm(self.grad)
+
+
+def conflict_item(
+    pair_id: str,
+    prompt: Prompt,
+    chosen: str,
+    rejected: str,
+    category: Category,
+    correction: str | None = None,
+) -> ScoredItem:
+    """The loss Algorithm 1 trains a conflict with: INVERT `ℓ_pref(x, y_l, y_w)`; PUNISH
+    `ℓ_pref(x, y_c, y_w)` with an oracle correction, else `ℓ_NPO(x, y_w, y_l)`."""
+    if category == Category.INVERT:
+        return ScoredItem(pair_id, prompt, rejected, chosen, "pref")
+    if category == Category.PUNISH:
+        if correction:
+            return ScoredItem(pair_id, prompt, correction, chosen, "pref")
+        return ScoredItem(pair_id, prompt, chosen, rejected, "npo")
+    raise ValueError(f"{category} pairs are not conflicts")
+
+
+def item_loss(
+    kind: str,
+    pol_a: torch.Tensor,
+    ref_a: torch.Tensor,
+    pol_b: torch.Tensor,
+    ref_b: torch.Tensor,
+    beta: float,
+    variant: PreferenceVariant = "sigmoid",
+) -> torch.Tensor:
+    """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`."""
+    if kind == "pref":
+        return preference_loss(pol_a, ref_a, pol_b, ref_b, beta, variant)
+    return npo_loss(pol_a, ref_a, beta) + npo_loss(pol_b, ref_b, beta)
+
+
+def reference_coefficients(
+    kind: str, beta: float, variant: PreferenceVariant = "sigmoid"
+) -> tuple[float, float]:
+    """`(∂ℓ/∂log π(a), ∂ℓ/∂log π(b))` at `θ_ref`, where every log-ratio is 0.
+
+    Taken from the loss functions themselves, so they cannot drift from them: `pref` (sigmoid)
+    gives `(−β/2, +β/2)`, `pref` (ipo) `(−1/β, +1/β)`, `npo` `(+β/2, +β/2)`.
+    """
+    a = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    zero = torch.zeros(1, dtype=torch.float64)
+    ga, gb = torch.autograd.grad(item_loss(kind, a, zero, b, zero, beta, variant).sum(), (a, b))
+    return ga.item(), gb.item()
+
+
+def _coefficient_vectors(items: Sequence[ScoredItem], beta: float, variant: PreferenceVariant):
+    pairs = [reference_coefficients(it.kind, beta, variant) for it in items]
+    return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+
+
+def _batch(tokenizer: Any, items: Sequence[ScoredItem], opts: ScoreOptions, report: TruncationReport | None):
+    """One collated batch holding every `a` then every `b` of `items`."""
+    seqs = [(it.prompt, it.a) for it in items] + [(it.prompt, it.b) for it in items]
+    encs = encode_many(
+        tokenizer, seqs, max_length=opts.max_length, max_prompt_length=opts.max_prompt_length, report=report
+    )
+    return collate(encs, pad_id(tokenizer))
+
+
+def _logprobs(model: Any, batch: dict[str, torch.Tensor], params: Gradient | None = None) -> torch.Tensor:
+    device = next(model.parameters()).device
+    kwargs = {
+        "input_ids": batch["input_ids"].to(device),
+        "attention_mask": batch["attention_mask"].to(device),
+        "use_cache": False,
+    }
+    if params is None:
+        logits = model(**kwargs).logits
+    else:
+        logits = torch.func.functional_call(model, params, (), kwargs, strict=False).logits
+    return sequence_logprobs(logits, batch["labels"].to(device))
+
+
+@contextmanager
+def _scoring_state(model: Any) -> Iterator[None]:
+    """Eval mode (LoRA dropout off: the weights must be those of `θ_ref` itself), restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    hf = model.get_base_model() if is_peft(model) else model
+    before = hf.config._attn_implementation
+    if before != "eager":
+        hf.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if before != "eager":
+            hf.set_attn_implementation(before)
+
+
+def _distributed() -> tuple[int, int]:
+    from accelerate import PartialState
+
+    state = PartialState()
+    return state.process_index, state.num_processes
+
+
+def _sum_across_processes(grad: Gradient) -> Gradient:
+    from accelerate.utils import reduce
+
+    return {n: reduce(g, reduction="sum") for n, g in grad.items()}
+
+
+def gold_gradient(
+    model: Any,
+    tokenizer: Any,
+    gold: Sequence[ScoredItem],
+    opts: ScoreOptions,
+    *,
+    exact_reference: bool = False,
+    report: TruncationReport | None = None,
+    progress: bool = True,
+) -> GoldDirection:
+    """`g_J = ∇_θ Σ_{D_gold} ℓ_pref(x, y+, y−)` over the trainable parameters, at `θ_ref`.
+
+    The reference log-probabilities are the policy's own, detached (at `θ_ref` they are equal,
+    so `Δ = 0` and the gradient is exact) unless `exact_reference`, which computes them with the
+    reference network, as the oracle does.
+    """
+    if not gold:
+        raise InputError("the gold batch is empty: g_J needs RETAIN or INVERT pairs", field="gold_size")
+    params = trainable_parameters(model)
+    if not params:
+        raise InputError("the model has no trainable parameters to score over", field="use_peft")
+    rank, world = _distributed()
+    shard = list(gold)[rank::world]
+    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    with _scoring_state(model):
+        for start in tqdm(range(0, len(shard), opts.batch_size), desc="g_J", disable=not progress):
+            items = shard[start : start + opts.batch_size]
+            n = len(items)
+            batch = _batch(tokenizer, items, opts, report)
+            lp = _logprobs(model, batch)
+            if exact_reference:
+                ref = reference_logprobs(
+                    model,
+                    tokenizer,
+                    [(it.id, it.prompt, it.a) for it in items] + [(it.id, it.prompt, it.b) for it in items],
+                    batch_size=2 * n,
+                    max_length=opts.max_length,
+                    max_prompt_length=opts.max_prompt_length,
+                    progress=False,
+                ).to(lp.device)
+            else:
+                ref = lp.detach()
+            kinds = {it.kind for it in items}
+            loss = sum(
+                item_loss(k, lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.variant)[
+                    torch.tensor([it.kind == k for it in items], device=lp.device)
+                ].sum()
+                for k in kinds
+            )
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            for (name, _), g in zip(params.items(), grads, strict=True):
+                if g is not None:
+                    acc[name] += g.float()
+    return GoldDirection(_sum_across_processes(acc) if world > 1 else acc, len(gold))
+
+
+def gradient_norm(g: Gradient) -> float:
+    return math.sqrt(sum(float((t.double() ** 2).sum()) for t in g.values()))
+
+
+def fd_step(g_J: Gradient, n_gold: int, opts: ScoreOptions) -> float:
+    """The central-difference step `h` along `g_J`.
+
+    Along `g_J` the gold objective changes at the known rate `‖g_J‖²`, and each gold sequence
+    enters it with a coefficient of magnitude `|c|` (`reference_coefficients`), so `h` is set
+    to move the gold log-probabilities by about `fd_target_change` nats per sequence: far above
+    float32 rounding of a sequence log-probability, small enough that the `O(h²)` error stays
+    near 1e-3 relative. (A step scaled by `‖θ‖` fails under LoRA: `‖θ‖` is all `A`, which `g_J`
+    does not touch at `B = 0`.)
+    """
+    c = abs(reference_coefficients("pref", opts.beta, opts.variant)[0])
+    return opts.fd_target_change * c * 2 * n_gold / gradient_norm(g_J) ** 2
+
+
+def _directional_fd(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient, h: float) -> torch.Tensor:
+    params = trainable_parameters(model)
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    out = []
+    try:
+        with torch.no_grad():
+            for sign in (1.0, -1.0):
+                for n, p in params.items():
+                    p.copy_(saved[n] + (sign * h) * g_J[n].to(p.dtype))
+                out.append(_logprobs(model, batch).double())
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+    return ((out[0] - out[1]) / (2 * h)).float()
+
+
+def _directional_jvp(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient) -> torch.Tensor:
+    params = {n: p.detach() for n, p in trainable_parameters(model).items()}
+    tangents = {n: g_J[n].to(p.dtype) for n, p in params.items()}
+    _, d = torch.func.jvp(lambda ps: _logprobs(model, batch, ps), (params,), (tangents,))
+    return d
+
+
+def _naive_impacts(
+    model: Any, tokenizer: Any, items: Sequence[ScoredItem], g_J: Gradient, opts: ScoreOptions, report
+) -> list[float]:
+    params = trainable_parameters(model)
+    flat_g = torch.cat([g_J[n].flatten().double() for n in params])
+    out = []
+    for it in items:
+        batch = _batch(tokenizer, [it], opts, report)
+        ref = reference_logprobs(
+            model,
+            tokenizer,
+            [(it.id, it.prompt, it.a), (it.id, it.prompt, it.b)],
+            batch_size=2,
+            max_length=opts.max_length,
+            max_prompt_length=opts.max_prompt_length,
+            progress=False,
+        )
+        lp = _logprobs(model, batch)
+        ref = ref.to(lp.device)
+        loss = item_loss(it.kind, lp[:1], ref[:1], lp[1:], ref[1:], opts.beta, opts.variant).sum()
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        flat = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).flatten().double()
+                for g, p in zip(grads, params.values(), strict=True)
+            ]
+        )
+        out.append(float(flat @ flat_g))
+    return out
+
+
+def conflict_impacts(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ScoredItem],
+    gold: GoldDirection,
+    opts: ScoreOptions,
+    *,
+    done: dict[str, float] | None = None,
+    on_batch: Callable[[dict[str, float]], None] | None = None,
+    report: TruncationReport | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Raw impacts `⟨g_J, ∇ℓ_i⟩` by item id, before damping, clamping and normalisation.
+
+    Ids in `done` are taken as computed (resume); `on_batch` receives each new batch's values
+    as soon as it is computed, so the caller can save them. Under several processes each
+    scores every `world`-th pending item and all results are gathered.
+    """
+    done = dict(done or {})
+    rank, world = _distributed()
+    pending = [it for it in items if it.id not in done][rank::world]
+    mine: dict[str, float] = {}
+    g_J, gnorm = gold.grad, gold.norm
+    h = fd_step(g_J, gold.n_items, opts) if opts.mode == "fd" and gnorm > 0 else 0.0
+    bar = tqdm(total=len(pending), desc=f"impact ({opts.mode})", unit="pair", disable=not progress)
+    with _scoring_state(model), _eager_attention(model) if opts.mode == "exact" else _nothing():
+        for start in range(0, len(pending), opts.batch_size):
+            chunk = pending[start : start + opts.batch_size]
+            n = len(chunk)
+            if gnorm == 0:
+                values = [0.0] * n  # no gold direction: nothing agrees with it
+            elif opts.mode == "naive":
+                values = _naive_impacts(model, tokenizer, chunk, g_J, opts, report)
+            else:
+                batch = _batch(tokenizer, chunk, opts, report)
+                if opts.mode == "exact":
+                    d = _directional_jvp(model, batch, g_J)
+                else:
+                    d = _directional_fd(model, batch, g_J, h)
+                ca, cb = _coefficient_vectors(chunk, opts.beta, opts.variant)
+                d = d.detach().double().cpu()
+                values = (ca.double() * d[:n] + cb.double() * d[n:]).tolist()
+            new = {it.id: float(v) for it, v in zip(chunk, values, strict=True)}
+            mine.update(new)
+            if on_batch is not None:
+                on_batch(new)
+            bar.update(n)
+    bar.close()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        for part in gather_object([mine]):
+            done.update(part)
+    else:
+        done.update(mine)
+    return {it.id: done[it.id] for it in items}
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def normalise_weights(
+    raw: Sequence[float], *, gamma: float = 1.0, normalisation: Normalisation = "mean"
+) -> list[float]:
+    """Algorithm 1 line 20 over the conflicts: `w ← w/γ`, `w ← max(0, w)`, then
+
+    - `paper`: `w / Σ|w|` (weights sum to 1, as published);
+    - `mean`: `N · w / Σ|w|` (mean weight 1 over the N conflicts, so a mini-batch loss keeps its
+      scale whatever the dataset size; relative weights are the paper's).
+
+    With either normalisation a positive `γ` cancels out; it matters only for raw weights.
+    If every weight clamps to 0 all stay 0 (no conflict agrees with the gold direction).
+    """
+    w = [max(0.0, r / gamma) for r in raw]
+    total = sum(w)
+    if total == 0:
+        return [0.0] * len(w)
+    scale = 1 / total if normalisation == "paper" else len(w) / total
+    return [x * scale for x in w]
+
+
+def impact_weights(
+    model: Any,
+    tokenizer: Any,
+    conflicts: Sequence[ScoredItem],
+    gold: Sequence[ScoredItem],
+    opts: ScoreOptions | None = None,
+    *,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Normalised impact weights by conflict id: `g_J` from `gold`, then every conflict's weight."""
+    opts = opts or ScoreOptions()
+    if not conflicts:
+        raise InputError("there are no conflicts (INVERT or PUNISH pairs) to score", field="category")
+    g_J = gold_gradient(model, tokenizer, gold, opts, exact_reference=opts.mode == "naive", progress=progress)
+    raw = conflict_impacts(model, tokenizer, conflicts, g_J, opts, progress=progress)
+    weights = normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation)
+    return dict(zip(raw, weights, strict=True))
