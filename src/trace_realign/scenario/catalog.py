@@ -152,7 +152,7 @@ CATEGORIES: tuple[HarmCategory, ...] = (
         "S6",
         "violence",
         (
-            "riots",
+            "violent riots",
             "gang violence",
             "armed robbery",
             "wartime massacres",
