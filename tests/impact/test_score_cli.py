@@ -1,0 +1,144 @@
+"""`trace-realign score` end to end on a tiny model: outputs, summary, resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import trace_realign.impact.scoring as scoring
+from trace_realign.cli import main
+from trace_realign.schema import PreferencePair
+
+
+def _row(i: int, category: str, correction: str | None = None) -> dict:
+    pair = PreferencePair(f"Question number {i}?", f"Old winner answer {i}.", f"Old loser {i}.")
+    row = pair.to_dict()
+    c = {"INVERT": (0, 1), "PUNISH": (0, 0), "RETAIN": (1, 0), "UNKNOWN": (None, 1)}[category]
+    row.update(category=category, c_w=c[0], c_l=c[1], reason_w="", reason_l="", extra_field=i)
+    if correction:
+        row["correction"] = correction
+    return row
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def triaged(tmp_path):
+    rows = [_row(i, "RETAIN") for i in range(4)]
+    rows += [_row(10 + i, "INVERT") for i in range(4)]
+    rows += [_row(20 + i, "PUNISH", "A safe reply." if i % 2 else None) for i in range(3)]
+    rows += [_row(30, "UNKNOWN")]
+    return _write(tmp_path / "triaged.jsonl", rows)
+
+
+def _args(model, triaged, out, *extra):
+    return ["score", "--model", str(model), "--triaged", str(triaged), "--out", str(out), "--no-progress",
+            "--gold-size", "6", "--batch-size", "3", "--max-length", "96", *extra]  # fmt: skip
+
+
+def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
+    out = tmp_path / "score" / "weighted.jsonl"
+    assert main(_args(tiny_model_dir, triaged, out, "--use_peft", "--lora_r", "4", "--mode", "exact")) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 and all(r["extra_field"] is not None for r in rows)  # every input field kept
+    conflicts = [r for r in rows if r["category"] in ("INVERT", "PUNISH")]
+    assert all(r["impact_weight"] is None for r in rows if r["category"] in ("RETAIN", "UNKNOWN"))
+    weights = [r["impact_weight"] for r in conflicts]
+    assert len(weights) == 7 and min(weights) >= 0
+    assert sum(weights) / len(weights) == pytest.approx(1.0)  # default: mean normalisation
+    summary = json.loads((tmp_path / "score" / "summary.json").read_text())
+    assert summary["mode"] == "exact" and summary["normalisation"] == "mean" and summary["loss"] == "sigmoid"
+    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 2, "PUNISH_corrected": 1}
+    # Algorithm 2 with B = 6: floor(6/3) RETAIN, floor(6/3) INVERT, the rest PUNISH
+    assert summary["gold_sources"] == {"INVERT": 2, "PUNISH": 2, "RETAIN": 2}
+    assert sum(summary["weight_histogram"]["counts"]) == 7
+    assert summary["zero_weight_share"] == pytest.approx(sum(w == 0 for w in weights) / 7)
+    assert summary["top_impact"][0]["impact_weight"] == max(weights)
+    assert not list((tmp_path / "score").glob(".*partial"))  # work folder removed when done
+
+
+def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_path):
+    out = tmp_path / "w.jsonl"
+    assert (
+        main(
+            _args(
+                tiny_model_dir,
+                triaged,
+                out,
+                "--normalisation",
+                "paper",
+                "--summary",
+                str(tmp_path / "s.json"),
+            )
+        )
+        == 0
+    )
+    weights = [json.loads(line)["impact_weight"] for line in out.read_text().splitlines()]
+    assert sum(w for w in weights if w is not None) == pytest.approx(1.0)
+    assert json.loads((tmp_path / "s.json").read_text())["use_peft"] is False
+
+
+def test_a_killed_run_resumes_where_it_stopped(tiny_model_dir, triaged, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "weighted.jsonl"
+    args = _args(tiny_model_dir, triaged, out, "--use_peft", "--lora_r", "4")
+    assert main(args) == 0
+    want = out.read_text()
+    out.unlink()
+
+    real = scoring._directional_fd
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(scoring, "_directional_fd", flaky)
+    assert main(args) == 130  # interrupted after the first of three batches
+    assert not out.exists() and list(tmp_path.glob(".weighted.jsonl.partial/raw.rank0.jsonl"))
+    calls.clear()
+    monkeypatch.setattr(scoring, "_directional_fd", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(args) == 0
+    assert len(calls) == 2  # only the two unfinished batches were recomputed
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    for a, b in zip(got, [json.loads(line) for line in want.splitlines()], strict=True):
+        if b["impact_weight"] is None:
+            assert a["impact_weight"] is None
+        else:
+            assert a["impact_weight"] == pytest.approx(b["impact_weight"], rel=1e-6)
+
+
+def test_no_conflicts_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    path = _write(tmp_path / "t.jsonl", [_row(i, "RETAIN") for i in range(3)])
+    assert main(_args(tiny_model_dir, path, tmp_path / "o.jsonl")) == 2
+    err = capsys.readouterr().err
+    assert "no conflicts to score" in err and "t.jsonl" in err and "Traceback" not in err
+
+
+def test_missing_field_names_line_and_field(tiny_model_dir, tmp_path, capsys):
+    rows = [_row(1, "INVERT"), _row(2, "PUNISH")]
+    del rows[1]["rejected"]
+    path = _write(tmp_path / "t.jsonl", rows)
+    assert main(_args(tiny_model_dir, path, tmp_path / "o.jsonl")) == 2
+    assert "t.jsonl:2: field 'rejected'" in capsys.readouterr().err
+
+
+def test_tokenizer_that_cannot_place_the_boundary(tiny_model_dir, triaged, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from trace_realign.model.tiny import tiny_llama
+
+    broken = tmp_path / "broken"
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
+    )
+    tok.save_pretrained(broken)
+    tiny_llama(len(tok)).save_pretrained(broken)
+    assert main(_args(broken, triaged, tmp_path / "o.jsonl")) == 2
+    assert "cannot place the response boundary" in capsys.readouterr().err
