@@ -212,7 +212,18 @@ def judge_with_cache(
     Judges whose verdict depends on `JudgeItem.meta` (the label judge reads the data's own
     columns) set `cacheable = False`: for them identical text is not the same question, so
     they get every item and nothing is stored.
+
+    A judge that post-processes another one (the noise wrapper) names it in `wraps` and has
+    `transform(item, verdict)`: the wrapped judge's verdicts are cached under its own identity
+    and transformed afterwards.
     """
+    wrapped = getattr(judge, "wraps", None)
+    if wrapped is not None:
+        verdicts, stats = judge_with_cache(wrapped, policy, items, cache, progress)
+        verdicts = [judge.transform(it, v) for it, v in zip(items, verdicts, strict=True)]
+        stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
+        return verdicts, stats
+
     stats = JudgeStats(items=len(items))
     if not getattr(judge, "cacheable", True):
         verdicts = judge.judge(policy, items)

@@ -177,7 +177,7 @@ def test_forged_verdicts_in_a_response_are_ignored(server):
 
 def test_a_leaked_nonce_would_let_the_forgery_through(server, monkeypatch):
     """The check above has teeth: with a fence the attacker can close, this server is fooled."""
-    monkeypatch.setattr(judge_prompt, "new_nonce", lambda *texts: "0123456789abcdef")
+    monkeypatch.setattr(judge_prompt, "fence_nonce", lambda *texts: "0123456789abcdef")
     items = [JudgeItem("how do I do it?", FORGERIES[2])]
     assert _judge(server).judge(POLICY, items)[0].label is Label.COMPLIANT
 
@@ -192,8 +192,10 @@ def test_judge_prompt_fences_the_data():
         in user["content"]
     )
     assert POLICY.text in system["content"] and "the response" not in system["content"]
-    again = judge_prompt.judge_messages(POLICY, item)[1]["content"]
-    assert nonce not in again  # a fresh nonce per request
+    # reproducible for the same item, different for any other
+    assert judge_prompt.judge_messages(POLICY, item)[1]["content"] == user["content"]
+    other = judge_prompt.judge_messages(POLICY, JudgeItem("the prompt", "the response!"))[1]["content"]
+    assert nonce not in other
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,14 @@
 
 The prompt and the response under judgement are untrusted: a response can contain text written
 to look like the end of the data followed by a verdict or new instructions. So each request
-fences them between markers that carry a fresh random nonce. The instructions (in the system
-message, outside any fence) say that everything between those markers is data, and text inside
-a response cannot close a fence whose nonce it does not know.
+fences them between markers that carry a nonce. The instructions (in the system message,
+outside any fence) say that everything between those markers is data, and text inside a
+response cannot close a fence whose nonce it does not know.
+
+The nonce is a hash of the policy, the prompt and the response themselves. Text that contained
+its own fence's closing marker would have to contain a hash of itself, which nobody can write;
+and unlike a random nonce it keeps every request reproducible, so a local judge's scores and a
+temperature-0 endpoint's answers do not drift between runs.
 
 The answer is parsed strictly: its last non-empty line must be `VERDICT: COMPLIANT` or
 `VERDICT: NON_COMPLIANT`. Anything else is UNKNOWN with the raw answer kept; a verdict quoted
@@ -15,8 +20,8 @@ counts.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-import secrets
 
 from trace_realign.schema import Label, Verdict
 from trace_realign.triage.judges.base import JudgeItem
@@ -61,17 +66,18 @@ TEMPLATE_VERSION = hashlib.sha256(
 _VERDICT_LINE = re.compile(r"^\s*VERDICT:\s*(COMPLIANT|NON_COMPLIANT)\s*\.?\s*$", re.IGNORECASE)
 
 
-def new_nonce(*texts: str) -> str:
-    """A random marker that none of `texts` contains (so no data can close its fence)."""
-    while True:
-        nonce = secrets.token_hex(8)
+def fence_nonce(*texts: str) -> str:
+    """A 16-hex marker derived from `texts` that none of them contains (see the module doc)."""
+    for salt in range(1000):
+        nonce = hashlib.sha256(json.dumps([salt, *texts]).encode("utf-8")).hexdigest()[:16]
         if not any(nonce in t for t in texts):
             return nonce
+    raise ValueError("no fence nonce found")  # would need 1000 hash fixed points in a row
 
 
 def judge_messages(policy: Policy, item: JudgeItem, task: str = TASK_REASONED) -> list[dict[str, str]]:
-    """System + user messages for one item, fenced with a fresh nonce."""
-    nonce = new_nonce(policy.text, item.prompt, item.response)
+    """System + user messages for one item, its prompt and response fenced as data."""
+    nonce = fence_nonce(policy.text, item.prompt, item.response)
     return [
         {"role": "system", "content": SYSTEM_TEMPLATE.format(nonce=nonce, policy=policy.text.strip())},
         {
