@@ -153,3 +153,27 @@ def test_max_new_tokens_is_respected(tiny_model_dir):
 def test_missing_model_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="model folder not found"):
         make_backend(str(tmp_path / "nope"))
+
+
+def test_endpoint_backend_through_the_judges_client(tmp_path):
+    from trace_realign.errors import JudgeUnavailableError
+    from trace_realign.evaluate.generate import EndpointBackend
+
+    from .fakes import ChatServer
+
+    with ChatServer() as server:
+        backend = make_backend(f"openai:tiny-chat@{server.url}", batch_size=2)
+        assert isinstance(backend, EndpointBackend)
+        assert backend.identity == f"openai:tiny-chat@{server.url}"
+        cache = GenerationCache(tmp_path / "gen.sqlite")
+        got = generate_responses(backend, PROMPTS, SETTINGS, cache=cache, progress=False)
+        assert got == ["echo: Hi", f"echo: {PROMPTS[1]}", "echo: What is 2+2?", "echo: Why?"]
+        body = server.bodies[0]
+        assert body["max_tokens"] == 12 and body["temperature"] == 0.0 and body["model"] == "tiny-chat"
+        assert next(b for b in server.bodies if len(b["messages"]) == 2)["messages"][0]["role"] == "system"
+        generate_responses(backend, PROMPTS, SETTINGS, cache=cache, progress=False)
+        assert server.requests == len(PROMPTS)
+    # a server that is gone stops the batch instead of leaving empty responses to be judged
+    dead = EndpointBackend("m", server.url, max_attempts=1)
+    with pytest.raises(JudgeUnavailableError):
+        dead.generate(["Hi"], SETTINGS)

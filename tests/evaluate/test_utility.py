@@ -1,0 +1,101 @@
+"""Utility scores against plain unbatched computations on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from trace_realign.errors import InputError
+from trace_realign.evaluate.utility import MCItem, mc_scores, read_mc, text_perplexity
+from trace_realign.model.loading import load_model_and_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    return model.eval(), tok
+
+
+def reference_choice_logprob(model, tok, question, choice):
+    """Sum of log p(choice tokens | BOS + question), one unpadded sequence at a time."""
+    ctx = [tok.bos_token_id] + tok(f"Question: {question}\nAnswer:", add_special_tokens=False)["input_ids"]
+    cont = tok(f" {choice}", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
+    return sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont))
+
+
+QUESTIONS = [
+    ("What colour is the sky?", ["blue", "green", "a very long answer about plants"]),
+    ("2+2=?", ["4", "five"]),
+    ("Capital of France?", ["Paris", "Rome", "Berlin", "Madrid"]),
+]
+
+
+def test_mc_accuracy_matches_unbatched_scores(tiny):
+    model, tok = tiny
+    scores = [[reference_choice_logprob(model, tok, q, c) for c in cs] for q, cs in QUESTIONS]
+    best = [max(range(len(s)), key=s.__getitem__) for s in scores]
+    worst = [min(range(len(s)), key=s.__getitem__) for s in scores]
+    right = [MCItem(q, cs, b) for (q, cs), b in zip(QUESTIONS, best, strict=True)]
+    out = mc_scores(model, tok, right, batch_size=2)
+    assert out["predictions"] == best
+    assert out["acc"]["rate"] == 1.0 and out["acc"]["n"] == 3
+    wrong = [MCItem(q, cs, w) for (q, cs), w in zip(QUESTIONS, worst, strict=True)]
+    assert mc_scores(model, tok, wrong, batch_size=5)["acc"]["rate"] == 0.0
+    # acc_norm divides by the choice's token count
+    lengths = [[len(tok(f" {c}", add_special_tokens=False)["input_ids"]) for c in cs] for _, cs in QUESTIONS]
+    best_norm = [
+        max(range(len(s)), key=lambda j, s=s, n=n: s[j] / n[j]) for s, n in zip(scores, lengths, strict=True)
+    ]
+    normed = [MCItem(q, cs, b) for (q, cs), b in zip(QUESTIONS, best_norm, strict=True)]
+    assert mc_scores(model, tok, normed)["acc_norm"]["rate"] == 1.0
+
+
+def test_read_mc_accepts_index_or_letter_and_names_bad_rows(tmp_path):
+    good = tmp_path / "mc.jsonl"
+    good.write_text(
+        json.dumps({"question": "q1", "choices": ["a", "b"], "answer": 1})
+        + "\n"
+        + json.dumps({"question": "q2", "choices": ["a", "b", "c"], "answer": "c"})
+        + "\n"
+    )
+    assert [it.answer for it in read_mc(good)] == [1, 2]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "choices": ["a", "b"], "answer": "C"}) + "\n")
+    with pytest.raises(InputError) as err:
+        read_mc(bad)
+    assert (err.value.line, err.value.field) == (1, "answer") and "bad.jsonl:1" in str(err.value)
+    bad.write_text("\n" + json.dumps({"question": "q", "choices": "ab", "answer": 0}) + "\n")
+    with pytest.raises(InputError) as err:
+        read_mc(bad)
+    assert (err.value.line, err.value.field) == (2, "choices")
+
+
+def test_perplexity_matches_the_model_loss(tiny, tmp_path):
+    model, tok = tiny
+    text = "The quick brown fox jumps over the lazy dog. " * 6
+    path = tmp_path / "held_out.txt"
+    path.write_text(text, encoding="utf-8")
+    window = 64
+    out = text_perplexity(model, tok, path, window=window, batch_size=3)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids), window):
+            seq = torch.tensor([[tok.bos_token_id] + ids[start : start + window]])
+            loss = model(input_ids=seq, labels=seq).loss  # mean over the predicted tokens
+            n = seq.shape[1] - 1
+            nll += float(loss) * n
+            count += n
+    assert out["tokens"] == count == len(ids)
+    assert out["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(InputError, match="too little text"):
+        text_perplexity(model, tok, empty)
+    with pytest.raises(InputError, match="not found"):
+        text_perplexity(model, tok, tmp_path / "missing.txt")
