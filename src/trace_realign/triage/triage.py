@@ -21,7 +21,7 @@ from typing import Any
 from trace_realign.cache import JudgeStats, VerdictCache, judge_with_cache
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl, write_jsonl_atomic
-from trace_realign.schema import Category, PreferencePair, Verdict
+from trace_realign.schema import Category, Label, PreferencePair, Verdict
 from trace_realign.triage.judges.base import Judge, JudgeItem
 from trace_realign.triage.policy import Policy
 
@@ -145,6 +145,41 @@ def triage_pairs(
     return result
 
 
+def plan_triage(
+    pairs: Sequence[PreferencePair], judge: Judge, policy: Policy, cache: VerdictCache | None
+) -> dict[str, Any]:
+    """What `triage_pairs` would cost, without calling the judge (`--dry-run`).
+
+    Runs the same dedup and cache lookup as a real run, with a stand-in judge that records the
+    items it is handed and answers UNKNOWN, which the cache never stores: nothing is written.
+    """
+    from trace_realign.triage.judges.openai import estimate_tokens
+
+    recorder = _RecordingJudge(judge)
+    _, stats = judge_with_cache(recorder, policy, judge_items(pairs), cache, progress=False)
+    tokens = estimate_tokens(policy, recorder.items, answer_tokens=getattr(judge, "max_tokens", 512))
+    return {
+        "pairs": len(pairs),
+        "items": stats.items,
+        "duplicates": stats.duplicates,
+        "cache_hits": stats.cache_hits,
+        "calls": stats.calls,
+        "prompt_tokens": tokens["prompt_tokens"],
+        "max_answer_tokens": tokens["max_answer_tokens"],
+    }
+
+
+class _RecordingJudge:
+    def __init__(self, judge: Judge) -> None:
+        self.identity = judge.identity
+        self.cacheable = getattr(judge, "cacheable", True)
+        self.items: list[JudgeItem] = []
+
+    def judge(self, policy: Policy, items: Sequence[JudgeItem], on_verdict: Any = None) -> list[Verdict]:
+        self.items.extend(items)
+        return [Verdict(Label.UNKNOWN, "dry run") for _ in items]
+
+
 def _triage_one(pair: PreferencePair, v_w: Verdict, v_l: Verdict, unknown_as: str | None) -> TriagedPair:
     c_w, c_l = v_w.label.bit, v_l.label.bit
     category, assumed = categorise(c_w, c_l), None
@@ -251,7 +286,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
     t = Table(title=f"Triage under policy '{summary['policy']['name']}' ({summary['policy']['hash']})")
-    t.add_column("category")
+    t.add_column("category", overflow="fold")
     t.add_column("pairs", justify="right")
     t.add_column("share", justify="right")
     for cat, count in summary["counts"].items():
@@ -276,7 +311,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Any]:
 
     if summary.get("harm_categories"):
         h = Table(title="By harm category (a pair counts under each category of either response)")
-        h.add_column("harm category")
+        h.add_column("harm category", overflow="fold")
         for col in ("pairs", "INVERT", "PUNISH", "RETAIN", "UNKNOWN", "changed"):
             h.add_column(col, justify="right")
         for tag, row in summary["harm_categories"].items():
