@@ -218,3 +218,32 @@ def test_read_triaged_names_bad_lines(tmp_path):
     path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "category": "MAYBE"}) + "\n")
     with pytest.raises(InputError, match=r"t.jsonl:1: field 'category'"):
         read_triaged(path)
+
+
+def test_label_judge_reads_pku_and_user_columns(tmp_path):
+    from trace_realign.data import load_pairs
+    from trace_realign.triage.judges.spec import make_judge
+
+    def side(safe):
+        return {"safe": safe, "harm_categories": [], "severity": 0}
+
+    pku = [
+        PreferencePair("p0", "a", "b", {"chosen": side(True), "rejected": side(False)}),
+        PreferencePair("p1", "a", "b", {"chosen": side(False), "rejected": side(False)}),
+    ]
+    result = triage_pairs(pku, make_judge("labels:pku"), POLICY, None, progress=False)
+    assert [r.category for r in result.rows] == [Category.RETAIN, Category.PUNISH]
+
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"prompt": "q", "chosen": "same", "rejected": "other", "ok_w": False, "ok_l": True},
+        {"prompt": "q", "chosen": "same", "rejected": "third", "ok_w": True, "ok_l": None},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = load_pairs(path).pairs
+    result = triage_pairs(pairs, make_judge("labels:ok_w,ok_l"), POLICY, None, progress=False)
+    # the same (prompt, response) carries different labels in the two rows: each row's own column counts
+    assert [(r.category, r.c_w, r.c_l) for r in result.rows] == [
+        (Category.INVERT, 0, 1),
+        (Category.RETAIN, 1, None),
+    ]
