@@ -104,6 +104,29 @@ def test_rerun_and_dry_run_are_served_by_the_cache(tmp_path, capsys):
         assert server.requests == 0
 
 
+def test_corrections_for_punish_pairs_are_generated_once_and_cached(tmp_path):
+    data = endpoint_data(tmp_path)
+    with FaultServer() as server:
+        args = endpoint_args(tmp_path, server, data, "--corrections", f"openai:oracle@{server.url}")
+        assert main(args) == 0
+        # 8 items with 2 duplicates judged, then one generation per distinct PUNISH prompt (2)
+        assert server.requests == 6 + 2
+        rows = [json.loads(line) for line in (tmp_path / "run" / "triaged.jsonl").read_text().splitlines()]
+        punish = [r for r in rows if r["category"] == "PUNISH"]
+        assert len(punish) == 2 and all(r["correction"].startswith("CORRECTION:") for r in punish)
+        assert all("correction" not in r for r in rows if r["category"] != "PUNISH")
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["corrections"]["punish_pairs"] == 2 and summary["corrections"]["corrections"] == 2
+        assert summary["corrections"]["calls"]["calls"] == 2
+
+        server.reset_counts()
+        assert main(args) == 0
+        assert server.requests == 0  # verdicts and corrections both come from the caches
+        assert [
+            json.loads(line) for line in (tmp_path / "run" / "triaged.jsonl").read_text().splitlines()
+        ] == rows
+
+
 def test_bad_rows_exit_2_with_one_line_or_are_skipped(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text(

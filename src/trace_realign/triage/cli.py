@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     judge = make_judge(_with_concurrency(opts["judge"], opts["concurrency"]))
     cache = None if opts["no_cache"] else VerdictCache(opts["cache"])
+    closers = [c for c in (getattr(judge, "close", None), cache and cache.close) if callable(c)]
     try:
         if opts["dry_run"]:
             plan = plan_triage(load.pairs, judge, policy, cache)
@@ -222,9 +223,10 @@ def run(args: argparse.Namespace) -> int:
                     "corrections: one generation per PUNISH pair, known only after judging", highlight=False
                 )
             return 0
-        corrections = (
-            _corrections(opts["corrections"], cache, opts["concurrency"]) if opts["corrections"] else None
-        )
+        corrections = None
+        if opts["corrections"]:
+            corrections, generations = _corrections(opts)
+            closers += [corrections.close] + ([generations.close] if generations is not None else [])
         result = triage_pairs(
             load.pairs,
             judge,
@@ -235,10 +237,7 @@ def run(args: argparse.Namespace) -> int:
             progress=bool(opts["progress"]),
         )
     finally:
-        if cache is not None:
-            cache.close()
-        close = getattr(judge, "close", None)
-        if callable(close):
+        for close in closers:
             close()
 
     out = Path(opts["out"])
@@ -261,9 +260,15 @@ def _with_concurrency(spec: str | dict[str, Any], concurrency: int | None) -> st
     return {"spec": spec, "concurrency": int(concurrency)}
 
 
-def _corrections(spec: str | dict[str, Any], cache: Any, concurrency: int | None):
-    try:
-        from trace_realign.triage import corrections  # noqa: F401
-    except ImportError:
-        raise InputError("--corrections: the correction generator is not part of this build yet") from None
-    raise InputError("--corrections: the correction generator is not wired to triage yet")
+def _corrections(opts: dict[str, Any]):
+    """The oracle correction generator, its generations cached beside the verdict cache."""
+    from trace_realign.cache import GENERATIONS_FILE, GenerationCache
+    from trace_realign.triage.corrections import make_corrections
+
+    spec = opts["corrections"]
+    spec = {**spec} if isinstance(spec, dict) else {"spec": spec}
+    spec.setdefault("progress", bool(opts["progress"]))
+    cache = None
+    if not opts["no_cache"]:
+        cache = GenerationCache(Path(opts["cache"]).parent / GENERATIONS_FILE if opts["cache"] else None)
+    return make_corrections(spec, cache=cache, concurrency=opts["concurrency"]), cache

@@ -142,6 +142,10 @@ def triage_pairs(
             "punish_pairs": len(punish),
             "corrections": sum(y is not None for y in made),
         }
+        if hasattr(corrections, "identity"):
+            result.correction_stats["generator"] = corrections.identity
+        if hasattr(corrections, "stats"):  # the oracle's calls and cache hits
+            result.correction_stats["calls"] = corrections.stats.to_dict()
     return result
 
 
