@@ -60,6 +60,11 @@ class _Stopped(Exception):
     """The batch was stopped while this call waited to retry."""
 
 
+def default_base_url() -> str:
+    """Like the OpenAI client: `$OPENAI_BASE_URL` when set, else OpenAI itself."""
+    return os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+
+
 def normalise_base_url(url: str) -> str:
     """`http://host:8080` and `http://host:8080/v1/` both mean `http://host:8080/v1`."""
     url = url.strip().rstrip("/")

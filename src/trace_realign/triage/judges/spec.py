@@ -17,7 +17,6 @@ generic (`concurrency`); any other unknown option is an error naming it.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from trace_realign.errors import InputError
@@ -100,17 +99,14 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return kind, {"rate": rate, "judge": inner}
 
 
-def _typed(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
-    allowed = OPTIONS[kind]
+def typed_options(allowed: dict[str, type], opts: dict[str, Any], where: str) -> dict[str, Any]:
+    """`opts` checked against `allowed` names and cast to their types; errors name `where.option`."""
     out = {}
     for k, v in opts.items():
         if k not in allowed:
             if k in GENERIC:
                 continue
-            raise InputError(
-                f"unknown option for a {kind} judge (expected {', '.join(sorted(allowed))})",
-                field=f"judge.{k}",
-            )
+            raise InputError(f"unknown option (expected {', '.join(sorted(allowed))})", field=f"{where}.{k}")
         t = allowed[k]
         if t is object or v is None:
             out[k] = v
@@ -120,7 +116,7 @@ def _typed(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError
             out[k] = t(float(v)) if t is int else t(v)
         except (TypeError, ValueError):
-            raise InputError(f"expected {t.__name__}, got {v!r}", field=f"judge.{k}") from None
+            raise InputError(f"expected {t.__name__}, got {v!r}", field=f"{where}.{k}") from None
     return out
 
 
@@ -134,15 +130,13 @@ def _build(kind: str, opts: dict[str, Any]) -> Judge:
             opts["judge"] = {"spec": inner, **generic}
         elif generic and isinstance(inner, dict):
             opts["judge"] = {**inner, **generic}
-    o = _typed(kind, opts)
+    o = typed_options(OPTIONS[kind], opts, "judge")
     if kind == "openai":
-        from trace_realign.triage.judges.openai import DEFAULT_BASE_URL, OpenAIJudge
+        from trace_realign.triage.judges.openai import OpenAIJudge, default_base_url
 
         if not o.get("model"):
             raise InputError("an openai judge needs a model", field="judge.model")
-        # Like the OpenAI client: an unset URL falls back to $OPENAI_BASE_URL, then to OpenAI.
-        o.setdefault("base_url", os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-        return OpenAIJudge(o.pop("model"), o.pop("base_url"), **o)
+        return OpenAIJudge(o.pop("model"), o.pop("base_url", None) or default_base_url(), **o)
     if kind == "hf":
         from trace_realign.triage.judges.hf import HFJudge
 
