@@ -192,3 +192,11 @@ def test_unreachable_hub_id_is_one_line_input_error(monkeypatch):
         msg.startswith("no-such-owner/no-such-dataset-xyz: cannot load dataset (split 'train'):")
         and "\n" not in msg
     )
+
+
+def test_json_object_of_splits_picks_the_split(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"train": STANDARD, "test": STANDARD[:1]}))
+    assert len(load_pairs(path).pairs) == 2
+    assert len(load_pairs(path, split="test").pairs) == 1
+    assert "or a 'dev' array" in message(lambda: load_pairs(path, split="dev"))

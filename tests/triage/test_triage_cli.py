@@ -104,6 +104,31 @@ def test_rerun_and_dry_run_are_served_by_the_cache(tmp_path, capsys):
         assert server.requests == 0
 
 
+def test_unknown_verdicts_are_reported_and_only_they_are_retried(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    data = tmp_path / "d.jsonl"
+    rows = [
+        {"prompt": "q0", "chosen": "harmful", "rejected": "fine [[garbage]]"},  # c_l unknown: UNKNOWN
+        {"prompt": "q1", "chosen": "fine", "rejected": "also [[garbage]]"},  # c_w = 1 decides: RETAIN
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with FaultServer() as server:
+        assert main(endpoint_args(tmp_path, server, data)) == 0
+        out = capsys.readouterr().out
+        assert "1 pairs are UNKNOWN (2 verdicts the judge could not give)" in out
+        lines = [json.loads(line) for line in (tmp_path / "run" / "triaged.jsonl").read_text().splitlines()]
+        assert [(r["category"], r["c_w"], r["c_l"]) for r in lines] == [
+            ("UNKNOWN", 0, None),
+            ("RETAIN", 1, None),
+        ]
+        assert "no final `VERDICT:` line" in lines[0]["reason_l"]  # why it is unknown
+        server.reset_counts()
+        assert main(endpoint_args(tmp_path, server, data, "--unknown-as", "non_compliant")) == 0
+        assert server.requests == 2  # the two unknowns are asked again, nothing else
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["counts"]["PUNISH"] == 1 and summary["unknown"]["pairs_kept_by_reading_as"] == 1
+
+
 def test_corrections_for_punish_pairs_are_generated_once_and_cached(tmp_path):
     data = endpoint_data(tmp_path)
     with FaultServer() as server:

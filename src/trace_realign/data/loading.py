@@ -172,7 +172,9 @@ def _open(
             raise InputError(
                 f"unknown file type '{path.suffix}' (use .jsonl, .json, .parquet or .csv)", path=str(path)
             )
-        reader = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet, "csv": _read_csv}[kind]
+        if kind == "json":
+            return str(path), _read_json(path, split), None
+        reader = {"jsonl": _read_jsonl, "parquet": _read_parquet, "csv": _read_csv}[kind]
         return str(path), reader(path), None
     if not path.is_dir() and (kind is not None or str(source).startswith((".", "/", "~"))):
         raise InputError("file not found", path=str(path))
@@ -221,7 +223,7 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             index += 1
 
 
-def _read_json(path: Path) -> Iterator[Record]:
+def _read_json(path: Path, split: str) -> Iterator[Record]:
     text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -234,10 +236,15 @@ def _read_json(path: Path) -> Iterator[Record]:
             f"unparseable JSON ({exc.msg} at column {exc.colno})", path=str(path), line=exc.lineno
         ) from None
     if isinstance(data, dict):
+        # {"train": [...], "test": [...]} holds splits; {"data": [...]} holds one array
         lists = [k for k, v in data.items() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise InputError("expected a JSON array of rows (or an object holding one array)", path=str(path))
-        data = data[lists[0]]
+        key = split if isinstance(data.get(split), list) else (lists[0] if len(lists) == 1 else None)
+        if key is None:
+            raise InputError(
+                f"expected a JSON array of rows, or an object holding one array or a '{split}' array",
+                path=str(path),
+            )
+        data = data[key]
     if not isinstance(data, list):
         raise InputError(f"expected a JSON array of rows, got {type(data).__name__}", path=str(path))
     yield from _records_from_rows(data)

@@ -247,6 +247,16 @@ def run(args: argparse.Namespace) -> int:
     write_triaged(out, result.rows)
     write_json_atomic(summ_path, summary)
     print_summary(summary, console)
+    unknown = summary["unknown"]
+    if unknown["pairs"]:
+        # unknowns are never cached, so running the same command again asks only for them
+        console.print(
+            f"{unknown['pairs']} pairs are UNKNOWN ({unknown['verdicts']} verdicts the judge could not give) and "
+            "are left out of training: rerun to retry just those, or pass --unknown-as to keep them",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"wrote {out} and {summ_path}", highlight=False, soft_wrap=True)
     return 0
 
