@@ -50,6 +50,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "triage",
         help="Stage 1: judge old pairs under the new policy (INVERT / PUNISH / RETAIN)",
         description=__doc__.split("\n\n")[0],
+        epilog=_example(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     # default=None everywhere: a flag left out must not hide the value from --config.
     p.add_argument("--data", help="JSONL/JSON/Parquet/CSV file, dataset folder or Hub dataset id")
@@ -98,6 +100,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
     )
     return p
+
+
+def _example() -> str:
+    from trace_realign.data import EXAMPLES_DIR
+
+    ex = EXAMPLES_DIR
+    return (
+        "a bundled example (12 old pairs, a new policy, that policy as rules):\n"
+        f"  trace-realign triage --data {ex / 'pairs.jsonl'} --policy {ex / 'policy.md'} \\\n"
+        f"      --judge rules:{ex / 'rules.yaml'} --out triaged.jsonl"
+    )
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
