@@ -200,3 +200,29 @@ def test_json_object_of_splits_picks_the_split(tmp_path):
     assert len(load_pairs(path).pairs) == 2
     assert len(load_pairs(path, split="test").pairs) == 1
     assert "or a 'dev' array" in message(lambda: load_pairs(path, split="dev"))
+
+
+def test_conversational_prompts_agree_with_trl(tmp_path):
+    # TRL's own reading of the same rows is the peer: maybe_extract_prompt, then the final assistant turn
+    from trl.data_utils import maybe_extract_prompt
+
+    convo = CONVERSATION["prompt"]
+    rows = [
+        CONVERSATION,
+        {"chosen": convo + CONVERSATION["chosen"], "rejected": convo + CONVERSATION["rejected"]},
+        {
+            "prompt": "Tell me a joke.",
+            "chosen": convo + CONVERSATION["chosen"],
+            "rejected": convo + CONVERSATION["rejected"],
+        },
+        {"prompt": "What is 2+2?", "chosen": "4", "rejected": "5"},
+    ]
+    pairs = load_pairs(write_jsonl(tmp_path / "d.jsonl", rows)).pairs
+
+    def final(completion):
+        return completion if isinstance(completion, str) else completion[-1]["content"]
+
+    for row, pair in zip(rows, pairs, strict=True):
+        trl = maybe_extract_prompt(dict(row))
+        assert pair.prompt == trl["prompt"]
+        assert (pair.chosen, pair.rejected) == (final(trl["chosen"]), final(trl["rejected"]))

@@ -10,8 +10,9 @@ Accepted row shapes (TRL's preference formats):
 - standard: `prompt`, `chosen`, `rejected` are strings;
 - conversational: `prompt` is a list of `{role, content}` messages (multi-turn kept whole) and
   `chosen` / `rejected` are lists of messages ending with the assistant's turn;
-- implicit prompt: no `prompt`; `chosen` and `rejected` are whole conversations that share every
-  turn but the final assistant turn, and that shared part becomes the prompt.
+- implicit prompt: no `prompt` (or a plain-text one, which TRL ignores too); `chosen` and
+  `rejected` are whole conversations that share every turn but the final assistant turn, and
+  that shared part becomes the prompt.
 
 Columns other than those stay in `pair.meta` (a label judge reads its verdict columns there),
 together with `source` and `row` (the 0-based index of the record, as in `dataset[row]`) unless
@@ -302,8 +303,12 @@ def trl_row_to_pair(row: dict[str, Any], rec: Record, path: str, dropped: dict[s
         if col not in row or row[col] is None:
             raise bad("missing", col)
     chosen, rejected = row["chosen"], row["rejected"]
-    has_prompt = row.get("prompt") is not None
     prompt_val = row.get("prompt")
+    has_prompt = prompt_val is not None
+    if isinstance(prompt_val, str) and isinstance(chosen, list) and isinstance(rejected, list):
+        # Some datasets add a plain-text prompt column beside whole conversations; like TRL's
+        # maybe_extract_prompt, the conversations then carry the prompt and the column is ignored.
+        has_prompt = False
 
     if isinstance(chosen, str) or isinstance(rejected, str):
         # Standard form: three strings. (TRL's implicit prompt exists only for conversations here:
