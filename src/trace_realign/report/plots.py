@@ -1,0 +1,128 @@
+"""The report's figures as PNG bytes. `matplotlib.figure.Figure` directly, no pyplot: no global
+state, no display backend, safe in a headless process and in threads."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+COLOURS = {"INVERT": "#d95f02", "PUNISH": "#7570b3", "RETAIN": "#1b9e77", "UNKNOWN": "#999999"}
+PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def _figure(width: float = 7.0, height: float = 3.6) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def triage_bars(counts: dict[str, dict[str, int]]) -> bytes:
+    """Pairs per triage category, one group per run."""
+    fig, ax = _figure()
+    runs = list(counts)
+    cats = [c for c in COLOURS if any(counts[r].get(c) for r in runs)] or list(COLOURS)
+    width = 0.8 / max(1, len(runs))
+    for j, run in enumerate(runs):
+        xs = [i + (j - (len(runs) - 1) / 2) * width for i in range(len(cats))]
+        # one run: colour by category, as in every other figure; several: colour by run
+        colour = [COLOURS[c] for c in cats] if len(runs) == 1 else PALETTE[j % len(PALETTE)]
+        ax.bar(xs, [counts[run].get(c, 0) for c in cats], width, label=run, color=colour)
+    ax.set_xticks(range(len(cats)), cats)
+    ax.set_ylabel("pairs")
+    ax.set_title("Triage under the new policy")
+    if len(runs) > 1:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def harm_bars(harm: dict[str, dict[str, Any]]) -> bytes:
+    """Stacked triage categories per harm category: where the policy change bites."""
+    fig, ax = _figure(8.0, 3.8)
+    tags = list(harm)
+    bottom = [0.0] * len(tags)
+    for cat, colour in COLOURS.items():
+        values = [float(harm[t].get(cat, 0)) for t in tags]
+        if any(values):
+            ax.bar(range(len(tags)), values, 0.7, bottom=bottom, label=cat, color=colour)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xticks(range(len(tags)), tags, rotation=45 if len(tags) > 8 else 0, fontsize=8)
+    ax.set_ylabel("pairs")
+    ax.set_title("Triage by harm category")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def weight_histogram(weights: dict[str, Sequence[float]]) -> bytes:
+    """Impact weights of the conflicts, one colour per category."""
+    fig, ax = _figure()
+    values = [v for vs in weights.values() for v in vs]
+    hi = max(values) if values and max(values) > 0 else 1.0
+    bins = [hi * i / 20 for i in range(21)]
+    for cat, vs in weights.items():
+        if vs:
+            ax.hist(
+                list(vs), bins=bins, alpha=0.7, label=f"{cat} ({len(vs)})", color=COLOURS.get(cat, "#444444")
+            )
+    ax.set_xlabel("impact weight")
+    ax.set_ylabel("conflicts")
+    ax.set_title("Alignment impact weights")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def training_curves(method: str, history: Sequence[dict[str, Any]]) -> bytes | None:
+    """Loss per category (and the KL anchor) against the step; None when nothing was logged."""
+    keys = sorted({k for h in history for k in h if k == "loss" or k.endswith("/loss") or k == "kl"})
+    if not keys:
+        return None
+    fig, ax = _figure()
+    for k, key in enumerate(keys):
+        points = [(h["step"], h[key]) for h in history if key in h and "step" in h]
+        if points:
+            colour = COLOURS.get(key.split("/")[0].upper(), PALETTE[k % len(PALETTE)])
+            style = "--" if key in ("loss", "kl") else "-"
+            ax.plot(
+                [p[0] for p in points], [p[1] for p in points], style, marker=".", label=key, color=colour
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("value")
+    ax.set_title(f"Training: {method}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def rate_bars(
+    title: str, groups: list[str], series: dict[str, list[dict[str, Any] | None]], ylabel: str
+) -> bytes:
+    """Grouped bars of rates with their 95% intervals: one group per x label, one bar per series."""
+    fig, ax = _figure(8.0, 3.8)
+    names = list(series)
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        xs, ys, lo, hi = [], [], [], []
+        for i, entry in enumerate(series[name]):
+            if not entry or entry.get("rate") is None:
+                continue
+            x = i + (j - (len(names) - 1) / 2) * width
+            r = 100 * entry["rate"]
+            xs.append(x)
+            ys.append(r)
+            ci = entry.get("ci95") or [entry["rate"], entry["rate"]]
+            lo.append(r - 100 * ci[0])
+            hi.append(100 * ci[1] - r)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=name, color=PALETTE[j % len(PALETTE)])
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _png(fig)

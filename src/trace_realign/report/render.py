@@ -1,0 +1,452 @@
+"""Build the report once as a list of blocks, then write it twice: one self-contained HTML page
+(PNGs inlined as base64, inline CSS, no script, nothing fetched) and a Markdown twin whose PNGs
+sit in a folder next to it. Every text from the data is escaped: responses are untrusted."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trace_realign.report import plots
+from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
+
+BEFORE_NAMES = ("m_ref", "mref", "ref", "reference", "base", "baseline", "before")
+TPA_GROUPS = ("overall", "INVERT", "PUNISH", "RETAIN")
+
+
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Text:
+    text: str
+    note: bool = False  # a "this part is missing" remark, shown muted
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Image:
+    name: str  # file name in the Markdown twin's asset folder
+    png: bytes
+    alt: str
+
+
+Block = Heading | Text | Table | Image
+
+
+def pct(entry: dict[str, Any] | None, interval: bool = True) -> str:
+    if not entry or entry.get("rate") is None:
+        return "n/a"
+    s = f"{100 * entry['rate']:.1f}%"
+    if interval and entry.get("ci95"):
+        lo, hi = entry["ci95"]
+        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return s
+
+
+def num(x: Any, fmt: str = ".4g") -> str:
+    return "n/a" if not isinstance(x, (int, float)) or isinstance(x, bool) else format(x, fmt)
+
+
+# ---- sections ----------------------------------------------------------------------------------
+
+
+def triage_section(runs: list[Run]) -> list[Block]:
+    out: list[Block] = [Heading("Triage breakdown")]
+    with_triage = [r for r in runs if r.triage]
+    if not with_triage:
+        return [*out, Text("No triage results found: this section is skipped.", note=True)]
+    counts = {r.name: r.triage["counts"] for r in with_triage}
+    out.append(Image("triage.png", plots.triage_bars(counts), "pairs per triage category"))
+    rows = []
+    for r in with_triage:
+        t = r.triage
+        n = t.get("pairs") or sum(t["counts"].values())
+        rows.append(
+            [r.name, str(n)]
+            + [
+                f"{t['counts'].get(c, 0)} ({t['counts'].get(c, 0) / n:.0%})" if n else "0"
+                for c in CATEGORY_NAMES
+            ]
+            + [str(t.get("judge", "n/a"))]
+        )
+    out.append(Table(["run", "pairs", *CATEGORY_NAMES, "judge"], rows))
+    for r in with_triage:
+        harm = r.triage.get("harm_categories")
+        if not harm:
+            continue
+        out.append(Heading(f"By harm category: {r.name}", 3))
+        out.append(
+            Image(f"harm_{_slug(r.name)}.png", plots.harm_bars(harm), f"triage by harm category, {r.name}")
+        )
+        out.append(
+            Table(
+                ["harm category", "name", "pairs", *CATEGORY_NAMES, "changed"],
+                [
+                    [tag, str(h.get("name", tag)), str(h.get("pairs", ""))]
+                    + [str(h.get(c, 0)) for c in CATEGORY_NAMES]
+                    + [
+                        f"{h['changed_share']:.0%}"
+                        if isinstance(h.get("changed_share"), (int, float))
+                        else "n/a"
+                    ]
+                    for tag, h in harm.items()
+                ],
+            )
+        )
+    if not any(r.triage.get("harm_categories") for r in with_triage):
+        out.append(Text("The data carries no harm categories: no harm-category audit.", note=True))
+    return out
+
+
+def impact_section(runs: list[Run]) -> list[Block]:
+    out: list[Block] = [Heading("Alignment impact weights")]
+    found = False
+    for r in runs:
+        if r.weights:
+            found = True
+            by_cat: dict[str, list[float]] = {}
+            for cat, w in r.weights:
+                by_cat.setdefault(cat, []).append(w)
+            out.append(
+                Image(
+                    f"weights_{_slug(r.name)}.png",
+                    plots.weight_histogram(by_cat),
+                    f"impact weights, {r.name}",
+                )
+            )
+            zero = sum(w == 0 for _, w in r.weights) / len(r.weights)
+            s = r.score or {}
+            out.append(
+                Text(
+                    f"{r.name}: {len(r.weights)} conflicts, {zero:.0%} clamped to zero; "
+                    f"normalisation {s.get('normalisation_note', s.get('normalisation', 'n/a'))}; "
+                    f"mode {s.get('mode', 'n/a')}; loss {s.get('loss_note', s.get('loss', 'n/a'))}."
+                )
+            )
+        elif r.score and r.score.get("weight_histogram"):
+            found = True
+            h = r.score["weight_histogram"]
+            out.append(
+                Table(
+                    ["weight bin", "conflicts"],
+                    [
+                        [f"{lo:.3g} to {hi:.3g}", str(c)]
+                        for lo, hi, c in zip(h["edges"][:-1], h["edges"][1:], h["counts"], strict=True)
+                    ],
+                )
+            )
+    if not found:
+        out.append(Text("No impact weights found: this section is skipped.", note=True))
+    return out
+
+
+def training_section(runs: list[Run]) -> list[Block]:
+    out: list[Block] = [Heading("Training")]
+    rows = []
+    for r in runs:
+        for method, s in r.training.items():
+            label = method if len(runs) == 1 else f"{r.name}:{method}"
+            fm = s.get("final_metrics") or {}
+            rows.append(
+                [
+                    label,
+                    str(s.get("preference_loss", "n/a")),
+                    str(s.get("global_step", "n/a")),
+                    str(s.get("stop_reason", "n/a")),
+                    num(fm.get("train_loss", fm.get("loss"))),
+                    num(s.get("wall_time_s"), ".1f"),
+                ]
+            )
+            png = plots.training_curves(label, s.get("log_history") or [])
+            if png:
+                out.append(Image(f"train_{_slug(label)}.png", png, f"training curves, {label}"))
+            else:
+                out.append(Text(f"{label}: no logged losses to plot.", note=True))
+    if not rows:
+        return [*out, Text("No training runs found: this section is skipped.", note=True)]
+    out.append(
+        Table(["method", "preference loss", "steps", "stopped by", "final loss", "wall time (s)"], rows)
+    )
+    return out
+
+
+def evaluation_section(evals: list[Evaluation]) -> list[Block]:
+    out: list[Block] = [Heading("Target policy agreement")]
+    if not evals:
+        return [
+            *out,
+            Text("No evaluations found: agreement, stress, utility and win rates are skipped.", note=True),
+        ]
+    series = {
+        ev.name: [
+            ev.metrics["tpa"]["overall"] if g == "overall" else ev.metrics["tpa"]["by_category"].get(g)
+            for g in TPA_GROUPS
+        ]
+        for ev in evals
+    }
+    labels = ["overall", "INVERT success", "PUNISH compliance", "RETAIN preservation"]
+    out.append(
+        Image(
+            "agreement.png", plots.rate_bars("Target policy agreement", labels, series, "% compliant"), "TPA"
+        )
+    )
+    out.append(
+        Table(
+            ["model", *labels, "unknown verdicts", "prompts"],
+            [
+                [
+                    ev.name,
+                    *(pct(e) for e in series[ev.name]),
+                    str(ev.metrics.get("unknown_verdicts", 0)),
+                    str(ev.metrics.get("n_prompts", "")),
+                ]
+                for ev in evals
+            ],
+        )
+    )
+    out.append(Text("Rates exclude unknown verdicts (counted apart); brackets are 95% Wilson intervals."))
+
+    out.append(Heading("Adversarial stress (attack success rate, lower is better)"))
+    stressed = [ev for ev in evals if ev.metrics.get("stress")]
+    if stressed:
+        attacks = sorted({a for ev in stressed for a in ev.metrics["stress"]["by_attack"]})
+        s_series = {
+            ev.name: [ev.metrics["stress"]["overall"]]
+            + [ev.metrics["stress"]["by_attack"].get(a) for a in attacks]
+            for ev in stressed
+        }
+        groups = ["overall", *(a.replace("_", " ") for a in attacks)]
+        out.append(
+            Image(
+                "stress.png",
+                plots.rate_bars("Attack success rate", groups, s_series, "% non-compliant"),
+                "ASR",
+            )
+        )
+        out.append(Table(["model", *groups], [[name, *(pct(e) for e in v)] for name, v in s_series.items()]))
+    else:
+        out.append(Text("No stress results (evaluated with --no-stress or no harmful prompts).", note=True))
+
+    out.append(Heading("Utility"))
+    util = [(ev.name, (ev.metrics.get("utility") or {}).get("headline") or {}) for ev in evals]
+    keys = sorted({k for _, h in util for k in h})
+    if keys:
+        out.append(
+            Table(
+                ["model", *(k.replace("_", " ") for k in keys)],
+                [[n, *(num(h.get(k)) for k in keys)] for n, h in util],
+            )
+        )
+    else:
+        out.append(Text("No utility measured (evaluate with --mc, --text or --lm-eval).", note=True))
+
+    out.append(Heading("Win rates"))
+    wr_rows = []
+    for ev in evals:
+        for base, wr in (ev.metrics.get("win_rate") or {}).items():
+            c = wr.get("counts", {})
+            wr_rows.append(
+                [
+                    ev.name,
+                    base,
+                    pct(wr.get("win")),
+                    f"{c.get('a_wins', 0)} / {c.get('ties', 0)} / {c.get('b_wins', 0)}",
+                    pct(wr.get("order_agreement"), interval=False),
+                    str(wr.get("unknown", 0)),
+                    str(wr.get("method", "")),
+                ]
+            )
+    if wr_rows:
+        out.append(
+            Table(
+                ["model", "vs", "win rate", "wins / ties / losses", "order agreement", "unknown", "how"],
+                wr_rows,
+            )
+        )
+    else:
+        out.append(Text("No win rates (evaluate with --baseline).", note=True))
+    return out
+
+
+def comparison_section(evals: list[Evaluation]) -> list[Block]:
+    """All methods side by side, one row each: the table to read first."""
+    if not evals:
+        return []
+    rows = []
+    for ev in evals:
+        m = ev.metrics
+        by = m["tpa"]["by_category"]
+        stress = m.get("stress") or {}
+        head = (m.get("utility") or {}).get("headline") or {}
+        rows.append(
+            [
+                ev.name,
+                pct(m["tpa"]["overall"], interval=False),
+                *(pct(by.get(c), interval=False) for c in ("INVERT", "PUNISH", "RETAIN")),
+                pct(stress.get("overall"), interval=False),
+                num(head.get("mc_accuracy"), ".3f"),
+                num(head.get("perplexity"), ".4g"),
+            ]
+        )
+    cols = [
+        "model",
+        "TPA",
+        "INVERT success",
+        "PUNISH compliance",
+        "RETAIN preservation",
+        "ASR",
+        "MC accuracy",
+        "perplexity",
+    ]
+    return [Heading("Methods side by side"), Table(cols, rows)]
+
+
+def examples_section(evals: list[Evaluation], before: str | None, limit: int) -> list[Block]:
+    out: list[Block] = [Heading("Example responses before and after")]
+    with_rows = [ev for ev in evals if ev.responses]
+    if len(with_rows) < 2:
+        return [*out, Text("Needs the responses of at least two evaluations (before and after).", note=True)]
+    b = next((ev for ev in with_rows if ev.name == before), None) if before else None
+    b = b or next((ev for ev in with_rows if ev.name.split(":")[-1].lower() in BEFORE_NAMES), with_rows[0])
+    after = [ev for ev in with_rows if ev is not b]
+    index = [{r["id"]: r for r in ev.responses if r.get("attack") is None and "id" in r} for ev in after]
+    pool = [r for r in b.responses if r.get("attack") is None and all(r.get("id") in ix for ix in index)]
+
+    def changed(r: dict[str, Any]) -> bool:
+        return any(ix[r["id"]].get("label") != r.get("label") for ix in index)
+
+    # prompts whose verdict changed first, taken in turn from each category
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(pool, key=lambda r: not changed(r)):
+        by_cat.setdefault(str(r.get("category") or "-"), []).append(r)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < limit and any(by_cat.values()):
+        for cat in list(by_cat):
+            if by_cat[cat] and len(picked) < limit:
+                picked.append(by_cat[cat].pop(0))
+    if not picked:
+        return [*out, Text("The evaluations share no prompts.", note=True)]
+    rows = []
+    for r in picked:
+        cells = [_prompt(r.get("prompt")), str(r.get("category") or "-"), _response(r)]
+        cells += [_response(ix[r["id"]]) for ix in index]
+        rows.append(cells)
+    out.append(
+        Table(["prompt", "category", f"before: {b.name}", *(f"after: {ev.name}" for ev in after)], rows)
+    )
+    return out
+
+
+def _prompt(p: Any) -> str:
+    if isinstance(p, list):
+        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in p if isinstance(m, dict))
+    return str(p)
+
+
+def _response(r: dict[str, Any]) -> str:
+    text = str(r.get("response", ""))
+    if len(text) > 600:
+        text = text[:600] + " [...]"
+    return f"[{r.get('label', '?')}] {text}"
+
+
+def _slug(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s)[:60] or "x"
+
+
+def build_blocks(runs: list[Run], *, before: str | None = None, examples: int = 6) -> list[Block]:
+    evals = [ev for r in runs for ev in r.evaluations]
+    blocks: list[Block] = [Heading("TRACE realignment report", 1)]
+    blocks.append(
+        Text(
+            f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from: "
+            + ", ".join(str(r.path) for r in runs)
+        )
+    )
+    for r in runs:
+        for note in r.notes:
+            blocks.append(Text(f"{r.name}: {note}", note=True))
+    blocks += comparison_section(evals)
+    blocks += triage_section(runs)
+    blocks += impact_section(runs)
+    blocks += training_section(runs)
+    blocks += evaluation_section(evals)
+    blocks += examples_section(evals, before, examples)
+    return blocks
+
+
+# ---- writers ----------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{border-bottom:2px solid #ccc}h2{margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}
+th{background:#f3f3f3}td{white-space:pre-wrap;max-width:28em;word-wrap:break-word}
+img{max-width:100%;display:block;margin:1em 0}.note{color:#777;font-style:italic}
+"""
+
+
+def to_html(blocks: list[Block]) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>TRACE realignment report</title>",
+        f"<style>{CSS}</style></head><body>",
+    ]
+    for b in blocks:
+        if isinstance(b, Heading):
+            parts.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Text):
+            parts.append(
+                f'<p class="note">{html.escape(b.text)}</p>' if b.note else f"<p>{html.escape(b.text)}</p>"
+            )
+        elif isinstance(b, Table):
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in b.columns)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows
+            )
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif isinstance(b, Image):
+            data = base64.b64encode(b.png).decode("ascii")
+            parts.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _md_cell(s: str) -> str:
+    return html.escape(s, quote=False).replace("|", "\\|").replace("\n", "<br>")
+
+
+def to_markdown(blocks: list[Block], assets: Path) -> tuple[str, dict[str, bytes]]:
+    """The Markdown text and the PNGs it links to (relative to the Markdown file: `assets.name/`)."""
+    lines: list[str] = []
+    files: dict[str, bytes] = {}
+    for b in blocks:
+        if isinstance(b, Heading):
+            lines += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Text):
+            lines += [f"_{_md_cell(b.text)}_" if b.note else _md_cell(b.text), ""]
+        elif isinstance(b, Table):
+            lines.append("| " + " | ".join(_md_cell(c) for c in b.columns) + " |")
+            lines.append("|" + "---|" * len(b.columns))
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            lines.append("")
+        elif isinstance(b, Image):
+            files[b.name] = b.png
+            lines += [f"![{b.alt}]({assets.name}/{b.name})", ""]
+    return "\n".join(lines), files
