@@ -43,6 +43,7 @@ OPTIONS = {
     "progress": True,
 }
 PATH_OPTIONS = ("policy", "out", "summary", "cache")
+SHOW_SKIPPED = 20  # skipped rows printed; the summary JSON lists every one
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -214,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if load.rows_read == 0:
         raise InputError("no rows to triage", path=str(opts["data"]))
-    for s in load.skipped:
+    for s in load.skipped[:SHOW_SKIPPED]:
         console.print(f"skipped {s}", style="yellow", highlight=False, soft_wrap=True)
+    if len(load.skipped) > SHOW_SKIPPED:
+        console.print(
+            f"... and {len(load.skipped) - SHOW_SKIPPED} more skipped rows, all listed in the summary"
+        )
 
     judge = make_judge(_with_concurrency(opts["judge"], opts["concurrency"]))
     cache = None if opts["no_cache"] else VerdictCache(opts["cache"])
