@@ -48,6 +48,8 @@ def test_example_triage_writes_rows_summary_and_table(tmp_path, capsys):
     assert summary["counts"] == EXPECTED and summary["judge_calls"]["calls"] == 24
     assert summary["files"]["triaged"].endswith("triaged.jsonl")
     assert "INVERT" in out and "calls made" in out
+    assert main(example_args(tmp_path, "--dry-run")) == 0
+    assert "24 judge calls (a local judge: no API tokens)" in capsys.readouterr().out
 
 
 def endpoint_data(tmp_path):

@@ -228,17 +228,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         if opts["dry_run"]:
             plan = plan_triage(load.pairs, judge, policy, cache)
+            # only endpoint judges spend tokens; a local model or rules cost none
+            cost = (
+                f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
+                if "openai:" in judge.identity
+                else " (a local judge: no API tokens)"
+            )
             console.print(
                 f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
                 f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
-                f"{plan['calls']} judge calls, about {plan['prompt_tokens']:,} prompt tokens "
-                f"(+ at most {plan['max_answer_tokens']:,} answer tokens) with judge {judge.identity}",
+                f"{plan['calls']} judge calls{cost} with judge {judge.identity}",
                 highlight=False,
                 soft_wrap=True,
             )
             if opts["corrections"]:
                 console.print(
-                    "corrections: one generation per PUNISH pair, known only after judging", highlight=False
+                    "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
+                    highlight=False,
                 )
             return 0
         corrections = None
