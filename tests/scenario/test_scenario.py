@@ -130,9 +130,11 @@ def test_contextual_answers_carry_the_four_required_elements(scenario):
 
 def test_write_scenario_round_trips(tmp_path, scenario):
     from trace_realign.io import read_jsonl
+    from trace_realign.scenario.generate import ScenarioCorrections
     from trace_realign.schema import PreferencePair
 
     paths = write_scenario(scenario, tmp_path)
+    assert ScenarioCorrections.from_file(paths["corrections"]).corrections == scenario.corrections
     pairs = [PreferencePair.from_dict(r) for _, r in read_jsonl(paths["pairs"])]
     assert [p.id for p in pairs] == [p.id for p in scenario.pairs]
     held = [r for _, r in read_jsonl(paths["heldout"])]

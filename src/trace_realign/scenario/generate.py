@@ -18,6 +18,7 @@ which draws unused prompts from the training topics and is what any tuning shoul
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,22 +305,29 @@ def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
     )
 
 
+SCENARIO_FILES = {
+    "pairs": "pairs.jsonl",
+    "corrections": "corrections.jsonl",
+    "validation": "validation_prompts.jsonl",
+    "heldout": "heldout_prompts.jsonl",
+    "multiple_choice": "utility_mc.jsonl",
+    "neutral_text": "neutral_text.txt",
+    "old_policy": "old_policy.md",
+    "new_policy": "new_policy.md",
+    "old_rules": "old_rules.yaml",
+    "new_rules": "new_rules.yaml",
+    "manifest": "scenario.json",
+}
+
+
+def scenario_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Where `write_scenario` puts each file, by name."""
+    return {name: Path(out_dir) / fname for name, fname in SCENARIO_FILES.items()}
+
+
 def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
     """Write the scenario as the files the pipeline stages read; return them by name."""
-    out = Path(out_dir)
-    paths = {
-        "pairs": out / "pairs.jsonl",
-        "corrections": out / "corrections.jsonl",
-        "validation": out / "validation_prompts.jsonl",
-        "heldout": out / "heldout_prompts.jsonl",
-        "multiple_choice": out / "utility_mc.jsonl",
-        "neutral_text": out / "neutral_text.txt",
-        "old_policy": out / "old_policy.md",
-        "new_policy": out / "new_policy.md",
-        "old_rules": out / "old_rules.yaml",
-        "new_rules": out / "new_rules.yaml",
-        "manifest": out / "scenario.json",
-    }
+    paths = scenario_paths(out_dir)
     write_jsonl_atomic(paths["pairs"], (p.to_dict() for p in scenario.pairs))
     write_jsonl_atomic(
         paths["corrections"], ({"id": k, "correction": v} for k, v in scenario.corrections.items())
@@ -343,3 +351,27 @@ def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
         },
     )
     return paths
+
+
+class ScenarioCorrections:
+    """The scenario's oracle for PUNISH pairs (a `triage.corrections.CorrectionSource`): the
+    new-policy-compliant contextual answer written with each pair, looked up by pair id."""
+
+    def __init__(self, corrections: dict[str, str]) -> None:
+        self.corrections = dict(corrections)
+        self.identity = f"scenario-oracle:{content_id(sorted(self.corrections.items()))}"
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ScenarioCorrections:
+        from trace_realign.errors import InputError
+        from trace_realign.io import read_jsonl
+
+        table = {}
+        for n, row in read_jsonl(path):
+            if not isinstance(row.get("id"), str) or not isinstance(row.get("correction"), str):
+                raise InputError("expected string fields id and correction", path=str(path), line=n)
+            table[row["id"]] = row["correction"]
+        return cls(table)
+
+    def __call__(self, policy: Policy, pairs: Sequence[PreferencePair]) -> list[str | None]:
+        return [self.corrections.get(p.id) for p in pairs]
