@@ -226,3 +226,19 @@ def test_conversational_prompts_agree_with_trl(tmp_path):
         trl = maybe_extract_prompt(dict(row))
         assert pair.prompt == trl["prompt"]
         assert (pair.chosen, pair.rejected) == (final(trl["chosen"]), final(trl["rejected"]))
+
+
+def test_hub_id_goes_to_load_dataset_with_config_and_split(monkeypatch):
+    # The Hub is unreachable here: stand in for it at datasets.load_dataset and check what reaches it.
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name=None, split=None, **kwargs):
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list(STANDARD)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    res = load_pairs("PKU-Alignment/PKU-SafeRLHF", name="alpaca-7b", split="test")
+    assert calls == [("PKU-Alignment/PKU-SafeRLHF", "alpaca-7b", "test")]
+    assert res.source == "PKU-Alignment/PKU-SafeRLHF" and len(res.pairs) == 2

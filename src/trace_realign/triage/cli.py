@@ -32,6 +32,7 @@ OPTIONS = {
     "summary": None,
     "format": "auto",
     "split": "train",
+    "dataset_config": None,
     "limit": None,
     "skip_bad_rows": False,
     "concurrency": None,
@@ -70,6 +71,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="row format (default: from the columns)",
     )
     p.add_argument("--split", default=None, help="dataset split for folders and Hub ids (default: train)")
+    p.add_argument(
+        "--dataset-config", default=None, help="dataset configuration of a Hub id (e.g. alpaca-7b)"
+    )
     p.add_argument("--limit", type=int, default=None, help="triage only the first N pairs")
     p.add_argument(
         "--skip-bad-rows",
@@ -210,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         opts["data"],
         format=opts["format"],
         split=opts["split"],
+        name=opts["dataset_config"],
         skip_bad=bool(opts["skip_bad_rows"]),
         limit=None if opts["limit"] is None else int(opts["limit"]),
     )
