@@ -177,3 +177,27 @@ def test_endpoint_backend_through_the_judges_client(tmp_path):
     dead = EndpointBackend("m", server.url, max_attempts=1)
     with pytest.raises(JudgeUnavailableError):
         dead.generate(["Hi"], SETTINGS)
+
+
+@pytest.mark.slow
+def test_smollm2_batched_generation_and_utility(smollm2_dir, tmp_path):
+    """The real chat model: batched left-padded output equals one prompt at a time, the answer is
+    sensible, and English text is far less perplexing to it than the same letters scrambled."""
+    import random
+
+    from trace_realign.evaluate.utility import text_perplexity
+
+    backend = HFBackend(smollm2_dir, batch_size=3)
+    prompts = ["What is the capital of France?", "Name a primary colour.", PROMPTS[2]]
+    settings = GenerationSettings(max_new_tokens=16)
+    got = backend.generate(prompts, settings)
+    assert got == [greedy_reference(backend.model, backend.tokenizer, p, 16) for p in prompts]
+    assert "Paris" in got[0]
+    text = "The cat sat on the mat. It was a sunny day, and the children played in the park. " * 3
+    letters = list(text)
+    random.Random(0).shuffle(letters)
+    (tmp_path / "en.txt").write_text(text)
+    (tmp_path / "scrambled.txt").write_text("".join(letters))
+    english = text_perplexity(backend.model, backend.tokenizer, tmp_path / "en.txt")["perplexity"]
+    scrambled = text_perplexity(backend.model, backend.tokenizer, tmp_path / "scrambled.txt")["perplexity"]
+    assert english * 10 < scrambled
