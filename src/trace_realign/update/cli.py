@@ -1,0 +1,127 @@
+"""`trace-realign train`: the hybrid update (or a baseline) from a weighted file.
+
+    trace-realign train --model PATH --weighted FILE --method NAME --output_dir DIR [flags]
+    trace-realign train --config train.yaml [flags that override the file]
+
+Every `TraceConfig` field, `TrainingArguments` included, is a flag and a YAML key
+(`--per_device_train_batch_size`, `--gradient_accumulation_steps`, `--report_to`, `--deepspeed`,
+`--bf16`, ...), parsed by `HfArgumentParser` as TRL's scripts do. Under several processes:
+`accelerate launch -m trace_realign.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trace_realign.errors import InputError
+
+
+@dataclass
+class TrainScriptArguments:
+    """What `train` needs besides the `TraceConfig`."""
+
+    model: str | None = field(
+        default=None, metadata={"help": "Model to realign: a path, Hub id or adapter folder."}
+    )
+    weighted: str | None = field(
+        default=None, metadata={"help": "weighted.jsonl from `trace-realign score`."}
+    )
+    ref_cache_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the reference log-prob cache (default: the cache root)."}
+    )
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        add_help=False,
+        help="realign a model with TRACE or a baseline method",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-h", "--help", action="store_true", help="show every option and exit")
+    p.add_argument("--config", help="YAML file of options (flags given as well override it)")
+    p.set_defaults(accepts_extra=True)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of options; an unreadable file or a non-mapping is an `InputError`."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("config file not found", path=str(p)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            f"unparseable YAML ({getattr(exc, 'problem', exc)})",
+            path=str(p),
+            line=mark.line + 1 if mark else None,
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of options, got {type(data).__name__}", path=str(p))
+    return data
+
+
+def parse_train_args(
+    argv: list[str], yaml_options: dict[str, Any] | None = None, yaml_path: str | None = None
+) -> tuple[TrainScriptArguments, Any]:
+    """`(script args, TraceConfig)` from flags over YAML options (flags win)."""
+    from transformers import HfArgumentParser
+
+    from trace_realign.update.config import TraceConfig
+
+    parser = HfArgumentParser((TrainScriptArguments, TraceConfig))
+    if yaml_options:
+        known = {f.name for f in fields(TrainScriptArguments)} | {f.name for f in fields(TraceConfig)}
+        for key in yaml_options:
+            if key not in known:
+                raise InputError("unknown option", path=yaml_path, field=key)
+        # list options arrive as YAML lists; argparse defaults take them as they are
+        parser.set_defaults(**yaml_options)
+    try:
+        script, config, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(str(exc).splitlines()[0], path=yaml_path) from None
+    if rest:
+        raise InputError(f"unrecognized arguments: {' '.join(rest)}")
+    for name in ("model", "weighted"):
+        if not getattr(script, name):
+            raise InputError(f"--{name} is required (or `{name}:` in the config file)", field=name)
+    given = "output_dir" in (yaml_options or {}) or any(a.split("=")[0] == "--output_dir" for a in argv)
+    if not given:
+        raise InputError("--output_dir is required (or `output_dir:` in the config file)", field="output_dir")
+    return script, config
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import HfArgumentParser
+
+    from trace_realign.update.config import TraceConfig
+
+    if args.help:
+        HfArgumentParser((TrainScriptArguments, TraceConfig), prog="trace-realign train").print_help()
+        return 0
+    options = load_yaml(args.config) if args.config else None
+    script, config = parse_train_args(list(args.extra), options, args.config)
+    from trace_realign.update.trainer import train
+
+    summary = train(script.model, script.weighted, config, ref_cache_dir=script.ref_cache_dir)
+    metrics = summary["final_metrics"]
+    print(
+        f"{summary['method']}: {summary['global_step']} steps ({summary['stop_reason']}), "
+        f"train loss {metrics.get('train_loss', float('nan')):.4g}, "
+        f"{summary['wall_time_s']:.0f} s -> {config.output_dir}",
+        file=sys.stderr,
+    )
+    return 0

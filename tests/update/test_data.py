@@ -1,0 +1,192 @@
+"""Per-preset data selection (method.md's table), validation of the weighted file, batches, tensors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from conftest import COMPLY, REFUSE, weighted_rows, write_rows
+
+from trace_realign.errors import InputError
+from trace_realign.schema import Category
+from trace_realign.update.data import (
+    KL,
+    NPO,
+    PREF,
+    StratifiedSampler,
+    TraceDataset,
+    batch_counts,
+    collate_examples,
+    read_weighted,
+    select_examples,
+)
+from trace_realign.update.presets import PRESETS
+
+I, P, R = Category.INVERT, Category.PUNISH, Category.RETAIN
+
+
+def selection(tmp_path, method, rows=None, alpha_kl=0.1, normalisation="mean"):
+    path = write_rows(tmp_path / "w.jsonl", rows if rows is not None else weighted_rows())
+    return select_examples(
+        read_weighted(path), PRESETS[method], alpha_kl=alpha_kl, normalisation=normalisation
+    )
+
+
+def shape(sel):
+    return Counter((e.category, e.kind) for e in sel.examples)
+
+
+def test_trace_inverts_punishes_and_anchors(tmp_path):
+    sel = selection(tmp_path, "trace")
+    assert shape(sel) == {(I, PREF): 4, (P, NPO): 4, (R, KL): 4}
+    inv = next(e for e in sel.examples if e.category is I)
+    assert inv.pos.startswith(COMPLY) and inv.neg == REFUSE  # y_l preferred over y_w
+    pun = next(e for e in sel.examples if e.category is P)
+    assert (pun.npo_pos, pun.npo_neg) == (True, True)
+    # impact weights re-normalised to mean 1 over the conflicts; RETAIN anchors weigh 1
+    conflicts = [e.weight for e in sel.examples if e.category is not R]
+    assert sum(conflicts) / len(conflicts) == pytest.approx(1.0)
+    assert all(e.weight == 1.0 for e in sel.examples if e.category is R)
+    raw = [0.5, 0.75, 1.0, 1.25]
+    inv_w = [e.weight for e in sel.examples if e.category is I]
+    assert inv_w == pytest.approx([8 * r / (sum(raw) + 4.0) for r in raw])
+
+
+def test_paper_normalisation_sums_to_one(tmp_path):
+    sel = selection(tmp_path, "trace", normalisation="paper")
+    assert sum(e.weight for e in sel.examples if e.category is not R) == pytest.approx(1.0)
+
+
+def test_punish_with_correction_is_a_preference_for_it(tmp_path):
+    sel = selection(tmp_path, "trace", weighted_rows(corrections=True))
+    pun = [e for e in sel.examples if e.category is P]
+    assert all(e.kind == PREF and e.pos.startswith("I won't") and e.neg.startswith("Do it") for e in pun)
+
+
+def test_no_impact_is_uniform_and_no_kl_drops_retain(tmp_path):
+    assert {e.weight for e in selection(tmp_path, "trace-no-impact").examples} == {1.0}
+    sel = selection(tmp_path, "trace-no-kl")
+    assert shape(sel) == {(I, PREF): 4, (P, NPO): 4}
+    assert sel.counts["retain_not_drawn_alpha_kl_0"] == 4
+    assert R not in {e.category for e in selection(tmp_path, "trace", alpha_kl=0.0).examples}
+
+
+@pytest.mark.parametrize("method", ["trace-no-triage", "u2a"])
+def test_no_triage_unlearns_every_flagged_response(tmp_path, method):
+    sel = selection(tmp_path, method)
+    assert {e.kind for e in sel.examples} == {NPO}
+    flags = {e.category: (e.npo_pos, e.npo_neg) for e in sel.examples}
+    assert flags == {I: (True, False), P: (True, True), R: (False, True)}
+    assert all(e.weight == 1.0 for e in sel.examples if e.category is R)  # no impact weight: fallback 1
+
+
+def test_naive_oracle_dpo_swaps_invert_keeps_retain_drops_punish(tmp_path):
+    rows = weighted_rows()
+    for method in ("naive-oracle-dpo", "rdpo"):
+        sel = selection(tmp_path, method, rows)
+        assert shape(sel) == {(I, PREF): 4, (R, PREF): 4} and sel.counts["punish_dropped"] == 4
+        assert {e.weight for e in sel.examples} == {1.0}
+        by_id = {r["id"]: r for r in rows}
+        for e in sel.examples:
+            r = by_id[e.row_id]
+            expect = (r["rejected"], r["chosen"]) if e.category is I else (r["chosen"], r["rejected"])
+            assert (e.pos, e.neg) == expect
+
+
+def test_dpo_gold_uses_corrections(tmp_path):
+    rows = weighted_rows(corrections=True)
+    del rows[1]["correction"]  # one PUNISH row without a correction is left out, and counted
+    sel = selection(tmp_path, "dpo-gold", rows)
+    assert shape(sel) == {(I, PREF): 4, (R, PREF): 4, (P, PREF): 3} and sel.counts["punish_dropped"] == 1
+    assert all(e.pos.startswith("I won't") for e in sel.examples if e.category is P)
+    with pytest.raises(InputError, match="needs oracle corrections"):
+        selection(tmp_path, "dpo-gold", weighted_rows())
+
+
+def test_unknown_rows_are_left_out_and_counted(tmp_path):
+    rows = weighted_rows()
+    rows[0].update(category="UNKNOWN", c_l=None, impact_weight=None)
+    sel = selection(tmp_path, "trace", rows)
+    assert sel.counts["rows_UNKNOWN"] == 1 and sel.counts["examples_INVERT_pref"] == 3
+
+
+@pytest.mark.parametrize(
+    "edit, field, line",
+    [
+        (lambda r: r[2].pop("category"), "category", 3),
+        (lambda r: r[1].update(category="MAYBE"), "category", 2),
+        (lambda r: r[0].update(impact_weight=-1), "impact_weight", 1),
+        (lambda r: r[0].update(impact_weight="high"), "impact_weight", 1),
+        (lambda r: r[4].update(c_w=2), "c_w", 5),
+        (lambda r: r[3].pop("chosen"), "chosen", 4),
+    ],
+)
+def test_bad_rows_name_line_and_field(tmp_path, edit, field, line):
+    rows = weighted_rows()
+    edit(rows)
+    path = write_rows(tmp_path / "w.jsonl", rows)
+    with pytest.raises(InputError) as err:
+        read_weighted(path)
+    assert (err.value.field, err.value.line, err.value.path) == (field, line, path)
+
+
+def test_missing_and_all_zero_weights_refuse_to_train(tmp_path):
+    rows = weighted_rows()
+    rows[3]["impact_weight"] = None  # an INVERT row (line 4) that was never scored
+    with pytest.raises(InputError, match="trace-no-impact") as err:
+        selection(tmp_path, "trace", rows)
+    assert (err.value.line, err.value.field) == (4, "impact_weight")
+    assert selection(tmp_path, "trace-no-impact", rows).examples  # uniform weights need none
+    zero = [{**r, "impact_weight": 0.0 if r["category"] != "RETAIN" else None} for r in weighted_rows()]
+    with pytest.raises(InputError, match="all 8 impact weights are 0"):
+        selection(tmp_path, "trace", zero)
+
+
+def test_nothing_to_realign(tmp_path):
+    retain_only = [r for r in weighted_rows() if r["category"] == "RETAIN"]
+    with pytest.raises(InputError, match="no INVERT or PUNISH"):
+        selection(tmp_path, "trace", retain_only)
+
+
+def test_batch_counts_follow_the_proportions_exactly_over_batches():
+    counts = batch_counts([1, 1, 1], 4, 30)
+    assert all(sum(c) == 4 for c in counts)
+    assert [sum(c[i] for c in counts) for i in range(3)] == [40, 40, 40]
+    assert batch_counts([2, 1, 1], 4, 1) == [[2, 1, 1]]
+    assert batch_counts([1, 0, 1], 3, 2) == [[2, 0, 1], [1, 0, 2]]
+
+
+def test_stratified_sampler_batches_and_determinism():
+    groups = [[0, 1, 2], [3], [4, 5, 6, 7, 8, 9]]  # a small PUNISH stratum repeats, never runs dry
+    s = StratifiedSampler(groups, [1, 1, 1], batch_size=3, seed=7)
+    order = list(s)
+    assert len(order) == len(s) == 12
+    stratum = {i: g for g, idx in enumerate(groups) for i in idx}
+    for b in range(4):
+        assert sorted(stratum[i] for i in order[3 * b : 3 * b + 3]) == [0, 1, 2]
+    assert list(StratifiedSampler(groups, [1, 1, 1], 3, seed=7)) == order
+    s.set_epoch(1)
+    assert list(s) != order
+    # an empty stratum's share goes to the others
+    s2 = StratifiedSampler([[0, 1], [], [2, 3]], [1, 1, 1], batch_size=2, seed=0)
+    assert Counter(i < 2 for i in s2) == {True: 2, False: 2}
+
+
+def test_collate_maps_examples_to_their_sequences(tmp_path, tiny_model_dir):
+    from trace_realign.model.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    ds = TraceDataset(selection(tmp_path, "trace"), tok, max_length=64)
+    items = [ds[0], ds[2], ds[1]]  # INVERT (2 sequences), RETAIN (1), PUNISH (2)
+    ds.set_reference([(0, 0, -1.5)])
+    b = collate_examples(items, ds.pad_token_id)
+    assert b["input_ids"].shape[0] == 5 and b["labels"].shape == b["input_ids"].shape
+    assert b["pos_idx"].tolist() == [0, 2, 3] and b["neg_idx"].tolist() == [1, 2, 4]
+    assert b["has_neg"].tolist() == [True, False, True] and b["kind"].tolist() == [PREF, KL, NPO]
+    assert b["ref_logps"][0] == -1.5 and torch.isnan(b["ref_logps"][1:]).all()
+    # labels score exactly the response tokens of each sequence
+    enc = items[0]["seqs"][0]
+    assert (b["labels"][0] != -100).sum() == enc.response_len
+    json.dumps(ds.truncation.to_dict())

@@ -1,0 +1,284 @@
+"""TraceTrainer on the tiny model: the batched loss against a per-sample computation, every preset
+learns, INVERT margins turn, the RETAIN KL anchors, resume equals an uninterrupted run, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import weighted_rows, write_rows
+
+from trace_realign.cli import main
+from trace_realign.update.config import TraceConfig
+from trace_realign.update.data import KL, NPO, PREF, TraceDataset, read_weighted, select_examples
+from trace_realign.update.presets import PRESETS
+from trace_realign.update.trainer import TraceTrainer, train
+
+
+def config(tmp_path, method="trace", **kw):
+    base = dict(
+        output_dir=str(tmp_path / method),
+        method=method,
+        max_steps=12,
+        per_device_train_batch_size=6,
+        learning_rate=5e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        lora_r=8,
+        lora_dropout=0.0,
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    return TraceConfig(**{**base, **kw})
+
+
+def make_trainer(tmp_path, tiny_model_dir, rows, method="trace", perturb=True, **kw):
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
+
+    cfg = config(tmp_path, method, **kw)
+    sel = select_examples(
+        read_weighted(write_rows(tmp_path / "w.jsonl", rows)), PRESETS[method], alpha_kl=cfg.alpha_kl
+    )
+    tok = load_tokenizer(tiny_model_dir)
+    model = apply_lora(load_model(tiny_model_dir), LoraOptions(r=8, dropout=0.0))
+    if perturb:  # move the policy away from θ_ref so every loss term and the KL are non-trivial
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.3)
+    ds = TraceDataset(sel, tok, max_length=cfg.max_length)
+    return TraceTrainer(model, cfg, ds, tok, ref_cache_dir=tmp_path / "refcache"), ds
+
+
+def plain_logp_and_logits(model, enc):
+    ids = torch.tensor([enc.input_ids])
+    logits = model(input_ids=ids).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    start = enc.prompt_len  # response token t sits at position start + t, predicted by the position before
+    lp = sum(logp[start + t - 1, enc.input_ids[start + t]] for t in range(enc.response_len))
+    return lp, logp[start - 1 : start - 1 + enc.response_len]
+
+
+def per_sample_loss(model, item, beta, alpha_kl):
+    """The hybrid loss of one example, written out from method.md's formulas one sequence at a time."""
+    pol, ref, pol_rows, ref_rows = [], [], [], []
+    for enc in item["seqs"]:
+        lp, rows = plain_logp_and_logits(model, enc)
+        with torch.no_grad(), model.disable_adapter():
+            rlp, rrows = plain_logp_and_logits(model, enc)
+        pol.append(lp), ref.append(rlp), pol_rows.append(rows), ref_rows.append(rrows)
+    if item["kind"] == PREF:
+        d = (pol[0] - ref[0]) - (pol[1] - ref[1])
+        return -F.logsigmoid(beta * d)
+    if item["kind"] == NPO:
+        loss = 0.0
+        for k, flagged in enumerate(item["npo"]):
+            if flagged:
+                loss = loss - F.logsigmoid(-beta * (pol[k] - ref[k]))
+        return loss
+    p_ref, lp_pol = ref_rows[0].exp(), pol_rows[0]
+    kl = (p_ref * (ref_rows[0] - lp_pol)).sum(-1).mean()
+    return alpha_kl * kl
+
+
+def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
+    rows = weighted_rows(3, corrections=False)
+    rows[1]["correction"] = "I will not, but here is help."  # one PUNISH row as oracle ℓ_pref
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, alpha_kl=0.5)
+    model = trainer.model
+    model.eval()
+    assert {it["kind"] for it in ds.items} == {PREF, NPO, KL}
+    batch = trainer.data_collator(ds.items)
+    got = trainer.batch_loss(model, batch).loss
+    want = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.5) for it in ds.items) / len(ds)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
+    # gradients agree too
+    grads = torch.autograd.grad(got, [p for p in model.parameters() if p.requires_grad])
+    want2 = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.5) for it in ds.items) / len(ds)
+    ref_grads = torch.autograd.grad(want2, [p for p in model.parameters() if p.requires_grad])
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_reference_gives_the_same_loss(tmp_path, tiny_model_dir):
+    rows = weighted_rows(3)
+    live, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False)
+    cached, ds2 = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=True)
+    assert cached.reference_stats["precomputed"] == 12  # 3 INVERT + 3 PUNISH pairs, two responses each
+    b1, b2 = live.data_collator(ds.items), cached.data_collator(ds2.items)
+    assert torch.isnan(b1["ref_logps"]).all() and torch.isnan(b2["ref_logps"]).sum() == 3  # RETAIN anchors
+    live.model.eval(), cached.model.eval()
+    torch.testing.assert_close(live.batch_loss(live.model, b1).loss, cached.batch_loss(cached.model, b2).loss)
+    again, _ = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=True)
+    assert again.reference_stats == {**cached.reference_stats, "precomputed": 0, "from_cache": 12}
+
+
+@pytest.mark.parametrize("method", list(PRESETS))
+def test_every_preset_lowers_its_loss(tmp_path, tiny_model_dir, method):
+    rows = weighted_rows(corrections=method == "dpo-gold")
+    summary = train(tiny_model_dir, write_rows(tmp_path / "w.jsonl", rows), config(tmp_path, method))
+    losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    out = tmp_path / method
+    assert (out / "adapter_model.safetensors").exists()
+    saved = json.loads((out / "run_summary.json").read_text())
+    assert saved["method"] == method and saved["global_step"] == 12 and saved["wall_time_s"] > 0
+    assert saved["data"]["examples"] > 0 and saved["config"]["method"] == method
+
+
+def sequence_logps(model, tok, prompt, response, adapter=True):
+    from trace_realign.model.logprobs import batch_logprobs
+    from trace_realign.model.tokenize import collate, encode, pad_id
+
+    batch = collate([encode(tok, prompt, response)], pad_id(tok))
+    with torch.no_grad():
+        if adapter:
+            return batch_logprobs(model, batch).item()
+        with model.disable_adapter():
+            return batch_logprobs(model, batch).item()
+
+
+def load_trained(tiny_model_dir, adapter_dir):
+    from peft import PeftModel
+
+    from trace_realign.model.loading import load_model, load_tokenizer
+
+    return PeftModel.from_pretrained(load_model(tiny_model_dir), adapter_dir).eval(), load_tokenizer(
+        tiny_model_dir
+    )
+
+
+def test_invert_margin_turns_in_the_new_direction(tmp_path, tiny_model_dir):
+    rows = weighted_rows()
+    train(tiny_model_dir, write_rows(tmp_path / "w.jsonl", rows), config(tmp_path, "trace"))
+    model, tok = load_trained(tiny_model_dir, tmp_path / "trace")
+    for r in rows:
+        if r["category"] != "INVERT":
+            continue
+        # Δ(y_l over y_w) starts at exactly 0 (θ = θ_ref) and must now be positive
+        d = sum(
+            sign
+            * (sequence_logps(model, tok, r["prompt"], y) - sequence_logps(model, tok, r["prompt"], y, False))
+            for sign, y in ((1, r["rejected"]), (-1, r["chosen"]))
+        )
+        assert d > 0.5, r["prompt"]
+
+
+def retain_kl(model, tok, rows):
+    from trace_realign.losses import token_kl
+    from trace_realign.model.logprobs import forward_logits, token_logprobs
+    from trace_realign.model.tokenize import collate, encode, pad_id
+
+    batch = collate(
+        [encode(tok, r["prompt"], r["chosen"]) for r in rows if r["category"] == "RETAIN"], pad_id(tok)
+    )
+    with torch.no_grad():
+        pol = forward_logits(model, batch)
+        with model.disable_adapter():
+            ref = forward_logits(model, batch)
+    _, mask = token_logprobs(pol, batch["labels"])
+    return token_kl(ref[:, :-1], pol[:, :-1], mask).mean().item()
+
+
+def test_retain_kl_stays_small_only_with_the_anchor(tmp_path, tiny_model_dir):
+    rows = weighted_rows()
+    path = write_rows(tmp_path / "w.jsonl", rows)
+    kls = {}
+    # The tiny model has so little capacity that the conflicts move RETAIN responses too, and only a
+    # strong anchor holds them: with the default α_KL = 0.1 the difference here is within noise.
+    for alpha in (5.0, 0.0):
+        out = str(tmp_path / f"a{alpha}")
+        cfg = config(
+            tmp_path, "trace", alpha_kl=alpha, output_dir=out, max_steps=20, sampling_proportions=[1, 1, 4]
+        )
+        train(tiny_model_dir, path, cfg)
+        kls[alpha] = retain_kl(*load_trained(tiny_model_dir, tmp_path / f"a{alpha}"), rows)
+    assert kls[5.0] < 0.6 * kls[0.0], kls
+
+
+def test_resume_reaches_the_same_weights(tmp_path, tiny_model_dir):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    path = write_rows(tmp_path / "w.jsonl", weighted_rows())
+    kw = dict(
+        max_steps=8, save_strategy="steps", save_steps=4, lora_dropout=0.1, per_device_train_batch_size=3
+    )
+    train(tiny_model_dir, path, config(tmp_path, "trace", output_dir=str(tmp_path / "full"), **kw))
+    # a run that crashed after its step-4 checkpoint: only that checkpoint is on disk
+    shutil.copytree(tmp_path / "full" / "checkpoint-4", tmp_path / "crashed" / "checkpoint-4")
+    summary = train(
+        tiny_model_dir, path, config(tmp_path, "trace", output_dir=str(tmp_path / "crashed"), **kw)
+    )
+    assert summary["resumed_from"].endswith("checkpoint-4") and summary["global_step"] == 8
+    a = load_file(tmp_path / "full" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "crashed" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)
+
+
+def test_grad_norm_stop(tmp_path, tiny_model_dir):
+    path = write_rows(tmp_path / "w.jsonl", weighted_rows())
+    summary = train(tiny_model_dir, path, config(tmp_path, "trace", grad_norm_stop=1e6))
+    assert summary["global_step"] == 1 and summary["stop_reason"].startswith("grad_norm")
+
+
+def test_missing_category_keeps_training_on_the_others(tmp_path, tiny_model_dir):
+    rows = [r for r in weighted_rows() if r["category"] != "PUNISH"]
+    summary = train(
+        tiny_model_dir, write_rows(tmp_path / "w.jsonl", rows), config(tmp_path, "trace", max_steps=2)
+    )
+    assert summary["data"]["examples"] == 8 and "examples_PUNISH_npo" not in summary["data"]
+
+
+def test_merged_model_matches_the_adapter(tmp_path, tiny_model_dir):
+    from trace_realign.model.loading import load_model, load_tokenizer
+
+    path = write_rows(tmp_path / "w.jsonl", weighted_rows())
+    train(tiny_model_dir, path, config(tmp_path, "trace", max_steps=4, save_merged=True))
+    model, tok = load_trained(tiny_model_dir, tmp_path / "trace")
+    merged = load_model(tmp_path / "trace" / "merged").eval()
+    r = weighted_rows()[0]
+    a = sequence_logps(model, tok, r["prompt"], r["rejected"])
+    b = sequence_logps(merged, load_tokenizer(tmp_path / "trace" / "merged"), r["prompt"], r["rejected"])
+    assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_cli_bad_input_exits_2(tmp_path, tiny_model_dir, capsys):
+    rows = weighted_rows()
+    del rows[0]["category"]
+    path = write_rows(tmp_path / "w.jsonl", rows)
+    argv = ["train", "--model", str(tiny_model_dir), "--weighted", path, "--output_dir", str(tmp_path / "o")]
+    assert main(argv + ["--use_cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"trace-realign train: error: {path}:1: field 'category': missing: this file has not been "
+                   "triaged (run `trace-realign triage` then `score`)"]  # fmt: skip
+    zero = [{**r, "impact_weight": 0.0} if r["category"] != "RETAIN" else r for r in weighted_rows()]
+    argv[4] = write_rows(tmp_path / "z.jsonl", zero)
+    assert main(argv + ["--use_cpu"]) == 2
+    assert "impact weights are 0" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "run_summary.json").exists()
+
+
+def test_cli_trains_from_yaml(tmp_path, tiny_model_dir):
+    import yaml
+
+    path = write_rows(tmp_path / "w.jsonl", weighted_rows())
+    opts = {"model": str(tiny_model_dir), "weighted": path, "output_dir": str(tmp_path / "y"), "method": "rdpo",
+            "max_steps": 2, "per_device_train_batch_size": 4, "lora_r": 4, "use_cpu": True, "report_to": "none"}  # fmt: skip
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(opts))
+    assert main(["train", "--config", str(tmp_path / "t.yaml"), "--max_steps", "3"]) == 0
+    summary = json.loads((tmp_path / "y" / "run_summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["preference_loss"].startswith("robust DPO")
+    assert not math.isnan(summary["final_metrics"]["train_loss"])
