@@ -24,7 +24,7 @@ from trace_realign.update.data import (
 )
 from trace_realign.update.presets import PRESETS
 
-I, P, R = Category.INVERT, Category.PUNISH, Category.RETAIN
+I, P, R = Category.INVERT, Category.PUNISH, Category.RETAIN  # noqa: E741
 
 
 def selection(tmp_path, method, rows=None, alpha_kl=0.1, normalisation="mean"):
