@@ -136,6 +136,9 @@ def test_rerun_generates_nothing(tiny_model_dir, tmp_path):
         backend, PROMPTS[:1], GenerationSettings(max_new_tokens=5), cache=cache, progress=False
     )
     assert backend.asked == len(PROMPTS) + 2
+    # a prompt given twice is generated once
+    twice = generate_responses(backend, ["Dup", "Dup", "Hi"], SETTINGS, cache=cache, progress=False)
+    assert backend.asked == len(PROMPTS) + 3 and twice[0] == twice[1] and twice[2] == first[0]
     # sampling knobs do not split the cache of greedy decoding
     assert GenerationSettings(12, temperature=0.3).key() == SETTINGS.key()
     assert (

@@ -139,20 +139,22 @@ class HFBackend:
             eos_token_id=stop or None,
         )
         device = next(self.model.parameters()).device
-        out: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts[start : start + self.batch_size]
-            # special tokens come from the template or the plain format, as in training
-            ids = [
-                self.tokenizer(prompt_text(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-                for p in chunk
-            ]
-            width = max(len(x) for x in ids)
-            input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(ids), width), dtype=torch.long)
-            for i, x in enumerate(ids):
-                input_ids[i, width - len(x) :] = torch.tensor(x, dtype=torch.long)
-                attention[i, width - len(x) :] = 1
+        # special tokens come from the template or the plain format, as in training
+        encoded = [
+            self.tokenizer(prompt_text(self.tokenizer, p), add_special_tokens=False)["input_ids"]
+            for p in prompts
+        ]
+        # prompts of similar length share a batch, so little compute goes to padding
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        out = [""] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = max(len(encoded[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i], dtype=torch.long)
+                attention[row, width - len(encoded[i]) :] = 1
             if settings.do_sample:
                 torch.manual_seed(settings.seed + start)
             with torch.no_grad():
@@ -161,8 +163,8 @@ class HFBackend:
                     attention_mask=attention.to(device),
                     generation_config=config,
                 )
-            for row in seqs[:, width:].tolist():
-                out.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            for i, new_tokens in zip(idx, seqs[:, width:].tolist(), strict=True):
+                out[i] = self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
         return out
 
 
@@ -286,10 +288,12 @@ def generate_responses(
     out: list[str | None] = [
         cache.get(backend.identity, p, key) if cache is not None else None for p in prompts
     ]
-    todo = [i for i, r in enumerate(out) if r is None]
-    bar = tqdm(
-        total=len(prompts), initial=len(prompts) - len(todo), desc=desc, disable=not progress, leave=False
-    )
+    # identical prompts are generated once (greedy or seeded, the answer is the same)
+    first: dict[str, int] = {}
+    for i, p in enumerate(prompts):
+        first.setdefault(json.dumps(p, sort_keys=True, ensure_ascii=False), i)
+    todo = [i for i in first.values() if out[i] is None]
+    bar = tqdm(total=len(first), initial=len(first) - len(todo), desc=desc, disable=not progress, leave=False)
     for start in range(0, len(todo), chunk_size):
         idx = todo[start : start + chunk_size]
         texts = backend.generate([prompts[i] for i in idx], settings)
@@ -299,7 +303,7 @@ def generate_responses(
                 cache.put(backend.identity, prompts[i], key, text)
         bar.update(len(idx))
     bar.close()
-    return [r if r is not None else "" for r in out]
+    return [out[first[json.dumps(p, sort_keys=True, ensure_ascii=False)]] or "" for p in prompts]
 
 
 def make_backend(
