@@ -1,0 +1,559 @@
+"""`trace-realign demo`: realign a real model to a changed policy, end to end, on a CPU.
+
+    trace-realign demo                 # SmolLM2-135M-Instruct, about 10 minutes on 2 CPU cores
+    trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
+    trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
+
+Python: `run_demo("runs/demo")` does what the command does and returns the summary it prints.
+
+The steps: build the embedded policy-shift scenario (`scenario.generate`), build `M_ref` by
+teaching the base model the old policy (`scenario.mref`, cached), measure the base model and
+`M_ref` under both policies, then hand the scenario to the pipeline (`trace-realign run`):
+triage with the new policy's rule judge, impact scoring, the TRACE update, evaluation of `M_ref`
+and the realigned model on the held-out prompts (agreement, attack success under both stress
+wrappers, multiple-choice utility and perplexity), and the HTML report. Every stage is skipped on
+a rerun whose inputs have not changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from trace_realign.io import cache_root, read_json, write_json_atomic
+from trace_realign.scenario.generate import (
+    SCENARIO_FILES,
+    ScenarioConfig,
+    build_scenario,
+    scenario_paths,
+    write_scenario,
+)
+from trace_realign.scenario.mref import MrefSettings, build_mref
+
+COMPARE_METHODS = (
+    "naive-oracle-dpo",
+    "dpo-gold",
+    "u2a",
+    "trace-no-impact",
+    "trace-no-kl",
+    "trace-no-triage",
+)
+NOISE_RATES = (0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Everything that sets how big (and how slow) a demo run is."""
+
+    scenario: ScenarioConfig
+    mref: MrefSettings
+    train_steps: int
+    train_batch_size: int
+    learning_rate: float
+    gold_size: int
+    max_new_tokens: int
+    eval_batch_size: int
+    lora_r: int = 16
+    lora_alpha: int = 32
+    extra_train: dict[str, Any] = field(default_factory=dict)
+
+
+SIZES: dict[str, DemoSize] = {
+    # SmolLM2 on 2 CPU cores: the default `make demo`
+    "default": DemoSize(
+        scenario=ScenarioConfig(n_pairs=240, n_validation=48, n_heldout=64),
+        mref=MrefSettings(steps=48),
+        train_steps=60,
+        train_batch_size=6,
+        learning_rate=2e-4,
+        gold_size=48,
+        max_new_tokens=80,
+        eval_batch_size=16,
+    ),
+    # SmolLM2 at a small size: the slow test of the real path
+    "small": DemoSize(
+        scenario=ScenarioConfig(n_pairs=40, n_validation=8, n_heldout=12),
+        mref=MrefSettings(steps=16),
+        train_steps=4,
+        train_batch_size=3,
+        learning_rate=2e-4,
+        gold_size=6,
+        max_new_tokens=24,
+        eval_batch_size=12,
+    ),
+    # a tiny random model: the whole pipeline in seconds, for the test suite
+    "quick": DemoSize(
+        scenario=ScenarioConfig(n_pairs=24, n_validation=4, n_heldout=8),
+        mref=MrefSettings(steps=2, batch_size=2, max_length=96),
+        train_steps=2,
+        train_batch_size=3,
+        learning_rate=1e-3,
+        gold_size=6,
+        max_new_tokens=8,
+        eval_batch_size=8,
+        lora_r=4,
+        lora_alpha=8,
+    ),
+}
+
+
+def base_model(size: str, model: str | Path | None = None) -> Path | str:
+    """The model to realign: the one given, else a tiny Llama (`quick`) or SmolLM2-135M-Instruct."""
+    if model is not None:
+        return model
+    if size == "quick":
+        from trace_realign.model.tiny import save_tiny_model
+
+        path = cache_root() / "tiny-demo-model"
+        if not (path / "config.json").exists():
+            import shutil
+
+            tmp = save_tiny_model(path.with_name(path.name + ".partial"), seed=0, chat_template=True)
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.replace(path)
+        return path
+    from trace_realign.model.smollm2 import smollm2_path
+
+    return smollm2_path()
+
+
+def prepare_scenario(run_dir: Path, config: ScenarioConfig) -> tuple[Any, dict[str, Path]]:
+    """Build the scenario and write its files under `run_dir/scenario`, rewriting them only when the
+    scenario changed (so stages keyed on their input files see the same files on a rerun)."""
+    scenario = build_scenario(config)
+    folder = run_dir / "scenario"
+    manifest = folder / SCENARIO_FILES["manifest"]
+    paths = scenario_paths(folder)
+    current = manifest.exists() and read_json(manifest).get("fingerprint") == config.fingerprint()
+    if not (current and all(p.exists() for p in paths.values())):
+        paths = write_scenario(scenario, folder)
+    return scenario, paths
+
+
+def policy_agreement(
+    model: str | Path,
+    paths: dict[str, Path],
+    out_dir: Path,
+    name: str,
+    size: DemoSize,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Target policy agreement of `model` on the held-out prompts under the old and the new policy.
+
+    Generations are cached, so the second policy only re-judges them."""
+    from trace_realign.evaluate import GenerationSettings, evaluate_model
+    from trace_realign.triage.judges.rules import RuleJudge
+
+    out = {}
+    for which in ("old", "new"):
+        metrics = evaluate_model(
+            model,
+            paths["heldout"],
+            paths[f"{which}_policy"],
+            RuleJudge.from_file(paths[f"{which}_rules"]),
+            out_dir / f"{name}-{which}-policy",
+            name=f"{name} ({which} policy)",
+            stress=False,
+            settings=GenerationSettings(max_new_tokens=size.max_new_tokens),
+            batch_size=size.eval_batch_size,
+            progress=progress,
+        )
+        out[which] = metrics["tpa"]
+    return out
+
+
+def _rate(entry: dict[str, Any] | None) -> float | None:
+    return None if not entry or entry.get("rate") is None else 100.0 * entry["rate"]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per evaluated model from `evaluate_model` metrics: the numbers the table shows."""
+    rows = []
+    for name, m in evals.items():
+        tpa, stress = m.get("tpa") or {}, m.get("stress") or {}
+        by_cat, by_attack = tpa.get("by_category", {}), stress.get("by_attack", {})
+        headline = (m.get("utility") or {}).get("headline", {})
+        mc = headline.get("mc_accuracy")
+        rows.append(
+            {
+                "model": name,
+                "tpa": _rate(tpa.get("overall")),
+                "invert": _rate(by_cat.get("INVERT")),
+                "punish": _rate(by_cat.get("PUNISH")),
+                "retain": _rate(by_cat.get("RETAIN")),
+                "asr_fiction": _rate(by_attack.get("fictional_scenario")),
+                "asr_suppression": _rate(by_attack.get("refusal_suppression")),
+                "mc": None if mc is None else 100.0 * mc,
+                "perplexity": headline.get("perplexity"),
+            }
+        )
+    return rows
+
+
+COLUMNS = (
+    ("model", "model"),
+    ("tpa", "TPA"),
+    ("invert", "INVERT"),
+    ("punish", "PUNISH"),
+    ("retain", "RETAIN"),
+    ("asr_fiction", "ASR fiction"),
+    ("asr_suppression", "ASR suppr."),
+    ("mc", "MC acc"),
+    ("perplexity", "ppl"),
+)
+
+
+def print_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key, label in COLUMNS:
+        table.add_column(label, justify="left" if key == "model" else "right")
+    for r in rows:
+        table.add_row(
+            *(r["model"] if k == "model" else _fmt(r[k], 2 if k == "perplexity" else 1) for k, _ in COLUMNS)
+        )
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------- stages
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _stage(folder: Path, inputs: dict[str, Any], outputs: list[Path], work: Any, progress: bool) -> bool:
+    """Run `work()` unless its outputs exist and were made from the same inputs; True when it ran.
+
+    The inputs (settings and the digests of the files read) are stamped beside the outputs."""
+    from trace_realign.schema import content_id
+
+    stamp = folder / ".stage.json"
+    key = content_id(inputs)
+    if stamp.exists() and all(p.exists() for p in outputs) and read_json(stamp).get("key") == key:
+        if progress:
+            print(f"  {folder.name}: up to date, skipped")
+        return False
+    work()
+    write_json_atomic(stamp, {"key": key, "inputs": inputs})
+    return True
+
+
+def run_triage(run_dir: Path, name: str, paths: dict[str, Path], judge_spec: str, progress: bool) -> Path:
+    """Stage 1 with the new policy's judge (`judge_spec`, e.g. `noisy:0.1:rules:FILE`) and the
+    scenario's oracle corrections; writes `<name>/triaged.jsonl` and `summary.json`."""
+    from trace_realign.io import read_jsonl
+    from trace_realign.scenario.generate import ScenarioCorrections
+    from trace_realign.schema import PreferencePair
+    from trace_realign.triage.judges.spec import make_judge
+    from trace_realign.triage.policy import Policy
+    from trace_realign.triage.triage import summarise, triage_pairs, write_triaged
+
+    folder = run_dir / name
+    out = folder / "triaged.jsonl"
+
+    def work() -> None:
+        pairs = [PreferencePair.from_dict(r) for _, r in read_jsonl(paths["pairs"])]
+        result = triage_pairs(
+            pairs,
+            make_judge(judge_spec),
+            Policy.from_file(paths["new_policy"]),
+            None,  # rule judges are deterministic and cheap: nothing to cache
+            corrections=ScenarioCorrections.from_file(paths["corrections"]),
+            progress=progress,
+        )
+        write_triaged(out, result.rows)
+        write_json_atomic(folder / "summary.json", summarise(result))
+
+    inputs = {
+        "judge": judge_spec,
+        **{k: _file_digest(paths[k]) for k in ("pairs", "new_policy", "new_rules", "corrections")},
+    }
+    _stage(folder, inputs, [out, folder / "summary.json"], work, progress)
+    return out
+
+
+def run_score(
+    run_dir: Path, name: str, mref: Path, triaged: Path, size: DemoSize, seed: int, progress: bool
+) -> Path:
+    """Stage 3, impact weights at θ_ref over the same LoRA the update trains (`trace-realign score`)."""
+    from trace_realign.impact import cli as score_cli
+
+    folder = run_dir / name
+    out = folder / "weighted.jsonl"
+    argv = [
+        "score",
+        "--model", str(mref),
+        "--triaged", str(triaged),
+        "--out", str(out),
+        "--gold-size", str(size.gold_size),
+        "--seed", str(seed),
+        "--use_peft",
+        "--lora_r", str(size.lora_r),
+        "--lora_alpha", str(size.lora_alpha),
+        "--lora_target_modules", *LORA_TARGETS,
+    ]  # fmt: skip
+    if not progress:
+        argv.append("--no-progress")
+
+    def work() -> None:
+        parser = argparse.ArgumentParser(prog="trace-realign")
+        score_cli.add_parser(parser.add_subparsers())
+        score_cli.run(parser.parse_args(argv))
+
+    inputs = {"argv": argv[1:], "triaged": _file_digest(triaged), "mref": str(mref)}
+    _stage(folder, inputs, [out], work, progress)
+    return out
+
+
+LORA_TARGETS = ("q_proj", "v_proj")
+
+
+def run_train(
+    run_dir: Path,
+    name: str,
+    method: str,
+    mref: Path,
+    weighted: Path,
+    size: DemoSize,
+    seed: int,
+    progress: bool,
+) -> Path:
+    """Stage 2 (or a baseline): one `TraceTrainer` run of `method`; the adapter lands in `train/<name>`."""
+    from trace_realign.update.config import TraceConfig
+    from trace_realign.update.trainer import train
+
+    folder = run_dir / "train" / name
+    options = {
+        "method": method,
+        "max_steps": size.train_steps,
+        "per_device_train_batch_size": size.train_batch_size,
+        "learning_rate": size.learning_rate,
+        "lora_r": size.lora_r,
+        "lora_alpha": size.lora_alpha,
+        "lora_target_modules": list(LORA_TARGETS),
+        "seed": seed,
+        **size.extra_train,
+    }
+
+    def work() -> None:
+        config = TraceConfig(
+            output_dir=str(folder),
+            logging_steps=max(1, size.train_steps // 10),
+            save_strategy="steps",
+            save_steps=max(1, size.train_steps // 3),
+            save_total_limit=1,
+            report_to="none",
+            disable_tqdm=not progress,
+            **options,
+        )
+        train(mref, weighted, config)
+
+    inputs = {"options": options, "weighted": _file_digest(weighted), "mref": str(mref)}
+    _stage(folder, inputs, [folder / "run_summary.json"], work, progress)
+    return folder
+
+
+def run_eval(
+    run_dir: Path, name: str, model: Path, paths: dict[str, Path], size: DemoSize, progress: bool
+) -> dict[str, Any]:
+    """Held-out agreement, attack success under both stress wrappers, MC accuracy and perplexity."""
+    from trace_realign.evaluate import GenerationSettings, evaluate_model
+    from trace_realign.triage.judges.rules import RuleJudge
+
+    folder = run_dir / "eval" / name
+
+    def work() -> None:
+        evaluate_model(
+            model,
+            paths["heldout"],
+            paths["new_policy"],
+            RuleJudge.from_file(paths["new_rules"]),
+            folder,
+            name=name,
+            mc_file=paths["multiple_choice"],
+            text_file=paths["neutral_text"],
+            settings=GenerationSettings(max_new_tokens=size.max_new_tokens),
+            batch_size=size.eval_batch_size,
+            progress=progress,
+        )
+
+    weights = sorted(model.glob("*.safetensors"))
+    inputs = {
+        "model": str(model),
+        "weights": [_file_digest(p) for p in weights],
+        "max_new_tokens": size.max_new_tokens,
+        **{k: _file_digest(paths[k]) for k in ("heldout", "new_rules", "multiple_choice", "neutral_text")},
+    }
+    _stage(folder, inputs, [folder / "metrics.json"], work, progress)
+    return read_json(folder / "metrics.json")
+
+
+# ------------------------------------------------------------------------------- the demo
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    *,
+    size: str = "default",
+    compare: bool = False,
+    model: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
+
+    `size` is one of `SIZES` ("default": SmolLM2; "quick": a tiny model; "small": SmolLM2, tiny
+    data). `compare` adds the baselines, the ablations and TRACE under 10% and 20% judge noise.
+    """
+    started = time.time()
+    if size not in SIZES:
+        from trace_realign.errors import InputError
+
+        raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
+    spec = SIZES[size]
+    spec = replace(spec, scenario=replace(spec.scenario, seed=seed), mref=replace(spec.mref, seed=seed))
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    def step(label: str) -> None:
+        timings[label] = round(time.time() - started - sum(timings.values()), 1)
+        if progress:
+            print(f"[demo] {label} done ({timings[label]:.0f} s)", flush=True)
+
+    scenario, paths = prepare_scenario(run_dir, spec.scenario)
+    base = base_model(size, model)
+    step("scenario")
+    mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
+    step("M_ref")
+    agreement = {
+        "base": policy_agreement(base, paths, run_dir / "baseline", "base", spec, progress=progress),
+        "M_ref": policy_agreement(mref, paths, run_dir / "baseline", "M_ref", spec, progress=progress),
+    }
+    step("baseline agreement")
+
+    new_rules = f"rules:{paths['new_rules']}"
+    triaged = run_triage(run_dir, "triage", paths, new_rules, progress)
+    weighted = run_score(run_dir, "score", mref, triaged, spec, seed, progress)
+    step("triage and impact")
+    runs = {"trace": run_train(run_dir, "trace", "trace", mref, weighted, spec, seed, progress)}
+    step("train trace")
+    if compare:
+        for method in COMPARE_METHODS:
+            runs[method] = run_train(run_dir, method, method, mref, weighted, spec, seed, progress)
+        for rate in NOISE_RATES:
+            tag = f"noise{round(rate * 100)}"
+            noisy = run_triage(run_dir, f"triage-{tag}", paths, f"noisy:{rate:g}:{new_rules}", progress)
+            noisy_weighted = run_score(run_dir, f"score-{tag}", mref, noisy, spec, seed, progress)
+            runs[f"trace-{tag}"] = run_train(
+                run_dir, f"trace-{tag}", "trace", mref, noisy_weighted, spec, seed, progress
+            )
+        step("train baselines, ablations and noisy TRACE")
+
+    evals = {"M_ref": run_eval(run_dir, "M_ref", mref, paths, spec, progress)}
+    for name, folder in runs.items():
+        evals[name] = run_eval(run_dir, name, folder, paths, spec, progress)
+    step("evaluate")
+
+    summary = {
+        "size": size,
+        "seed": seed,
+        "base_model": str(base),
+        "mref": str(mref),
+        "scenario": {
+            "pairs": len(scenario.pairs),
+            "n_heldout": len(scenario.heldout),
+            "fingerprint": spec.scenario.fingerprint(),
+            **read_json(paths["manifest"])["pairs_by_kind"],
+        },
+        "triage": read_json(triaged.parent / "summary.json")["counts"],
+        "settings": asdict(spec),
+        "baseline_agreement": agreement,
+        "rows": summary_rows(evals),
+        "timings_s": timings,
+    }
+    report = write_report(run_dir, summary, progress)
+    summary["report"] = str(report)
+    timings["total"] = round(time.time() - started, 1)
+    write_json_atomic(run_dir / "demo_summary.json", summary)
+    print_agreement(agreement)
+    print_table(summary["rows"], f"Held-out prompts under the new policy ({len(scenario.heldout)} prompts)")
+    print(f"report: {report}")
+    return summary
+
+
+def write_report(run_dir: Path, summary: dict[str, Any], progress: bool) -> Path:
+    """The HTML report of the run (and its Markdown twin), by the report module."""
+    from trace_realign.report import build_report
+
+    html, _ = build_report([run_dir], before="M_ref")
+    return html
+
+
+def print_agreement(agreement: dict[str, dict[str, Any]]) -> None:
+    """Agreement with each policy of the base model and M_ref: M_ref should follow the old one."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Target policy agreement on held-out prompts, before realignment")
+    for label in ("model", "old policy", "new policy"):
+        table.add_column(label, justify="left" if label == "model" else "right")
+    for name, by_policy in agreement.items():
+        table.add_row(name, *(_fmt(_rate(by_policy[w]["overall"])) for w in ("old", "new")))
+    Console().print(table)
+
+
+# ------------------------------------------------------------------------------- command line
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "demo",
+        help="realign SmolLM2-135M-Instruct to a changed policy on the embedded scenario, end to end",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument(
+        "--quick", action="store_true", help="a tiny random model and tiny data: the pipeline in seconds"
+    )
+    p.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default=None,
+        help="default (SmolLM2), small (SmolLM2, tiny data) or quick",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also naive-oracle-dpo, dpo-gold, u2a, the three ablations, and TRACE under 10%% and 20%% judge noise",
+    )
+    p.add_argument("--model", help="realign this model instead (a path or Hub id); M_ref is built from it")
+    p.add_argument("--seed", type=int, default=0, help="scenario, M_ref, impact and training seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    size = args.size or ("quick" if args.quick else "default")
+    run_demo(
+        args.out,
+        size=size,
+        compare=args.compare,
+        model=args.model,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    return 0
