@@ -228,7 +228,8 @@ def run_pipeline(
         "judge": cfg["judge"],
         "out": str(triaged),
     }
-    fp_triage = fingerprint("triage", triage_opts)
+    # the output path must not enter: once written, its content would change the fingerprint
+    fp_triage = fingerprint("triage", {k: v for k, v in triage_opts.items() if k != "out"})
 
     def do_triage() -> None:
         conf = run_dir / "triage" / "triage_config.yaml"
@@ -308,15 +309,20 @@ def _evaluate(
     if "prompts" not in opts:
         raise InputError("missing", field="evaluate.prompts")
     include_ref = opts.pop("reference", True)
+    extra = {k: v for k, v in opts.items() if k not in ("prompts", "generation")}
+    if "generation" in opts:  # a YAML block of decoding settings
+        from trace_realign.evaluate.generate import GenerationSettings
+
+        extra["settings"] = GenerationSettings(**opts["generation"])
     models = {"m_ref": cfg["model"]} if include_ref else {}
     models.update({m: str(run_dir / "train" / m) for m in methods})
     for name, model in models.items():
         out = run_dir / "eval" / name
-        fp = fingerprint("evaluate", name, model, opts, cfg["policy"], cfg["judge"], fp_train.get(name, ""))
+        # a trained model is identified by its training fingerprint, not by its folder's file times
+        fp = fingerprint("evaluate", name, fp_train.get(name) or model, opts, cfg["policy"], cfg["judge"])
 
         def work(name: str = name, model: str = model, out: Path = out) -> None:
-            evaluate_model(model, opts["prompts"], cfg["policy"], cfg["judge"], out, name=name,
-                           **{k: v for k, v in opts.items() if k != "prompts"})  # fmt: skip
+            evaluate_model(model, opts["prompts"], cfg["policy"], cfg["judge"], out, name=name, **extra)
 
         _stage(f"eval/{name}", out, fp, work, status, force)
         result["eval"][name] = str(out)
