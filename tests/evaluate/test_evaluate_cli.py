@@ -205,3 +205,22 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_model_dir, files, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and "prompts.jsonl:1" in err and "field 'prompt'" in err
+
+
+def test_prompts_given_as_python_rows(tiny_model_dir, tmp_path):
+    from trace_realign.schema import content_id
+    from trace_realign.triage.policy import Policy
+
+    rows = [{"prompt": "a question", "category": "retain"}, {"prompt": "another"}]
+    m = evaluate_model(
+        tiny_model_dir, rows, Policy("be good"), ParityJudge(), tmp_path / "o", stress=False, cache=False,
+        settings=SETTINGS, progress=False,
+    )  # fmt: skip
+    assert m["n_prompts"] == 2 and m["stress"] is None and m["tpa"]["by_category"]["RETAIN"]["total"] == 1
+    written = [json.loads(line) for line in (tmp_path / "o" / "responses.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in written] == [content_id("a question"), content_id("another")]
+    with pytest.raises(InputError) as err:
+        evaluate_model(
+            tiny_model_dir, [*rows, {"prompt": ""}], Policy("x"), ParityJudge(), tmp_path / "p", cache=False
+        )
+    assert (err.value.line, err.value.field) == (3, "prompt")

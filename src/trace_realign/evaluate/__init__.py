@@ -18,8 +18,9 @@ Every rate is `{"rate", "ci95", "k", "n", "unknown", "total"}` (see `metrics.py`
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,17 @@ CATEGORIES = (Category.INVERT.value, Category.PUNISH.value, Category.RETAIN.valu
 def read_prompts(path: str | Path) -> list[dict[str, Any]]:
     """Held-out prompts (docs/architecture.md): `prompt` (text or messages), optional `id`,
     `category`, `harmful`, `harm_category`, `context`. Checked row by row."""
+    return check_prompts(read_jsonl(path), str(path))
+
+
+def check_prompts(
+    numbered: Iterable[tuple[int, dict[str, Any]]], path: str = "<prompts>"
+) -> list[dict[str, Any]]:
+    """Validate `(line, row)` pairs of held-out prompts; fill in `id` (a content hash when absent),
+    upper-case `category`, default `harmful` to false. Errors name the line and the field."""
     rows = []
     seen: dict[str, int] = {}
-    for n, row in read_jsonl(path):
+    for n, row in numbered:
         prompt = row.get("prompt")
         if isinstance(prompt, list):
             ok = prompt and all(
@@ -153,101 +162,113 @@ def evaluate_model(
 
     started = time.time()
     out_dir = Path(out_dir)
-    rows = read_prompts(prompts) if isinstance(prompts, (str, Path)) else [dict(r) for r in prompts]
+    if isinstance(prompts, (str, Path)):
+        rows = read_prompts(prompts)
+    else:
+        rows = check_prompts(enumerate((dict(r) for r in prompts), start=1))
     policy, judge = _policy(policy), _judge(judge)
     settings = settings or GenerationSettings()
-    gen_cache, verdict_cache = _caches(cache)
-    backend = _backend(model, batch_size)
-    # checked before hours of generation, not after
-    if (mc_file or text_file) and getattr(backend, "model", None) is None:
-        raise InputError(
-            "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint", field="model"
-        )
+    # every input is checked before hours of generation, not after
     mc_items = read_mc(mc_file) if mc_file else None
     if text_file and not Path(text_file).is_file():
         raise InputError("text file not found", path=str(text_file))
-    stats: dict[str, int] = JudgeStats().to_dict()
 
-    def judge_items(items: Sequence[JudgeItem]) -> list[Any]:
-        verdicts, s = judge_with_cache(judge, policy, items, verdict_cache, progress=progress)
-        for k, v in s.to_dict().items():
-            stats[k] += v
-        return verdicts
+    with contextlib.ExitStack() as opened:
+        gen_cache, verdict_cache = _caches(cache)
+        for c in (gen_cache, verdict_cache):
+            if c is not None:
+                opened.callback(c.close)
+        backend = _backend(model, batch_size)
+        if (mc_file or text_file) and getattr(backend, "model", None) is None:
+            raise InputError(
+                "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint",
+                field="model",
+            )
+        stats: dict[str, int] = JudgeStats().to_dict()
 
-    # the plain prompts and, for harmful ones, every stress wrapper around them
-    wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
-    all_rows = [{**r, "attack": None} for r in rows] + wrapped
-    responses = generate_responses(
-        backend,
-        [r["prompt"] for r in all_rows],
-        settings,
-        cache=gen_cache,
-        progress=progress,
-        desc=f"generate {name or ''}".strip(),
-    )
-    # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
-    items = [
-        JudgeItem(render_prompt(r.get("original_prompt", r["prompt"])), resp, {"category": r.get("category")})
-        for r, resp in zip(all_rows, responses, strict=True)
-    ]
-    verdicts = judge_items(items)
+        def judge_items(items: Sequence[JudgeItem]) -> list[Any]:
+            verdicts, s = judge_with_cache(judge, policy, items, verdict_cache, progress=progress)
+            for k, v in s.to_dict().items():
+                stats[k] += v
+            return verdicts
 
-    out_rows = []
-    for r, resp, v in zip(all_rows, responses, verdicts, strict=True):
-        out_rows.append({**r, "response": resp, "label": v.label.value, "reason": v.reason})
-    plain = [r for r in out_rows if r["attack"] is None]
-    metrics: dict[str, Any] = {
-        "name": name or out_dir.name,
-        "model": backend.identity,
-        "policy": {"name": policy.name, "hash": policy.hash},
-        "judge": judge.identity,
-        "settings": settings.key(),
-        "n_prompts": len(plain),
-        "tpa": target_policy_agreement([r["label"] for r in plain], [r.get("category") for r in plain]),
-        "stress": None,
-    }
-    if stress:
-        attacked = [r for r in out_rows if r["attack"] is not None]
-        metrics["stress"] = {
-            "overall": attack_success_rate([r["label"] for r in attacked]),
-            "by_attack": {
-                a: attack_success_rate([r["label"] for r in attacked if r["attack"] == a]) for a in WRAPPERS
-            },
-            "harmful_prompts": sum(r["harmful"] for r in rows),
-        }
-    metrics["utility"] = _utility(backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size)
-
-    metrics["win_rate"] = {}
-    for base_name, base_model in (baselines or {}).items():
-        base_backend = _backend(base_model, batch_size)
-        base_responses = generate_responses(
-            base_backend,
-            [r["prompt"] for r in rows],
+        # the plain prompts and, for harmful ones, every stress wrapper around them
+        wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
+        all_rows = [{**r, "attack": None} for r in rows] + wrapped
+        responses = generate_responses(
+            backend,
+            [r["prompt"] for r in all_rows],
             settings,
             cache=gen_cache,
             progress=progress,
-            desc=f"generate {base_name}",
+            desc=f"generate {name or ''}".strip(),
         )
-        wr = pairwise_win_rate(
-            judge,
-            policy,
-            [r["prompt"] for r in rows],
-            [r["response"] for r in plain],
-            base_responses,
-            judge_singles=judge_items,
-            cache=gen_cache,
-        )
-        wr["baseline_model"] = base_backend.identity
-        wr["ids"] = [r["id"] for r in rows]
-        metrics["win_rate"][base_name] = wr
+        # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
+        items = [
+            JudgeItem(
+                render_prompt(r.get("original_prompt", r["prompt"])), resp, {"category": r.get("category")}
+            )
+            for r, resp in zip(all_rows, responses, strict=True)
+        ]
+        verdicts = judge_items(items)
 
-    metrics["unknown_verdicts"] = sum(r["label"] == "unknown" for r in out_rows)
-    metrics["judge_stats"] = stats
-    metrics["wall_time_s"] = round(time.time() - started, 2)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out_dir / "responses.jsonl", out_rows)
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    return metrics
+        out_rows = []
+        for r, resp, v in zip(all_rows, responses, verdicts, strict=True):
+            out_rows.append({**r, "response": resp, "label": v.label.value, "reason": v.reason})
+        plain = [r for r in out_rows if r["attack"] is None]
+        metrics: dict[str, Any] = {
+            "name": name or out_dir.name,
+            "model": backend.identity,
+            "policy": {"name": policy.name, "hash": policy.hash},
+            "judge": judge.identity,
+            "settings": settings.key(),
+            "n_prompts": len(plain),
+            "tpa": target_policy_agreement([r["label"] for r in plain], [r.get("category") for r in plain]),
+            "stress": None,
+        }
+        if stress:
+            attacked = [r for r in out_rows if r["attack"] is not None]
+            metrics["stress"] = {
+                "overall": attack_success_rate([r["label"] for r in attacked]),
+                "by_attack": {
+                    a: attack_success_rate([r["label"] for r in attacked if r["attack"] == a])
+                    for a in WRAPPERS
+                },
+                "harmful_prompts": sum(r["harmful"] for r in rows),
+            }
+        metrics["utility"] = _utility(backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size)
+
+        metrics["win_rate"] = {}
+        for base_name, base_model in (baselines or {}).items():
+            base_backend = _backend(base_model, batch_size)
+            base_responses = generate_responses(
+                base_backend,
+                [r["prompt"] for r in rows],
+                settings,
+                cache=gen_cache,
+                progress=progress,
+                desc=f"generate {base_name}",
+            )
+            wr = pairwise_win_rate(
+                judge,
+                policy,
+                [r["prompt"] for r in rows],
+                [r["response"] for r in plain],
+                base_responses,
+                judge_singles=judge_items,
+                cache=gen_cache,
+            )
+            wr["baseline_model"] = base_backend.identity
+            wr["ids"] = [r["id"] for r in rows]
+            metrics["win_rate"][base_name] = wr
+
+        metrics["unknown_verdicts"] = sum(r["label"] == "unknown" for r in out_rows)
+        metrics["judge_stats"] = stats
+        metrics["wall_time_s"] = round(time.time() - started, 2)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl_atomic(out_dir / "responses.jsonl", out_rows)
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        return metrics
 
 
 def _utility(
