@@ -130,11 +130,11 @@ def test_contextual_answers_carry_the_four_required_elements(scenario):
 
 def test_write_scenario_round_trips(tmp_path, scenario):
     from trace_realign.io import read_jsonl
-    from trace_realign.scenario.generate import ScenarioCorrections
     from trace_realign.schema import PreferencePair
+    from trace_realign.triage.corrections import FileCorrections
 
     paths = write_scenario(scenario, tmp_path)
-    assert ScenarioCorrections.from_file(paths["corrections"]).corrections == scenario.corrections
+    assert FileCorrections(paths["corrections"]).table == scenario.corrections
     pairs = [PreferencePair.from_dict(r) for _, r in read_jsonl(paths["pairs"])]
     assert [p.id for p in pairs] == [p.id for p in scenario.pairs]
     held = [r for _, r in read_jsonl(paths["heldout"])]
@@ -274,3 +274,13 @@ def test_old_pairs_triage_into_all_three_categories_as_designed(scenario, judges
     # under the old policy every old winner complies and every old loser does not
     old = triage_pairs(scenario.pairs, judges["old"], scenario.old_policy, None, progress=False)
     assert all(r.c_w == 1 and r.c_l == 0 for r in old.rows)
+
+
+def test_file_corrections_name_a_bad_line(tmp_path):
+    from trace_realign.errors import InputError
+    from trace_realign.triage.corrections import make_corrections
+
+    bad = tmp_path / "c.jsonl"
+    bad.write_text('{"id": "a", "correction": "ok"}\n{"id": "b"}\n')
+    with pytest.raises(InputError, match=r"c.jsonl:2: field 'correction'"):
+        make_corrections(f"file:{bad}")

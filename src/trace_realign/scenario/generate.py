@@ -18,7 +18,6 @@ which draws unused prompts from the training topics and is what any tuning shoul
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,27 +350,3 @@ def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
         },
     )
     return paths
-
-
-class ScenarioCorrections:
-    """The scenario's oracle for PUNISH pairs (a `triage.corrections.CorrectionSource`): the
-    new-policy-compliant contextual answer written with each pair, looked up by pair id."""
-
-    def __init__(self, corrections: dict[str, str]) -> None:
-        self.corrections = dict(corrections)
-        self.identity = f"scenario-oracle:{content_id(sorted(self.corrections.items()))}"
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ScenarioCorrections:
-        from trace_realign.errors import InputError
-        from trace_realign.io import read_jsonl
-
-        table = {}
-        for n, row in read_jsonl(path):
-            if not isinstance(row.get("id"), str) or not isinstance(row.get("correction"), str):
-                raise InputError("expected string fields id and correction", path=str(path), line=n)
-            table[row["id"]] = row["correction"]
-        return cls(table)
-
-    def __call__(self, policy: Policy, pairs: Sequence[PreferencePair]) -> list[str | None]:
-        return [self.corrections.get(p.id) for p in pairs]

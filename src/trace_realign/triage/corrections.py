@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from trace_realign.cache import GenerationCache
@@ -169,10 +170,37 @@ class OracleCorrections:
         return [done[s] for s in slot_of]
 
 
+class FileCorrections:
+    """Corrections written beforehand (`file:PATH`): JSONL rows `{"id": pair id, "correction": y_c}`,
+    looked up by pair id. The embedded scenario ships its template oracle this way."""
+
+    def __init__(self, path: str | Path) -> None:
+        from trace_realign.io import read_jsonl
+
+        self.table: dict[str, str] = {}
+        for n, row in read_jsonl(path):
+            for key in ("id", "correction"):
+                if not isinstance(row.get(key), str):
+                    raise InputError("expected a string", path=str(path), line=n, field=key)
+            self.table[row["id"]] = row["correction"]
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+        self.identity = f"file:{Path(path).name}@{digest}"
+
+    def __call__(self, policy: Policy, pairs: Sequence[PreferencePair]) -> list[str | None]:
+        return [self.table.get(p.id) for p in pairs]
+
+    def close(self) -> None:
+        pass
+
+
 def make_corrections(
     spec: str | dict[str, Any], cache: GenerationCache | None = None, concurrency: int | None = None
-) -> OracleCorrections:
-    """`openai:MODEL[@URL]` or a block `{kind: openai, model, base_url, api_key_env, max_tokens, ...}`."""
+) -> OracleCorrections | FileCorrections:
+    """`openai:MODEL[@URL]`, a block `{kind: openai, model, base_url, api_key_env, max_tokens, ...}`,
+    or `file:PATH` (corrections written beforehand, see `FileCorrections`)."""
+    target = spec.get("spec") if isinstance(spec, dict) else spec
+    if isinstance(target, str) and target.startswith("file:"):
+        return FileCorrections(target[len("file:") :])
     from trace_realign.triage.judges.spec import OPTIONS as JUDGE_OPTIONS
     from trace_realign.triage.judges.spec import parse_spec, typed_options
 
