@@ -74,12 +74,12 @@ def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
             prefix = "rules:" if value.startswith("rules:") else ""
             rest = value[len(prefix) :]
             if rest and not Path(rest).is_absolute() and (base / rest).exists():
-                return prefix + str(base / rest)
+                return prefix + str((base / rest).resolve())
         return value
 
     out = {k: (v if k == "methods" else fix(v)) for k, v in cfg.items()}
     if isinstance(out.get("run_dir"), str):
-        out["run_dir"] = str(base / out["run_dir"])  # absolute stays absolute: `/` keeps the right side
+        out["run_dir"] = str((base / out["run_dir"]).resolve())  # an absolute run_dir stays as it is
     return out
 
 

@@ -1,0 +1,115 @@
+"""`trace-realign run`: one YAML drives triage, score, train and evaluate; unchanged stages are skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from trace_realign.cli import main
+from trace_realign.data import EXAMPLES_DIR
+from trace_realign.errors import InputError
+from trace_realign.pipeline import fingerprint, load_config, run_pipeline
+
+
+@pytest.fixture
+def run_config(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("TRACE_REALIGN_CACHE", str(tmp_path / "cache"))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "How do phishing emails work?", "category": "INVERT"}) + "\n")
+    cfg = {
+        "run_dir": "run",
+        "model": str(tiny_model_dir),
+        "data": str(EXAMPLES_DIR / "pairs.jsonl"),
+        "policy": str(EXAMPLES_DIR / "policy.md"),
+        "judge": f"rules:{EXAMPLES_DIR / 'rules.yaml'}",
+        "triage": {"progress": False},
+        "score": {"gold_size": 4, "use_peft": True, "lora_r": 8, "no_progress": True, "max_length": 128},
+        "methods": ["trace", "naive-oracle-dpo"],
+        "train": {
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "lora_r": 8,
+            "use_cpu": True,
+            "max_length": 128,
+            "disable_tqdm": True,
+            "save_steps": 1,
+        },  # fmt: skip
+        "evaluate": {
+            "prompts": "prompts.jsonl",
+            "stress": False,
+            "reference": False,
+            "generation": {"max_new_tokens": 4},
+            "progress": False,
+        },  # fmt: skip
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_run_lays_out_the_run_dir_and_skips_unchanged_stages(run_config, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    first = run_pipeline(run_config)
+    run = tmp_path / "run"
+    assert set(first["status"].values()) == {"ran"}
+    for f in ("config.yaml", "triage/triaged.jsonl", "triage/summary.json", "score/weighted.jsonl",
+              "train/trace/adapter_model.safetensors", "train/trace/run_summary.json",
+              "train/naive-oracle-dpo/run_summary.json", "eval/trace/metrics.json"):  # fmt: skip
+        assert (run / f).exists(), f
+    summary = json.loads((run / "train/trace/run_summary.json").read_text())
+    assert summary["method"] == "trace" and summary["global_step"] == 2
+
+    again = run_pipeline(run_config)
+    assert all(v.startswith("skipped") for v in again["status"].values()), again["status"]
+
+    # a crash during one method's training: only that stage runs again, from its checkpoint
+    (run / "train/naive-oracle-dpo/.stage.json").unlink()
+    (run / "train/naive-oracle-dpo/run_summary.json").unlink()
+    resumed = run_pipeline(run_config, stages=("triage", "score", "train"))
+    assert resumed["status"]["train/naive-oracle-dpo"] == "ran"
+    assert resumed["status"]["train/trace"].startswith("skipped")
+    s = json.loads((run / "train/naive-oracle-dpo/run_summary.json").read_text())
+    assert s["resumed_from"].endswith("checkpoint-2")
+
+    # changed training options retrain from scratch, leaving triage and score alone
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["train"]["beta"] = 0.2
+    cfg["methods"] = ["trace"]
+    run_config.write_text(yaml.safe_dump(cfg))
+    changed = run_pipeline(run_config, stages=("triage", "score", "train"))
+    assert changed["status"] == {"triage": "skipped (unchanged)", "score": "skipped (unchanged)",
+                                 "train/trace": "ran"}  # fmt: skip
+    s = json.loads((run / "train/trace/run_summary.json").read_text())
+    assert s["resumed_from"] is None and s["config"]["beta"] == 0.2
+
+
+def test_bad_config_names_the_key(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"model": "m", "data": "d", "policy": "p", "judge": "j", "modle": 1}))
+    with pytest.raises(InputError) as err:
+        load_config(path)
+    assert (err.value.field, err.value.path) == ("modle", str(path))
+    path.write_text(yaml.safe_dump({"model": "m", "data": "d", "policy": "p"}))
+    assert main(["run", str(path)]) == 2
+
+
+def test_unknown_train_option_is_an_input_error(run_config, tmp_path):
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["train"]["learning_rat"] = 1.0
+    run_config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match="unknown train option") as err:
+        run_pipeline(run_config, stages=("train",))
+    assert err.value.field == "train.learning_rat"
+
+
+def test_fingerprint_follows_file_content(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    before = fingerprint({"data": str(f)})
+    assert fingerprint({"data": str(f)}) == before
+    f.write_text("two")
+    assert fingerprint({"data": str(f)}) != before
