@@ -9,7 +9,8 @@
     score: {mode: fd, gold_size: 64, use_peft: true}  # `score` options (optional)
     methods: [trace, naive-oracle-dpo]              # each trains into train/<method>
     train: {max_steps: 100, per_device_train_batch_size: 4}  # TraceConfig options for every method
-    evaluate: {prompts: heldout.jsonl}              # optional: `evaluate_model` options
+    evaluate: {prompts: heldout.jsonl}              # optional: `evaluate_model` options (`judge:` to
+                                                    # evaluate with another judge than triage's)
 
 Relative paths are read from the config file's folder. The run directory is laid out as
 docs/architecture.md says (config.yaml, triage/, score/, train/<method>/, eval/<name>/). Each stage
@@ -309,6 +310,8 @@ def _evaluate(
     if "prompts" not in opts:
         raise InputError("missing", field="evaluate.prompts")
     include_ref = opts.pop("reference", True)
+    # e.g. triage with a noisy or cheap judge, evaluate with the clean one
+    judge = opts.pop("judge", cfg["judge"])
     extra = {k: v for k, v in opts.items() if k not in ("prompts", "generation")}
     if "generation" in opts:  # a YAML block of decoding settings
         from trace_realign.evaluate.generate import GenerationSettings
@@ -319,10 +322,10 @@ def _evaluate(
     for name, model in models.items():
         out = run_dir / "eval" / name
         # a trained model is identified by its training fingerprint, not by its folder's file times
-        fp = fingerprint("evaluate", name, fp_train.get(name) or model, opts, cfg["policy"], cfg["judge"])
+        fp = fingerprint("evaluate", name, fp_train.get(name) or model, opts, cfg["policy"], judge)
 
         def work(name: str = name, model: str = model, out: Path = out) -> None:
-            evaluate_model(model, opts["prompts"], cfg["policy"], cfg["judge"], out, name=name, **extra)
+            evaluate_model(model, opts["prompts"], cfg["policy"], judge, out, name=name, **extra)
 
         _stage(f"eval/{name}", out, fp, work, status, force)
         result["eval"][name] = str(out)
