@@ -281,3 +281,17 @@ def test_report_renders_in_headless_chromium(run_dir):
         check=True,
     )
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_no_harmful_prompts_means_no_stress_plot(run_dir):
+    for name in ("M_ref", "trace"):
+        path = run_dir / "eval" / name / "metrics.json"
+        m = json.loads(path.read_text())
+        m["stress"] = {
+            "overall": attack_success_rate([]),
+            "by_attack": {"fictional_scenario": attack_success_rate([])},
+        }
+        path.write_text(json.dumps(m))
+    html = build_report([run_dir])[0].read_text()
+    assert "no prompt is marked harmful" in html and len(images(html)) == 5
+    assert not (run_dir / "report_assets" / "stress.png").exists()

@@ -105,8 +105,9 @@ def _policy(policy: Policy | str | Path) -> Policy:
     return policy if isinstance(policy, Policy) else Policy.from_file(policy)
 
 
-def _judge(judge: Judge | str) -> Judge:
-    if isinstance(judge, str):
+def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
+    """A ready judge, or one built from a spec string or YAML block (`triage.judges.spec`)."""
+    if isinstance(judge, (str, dict)):
         from trace_realign.triage.judges.spec import make_judge
 
         return make_judge(judge)
@@ -136,7 +137,7 @@ def evaluate_model(
     model: str | Path | Backend,
     prompts: str | Path | Sequence[dict[str, Any]],
     policy: Policy | str | Path,
-    judge: Judge | str,
+    judge: Judge | str | dict[str, Any],
     out_dir: str | Path,
     *,
     name: str | None = None,

@@ -220,7 +220,8 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
     out.append(Text("Rates exclude unknown verdicts (counted apart); brackets are 95% Wilson intervals."))
 
     out.append(Heading("Adversarial stress (attack success rate, lower is better)"))
-    stressed = [ev for ev in evals if ev.metrics.get("stress")]
+    # an evaluation without prompts marked harmful has a stress block with nothing in it
+    stressed = [ev for ev in evals if ((ev.metrics.get("stress") or {}).get("overall") or {}).get("total")]
     if stressed:
         attacks = sorted({a for ev in stressed for a in ev.metrics["stress"]["by_attack"]})
         s_series = {
@@ -238,7 +239,9 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
         )
         out.append(Table(["model", *groups], [[name, *(pct(e) for e in v)] for name, v in s_series.items()]))
     else:
-        out.append(Text("No stress results (evaluated with --no-stress or no harmful prompts).", note=True))
+        out.append(
+            Text("No stress results (evaluated with --no-stress, or no prompt is marked harmful).", note=True)
+        )
 
     out.append(Heading("Utility"))
     util = [(ev.name, (ev.metrics.get("utility") or {}).get("headline") or {}) for ev in evals]
