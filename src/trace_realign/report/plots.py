@@ -117,8 +117,9 @@ def rate_bars(
             xs.append(x)
             ys.append(r)
             ci = entry.get("ci95") or [entry["rate"], entry["rate"]]
-            lo.append(r - 100 * ci[0])
-            hi.append(100 * ci[1] - r)
+            # clamped: at a rate of 0 or 1 the interval's end can miss the rate by a rounding error
+            lo.append(max(0.0, r - 100 * ci[0]))
+            hi.append(max(0.0, 100 * ci[1] - r))
         ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=name, color=PALETTE[j % len(PALETTE)])
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_ylim(0, 105)
