@@ -144,24 +144,41 @@ def policy_agreement(
 ) -> dict[str, Any]:
     """Target policy agreement of `model` on the held-out prompts under the old and the new policy.
 
-    Generations are cached, so the second policy only re-judges them."""
+    Generations are cached, so the second policy only re-judges them; a folder whose inputs have
+    not changed (model files, prompts, policy, rules, settings) is read back instead."""
     from trace_realign.evaluate import GenerationSettings, evaluate_model
+    from trace_realign.pipeline import fingerprint
     from trace_realign.triage.judges.rules import RuleJudge
 
     out = {}
+    settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
     for which in ("old", "new"):
+        folder = out_dir / f"{name}-{which}-policy"
+        fp = fingerprint(
+            "agreement", str(Path(model).resolve()), str(paths["heldout"]), str(paths[f"{which}_policy"]),
+            str(paths[f"{which}_rules"]), settings.key(),
+        )  # fmt: skip
+        stamp = folder / ".inputs.json"
+        if (
+            stamp.exists()
+            and (folder / "metrics.json").exists()
+            and read_json(stamp).get("fingerprint") == fp
+        ):
+            out[which] = read_json(folder / "metrics.json")["tpa"]
+            continue
         metrics = evaluate_model(
             model,
             paths["heldout"],
             paths[f"{which}_policy"],
             RuleJudge.from_file(paths[f"{which}_rules"]),
-            out_dir / f"{name}-{which}-policy",
+            folder,
             name=f"{name} ({which} policy)",
             stress=False,
-            settings=GenerationSettings(max_new_tokens=size.max_new_tokens),
+            settings=settings,
             batch_size=size.eval_batch_size,
             progress=progress,
         )
+        write_json_atomic(stamp, {"fingerprint": fp})
         out[which] = metrics["tpa"]
     return out
 
@@ -227,178 +244,67 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 # ------------------------------------------------------------------------------- stages
 
-
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _stage(folder: Path, inputs: dict[str, Any], outputs: list[Path], work: Any, progress: bool) -> bool:
-    """Run `work()` unless its outputs exist and were made from the same inputs; True when it ran.
-
-    The inputs (settings and the digests of the files read) are stamped beside the outputs."""
-    from trace_realign.schema import content_id
-
-    stamp = folder / ".stage.json"
-    key = content_id(inputs)
-    if stamp.exists() and all(p.exists() for p in outputs) and read_json(stamp).get("key") == key:
-        if progress:
-            print(f"  {folder.name}: up to date, skipped")
-        return False
-    work()
-    write_json_atomic(stamp, {"key": key, "inputs": inputs})
-    return True
-
-
-def run_triage(run_dir: Path, name: str, paths: dict[str, Path], judge_spec: str, progress: bool) -> Path:
-    """Stage 1 with the new policy's judge (`judge_spec`, e.g. `noisy:0.1:rules:FILE`) and the
-    scenario's oracle corrections; writes `<name>/triaged.jsonl` and `summary.json`."""
-    from trace_realign.io import read_jsonl
-    from trace_realign.scenario.generate import ScenarioCorrections
-    from trace_realign.schema import PreferencePair
-    from trace_realign.triage.judges.spec import make_judge
-    from trace_realign.triage.policy import Policy
-    from trace_realign.triage.triage import summarise, triage_pairs, write_triaged
-
-    folder = run_dir / name
-    out = folder / "triaged.jsonl"
-
-    def work() -> None:
-        pairs = [PreferencePair.from_dict(r) for _, r in read_jsonl(paths["pairs"])]
-        result = triage_pairs(
-            pairs,
-            make_judge(judge_spec),
-            Policy.from_file(paths["new_policy"]),
-            None,  # rule judges are deterministic and cheap: nothing to cache
-            corrections=ScenarioCorrections.from_file(paths["corrections"]),
-            progress=progress,
-        )
-        write_triaged(out, result.rows)
-        write_json_atomic(folder / "summary.json", summarise(result))
-
-    inputs = {
-        "judge": judge_spec,
-        **{k: _file_digest(paths[k]) for k in ("pairs", "new_policy", "new_rules", "corrections")},
-    }
-    _stage(folder, inputs, [out, folder / "summary.json"], work, progress)
-    return out
-
-
-def run_score(
-    run_dir: Path, name: str, mref: Path, triaged: Path, size: DemoSize, seed: int, progress: bool
-) -> Path:
-    """Stage 3, impact weights at θ_ref over the same LoRA the update trains (`trace-realign score`)."""
-    from trace_realign.impact import cli as score_cli
-
-    folder = run_dir / name
-    out = folder / "weighted.jsonl"
-    argv = [
-        "score",
-        "--model", str(mref),
-        "--triaged", str(triaged),
-        "--out", str(out),
-        "--gold-size", str(size.gold_size),
-        "--seed", str(seed),
-        "--use_peft",
-        "--lora_r", str(size.lora_r),
-        "--lora_alpha", str(size.lora_alpha),
-        "--lora_target_modules", *LORA_TARGETS,
-    ]  # fmt: skip
-    if not progress:
-        argv.append("--no-progress")
-
-    def work() -> None:
-        parser = argparse.ArgumentParser(prog="trace-realign")
-        score_cli.add_parser(parser.add_subparsers())
-        score_cli.run(parser.parse_args(argv))
-
-    inputs = {"argv": argv[1:], "triaged": _file_digest(triaged), "mref": str(mref)}
-    _stage(folder, inputs, [out], work, progress)
-    return out
-
-
 LORA_TARGETS = ("q_proj", "v_proj")
 
 
-def run_train(
+def pipeline_config(
     run_dir: Path,
-    name: str,
-    method: str,
     mref: Path,
-    weighted: Path,
+    paths: dict[str, Path],
     size: DemoSize,
-    seed: int,
-    progress: bool,
-) -> Path:
-    """Stage 2 (or a baseline): one `TraceTrainer` run of `method`; the adapter lands in `train/<name>`."""
-    from trace_realign.update.config import TraceConfig
-    from trace_realign.update.trainer import train
-
-    folder = run_dir / "train" / name
-    options = {
-        "method": method,
-        "max_steps": size.train_steps,
-        "per_device_train_batch_size": size.train_batch_size,
-        "learning_rate": size.learning_rate,
-        "lora_r": size.lora_r,
-        "lora_alpha": size.lora_alpha,
-        "lora_target_modules": list(LORA_TARGETS),
-        "seed": seed,
-        **size.extra_train,
-    }
-
-    def work() -> None:
-        config = TraceConfig(
-            output_dir=str(folder),
-            logging_steps=max(1, size.train_steps // 10),
-            save_strategy="steps",
-            save_steps=max(1, size.train_steps // 3),
-            save_total_limit=1,
-            report_to="none",
-            disable_tqdm=not progress,
-            **options,
-        )
-        train(mref, weighted, config)
-
-    inputs = {"options": options, "weighted": _file_digest(weighted), "mref": str(mref)}
-    _stage(folder, inputs, [folder / "run_summary.json"], work, progress)
-    return folder
-
-
-def run_eval(
-    run_dir: Path, name: str, model: Path, paths: dict[str, Path], size: DemoSize, progress: bool
+    *,
+    methods: list[str],
+    judge: str | None = None,
+    evaluate_reference: bool = True,
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Held-out agreement, attack success under both stress wrappers, MC accuracy and perplexity."""
-    from trace_realign.evaluate import GenerationSettings, evaluate_model
-    from trace_realign.triage.judges.rules import RuleJudge
+    """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
-    folder = run_dir / "eval" / name
-
-    def work() -> None:
-        evaluate_model(
-            model,
-            paths["heldout"],
-            paths["new_policy"],
-            RuleJudge.from_file(paths["new_rules"]),
-            folder,
-            name=name,
-            mc_file=paths["multiple_choice"],
-            text_file=paths["neutral_text"],
-            settings=GenerationSettings(max_new_tokens=size.max_new_tokens),
-            batch_size=size.eval_batch_size,
-            progress=progress,
-        )
-
-    weights = sorted(model.glob("*.safetensors"))
-    inputs = {
-        "model": str(model),
-        "weights": [_file_digest(p) for p in weights],
-        "max_new_tokens": size.max_new_tokens,
-        **{k: _file_digest(paths[k]) for k in ("heldout", "new_rules", "multiple_choice", "neutral_text")},
+    Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
+    scenario's oracle corrections; impact is scored over the same LoRA the update trains; every
+    method trains for the same steps on the same data; evaluation always uses the clean rule judge.
+    """
+    clean = f"rules:{paths['new_rules']}"
+    lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
+    return {
+        "run_dir": str(run_dir),
+        "model": str(mref),
+        "data": str(paths["pairs"]),
+        "policy": str(paths["new_policy"]),
+        "judge": judge or clean,
+        "triage": {"corrections": f"file:{paths['corrections']}", "progress": progress},
+        "score": {
+            "gold_size": size.gold_size,
+            "seed": seed,
+            "use_peft": True,
+            **lora,
+            "no_progress": not progress,
+        },
+        "methods": methods,
+        "train": {
+            "max_steps": size.train_steps,
+            "per_device_train_batch_size": size.train_batch_size,
+            "learning_rate": size.learning_rate,
+            "seed": seed,
+            "logging_steps": max(1, size.train_steps // 10),
+            "save_steps": max(1, size.train_steps // 3),
+            "save_total_limit": 1,
+            "disable_tqdm": not progress,
+            **lora,
+            **size.extra_train,
+        },
+        "evaluate": {
+            "prompts": str(paths["heldout"]),
+            "judge": clean,
+            "reference": evaluate_reference,
+            "mc_file": str(paths["multiple_choice"]),
+            "text_file": str(paths["neutral_text"]),
+            "generation": {"max_new_tokens": size.max_new_tokens},
+            "batch_size": size.eval_batch_size,
+            "progress": progress,
+        },
     }
-    _stage(folder, inputs, [folder / "metrics.json"], work, progress)
-    return read_json(folder / "metrics.json")
 
 
 # ------------------------------------------------------------------------------- the demo
@@ -445,28 +351,38 @@ def run_demo(
     }
     step("baseline agreement")
 
-    new_rules = f"rules:{paths['new_rules']}"
-    triaged = run_triage(run_dir, "triage", paths, new_rules, progress)
-    weighted = run_score(run_dir, "score", mref, triaged, spec, seed, progress)
+    from trace_realign.pipeline import run_pipeline
+
+    methods = ["trace", *COMPARE_METHODS] if compare else ["trace"]
+    config = pipeline_config(run_dir, mref, paths, spec, methods=methods, seed=seed, progress=progress)
+    run_pipeline(config, stages=("triage", "score"))
     step("triage and impact")
-    runs = {"trace": run_train(run_dir, "trace", "trace", mref, weighted, spec, seed, progress)}
-    step("train trace")
+    run_pipeline(config, stages=("train",))
+    step("train " + ", ".join(methods))
+    run_pipeline(config, stages=("evaluate",))
+    step("evaluate")
+    eval_dirs = {"M_ref": run_dir / "eval" / "m_ref", **{m: run_dir / "eval" / m for m in methods}}
+    runs = [run_dir]
     if compare:
-        for method in COMPARE_METHODS:
-            runs[method] = run_train(run_dir, method, method, mref, weighted, spec, seed, progress)
+        # TRACE from a judge that flips a share of its verdicts; measured with the clean judge
         for rate in NOISE_RATES:
             tag = f"noise{round(rate * 100)}"
-            noisy = run_triage(run_dir, f"triage-{tag}", paths, f"noisy:{rate:g}:{new_rules}", progress)
-            noisy_weighted = run_score(run_dir, f"score-{tag}", mref, noisy, spec, seed, progress)
-            runs[f"trace-{tag}"] = run_train(
-                run_dir, f"trace-{tag}", "trace", mref, noisy_weighted, spec, seed, progress
+            noisy = pipeline_config(
+                run_dir / tag,
+                mref,
+                paths,
+                spec,
+                methods=["trace"],
+                judge=f"noisy:{rate:g}:rules:{paths['new_rules']}",
+                evaluate_reference=False,
+                seed=seed,
+                progress=progress,
             )
-        step("train baselines, ablations and noisy TRACE")
-
-    evals = {"M_ref": run_eval(run_dir, "M_ref", mref, paths, spec, progress)}
-    for name, folder in runs.items():
-        evals[name] = run_eval(run_dir, name, folder, paths, spec, progress)
-    step("evaluate")
+            run_pipeline(noisy)
+            eval_dirs[f"trace-{tag}"] = run_dir / tag / "eval" / "trace"
+            runs.append(run_dir / tag)
+        step("TRACE under judge noise")
+    evals = {name: read_json(folder / "metrics.json") for name, folder in eval_dirs.items()}
 
     summary = {
         "size": size,
@@ -479,13 +395,13 @@ def run_demo(
             "fingerprint": spec.scenario.fingerprint(),
             **read_json(paths["manifest"])["pairs_by_kind"],
         },
-        "triage": read_json(triaged.parent / "summary.json")["counts"],
+        "triage": read_json(run_dir / "triage" / "summary.json")["counts"],
         "settings": asdict(spec),
         "baseline_agreement": agreement,
         "rows": summary_rows(evals),
         "timings_s": timings,
     }
-    report = write_report(run_dir, summary, progress)
+    report = write_report(runs)
     summary["report"] = str(report)
     timings["total"] = round(time.time() - started, 1)
     write_json_atomic(run_dir / "demo_summary.json", summary)
@@ -495,11 +411,11 @@ def run_demo(
     return summary
 
 
-def write_report(run_dir: Path, summary: dict[str, Any], progress: bool) -> Path:
-    """The HTML report of the run (and its Markdown twin), by the report module."""
+def write_report(runs: list[Path]) -> Path:
+    """The HTML report of the runs (and its Markdown twin) in the first run's folder."""
     from trace_realign.report import build_report
 
-    html, _ = build_report([run_dir], before="M_ref")
+    html, _ = build_report(runs, before="m_ref")
     return html
 
 
