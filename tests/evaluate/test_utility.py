@@ -99,3 +99,43 @@ def test_perplexity_matches_the_model_loss(tiny, tmp_path):
         text_perplexity(model, tok, empty)
     with pytest.raises(InputError, match="not found"):
         text_perplexity(model, tok, tmp_path / "missing.txt")
+
+
+def test_lm_eval_adapter_passes_the_model_and_reads_one_number_per_task(tmp_path, monkeypatch):
+    """lm-eval itself needs the Hub; a stand-in module checks what the adapter sends and reads."""
+    import sys
+    import types
+
+    from trace_realign.evaluate.utility import lm_eval_scores
+
+    with pytest.raises(InputError, match="unknown lm-eval task"):
+        lm_eval_scores("m", ["mmlu", "trivia"])
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if not installed
+    with pytest.raises(InputError, match=r"pip install trace-realign\[eval\]"):
+        lm_eval_scores("m", ["mmlu"])
+
+    calls = []
+
+    def simple_evaluate(**kwargs):
+        calls.append(kwargs)
+        return {
+            "results": {
+                "mmlu": {"acc,none": 0.41, "acc_stderr,none": 0.01},
+                "gsm8k": {"exact_match,strict-match": 0.12, "exact_match,flexible-extract": 0.2},
+                "gpqa_main_zeroshot": {"acc_norm,none": 0.27},
+            }
+        }
+
+    monkeypatch.setitem(sys.modules, "lm_eval", types.SimpleNamespace(simple_evaluate=simple_evaluate))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    scores = lm_eval_scores(adapter, ["mmlu", "gsm8k", "gpqa", "hellaswag"], batch_size=4, limit=10)
+    assert scores["mmlu"] == 0.41 and scores["gsm8k"] == 0.12 and scores["gpqa"] == 0.27
+    assert scores["hellaswag"] is None  # not in the results: reported as missing, not as 0
+    (call,) = calls
+    assert call["model_args"] == f"pretrained=org/base,peft={adapter.resolve()}"
+    assert call["tasks"] == ["mmlu", "gsm8k", "gpqa_main_zeroshot", "hellaswag"]
+    assert (call["batch_size"], call["limit"]) == (4, 10)
+    lm_eval_scores("org/plain", ["mmlu"])
+    assert calls[-1]["model_args"] == "pretrained=org/plain"

@@ -168,7 +168,7 @@ def perplexity(nll_sum: float, n_tokens: int) -> dict[str, Any]:
 def utility_summary(
     mc: dict[str, Any] | None = None,
     ppl: dict[str, Any] | None = None,
-    lm_eval: dict[str, float] | None = None,
+    lm_eval: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
     """One flat view of the utility numbers a run produced: `{name: value}` plus the details."""
     headline: dict[str, float | None] = {}

@@ -176,16 +176,13 @@ _LM_EVAL_METRICS = ("acc,none", "exact_match,strict-match", "exact_match,flexibl
 
 def lm_eval_scores(
     model_path: str | Path, tasks: Sequence[str], *, batch_size: int = 8, limit: int | None = None
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Scores from lm-eval-harness (`pip install trace-realign[eval]`), one number per task.
 
-    An adapter folder is passed as `peft=` on its base. Not exercised by the test suite:
-    lm-eval needs its datasets from the Hub, which the test machine cannot reach.
+    An adapter folder is passed as `peft=` on its base. Tested against a stand-in `lm_eval`
+    module only: lm-eval needs its datasets from the Hub, which the test machine cannot reach.
+    A task missing from lm-eval's results is None (null in JSON), never 0.
     """
-    try:
-        import lm_eval
-    except ImportError:
-        raise InputError("lm-eval tasks need `pip install trace-realign[eval]`", field="lm_eval") from None
     import json
 
     unknown = [t for t in tasks if t not in LM_EVAL_TASKS]
@@ -193,6 +190,10 @@ def lm_eval_scores(
         raise InputError(
             f"unknown lm-eval task(s) {unknown}; choose from {sorted(LM_EVAL_TASKS)}", field="lm_eval"
         )
+    try:
+        import lm_eval
+    except ImportError:
+        raise InputError("lm-eval tasks need `pip install trace-realign[eval]`", field="lm_eval") from None
     p = Path(model_path)
     cfg = p / "adapter_config.json"
     if cfg.is_file():
@@ -210,5 +211,5 @@ def lm_eval_scores(
     scores = {}
     for t in tasks:
         metrics = results.get(LM_EVAL_TASKS[t], {})
-        scores[t] = next((float(metrics[m]) for m in _LM_EVAL_METRICS if m in metrics), math.nan)
+        scores[t] = next((float(metrics[m]) for m in _LM_EVAL_METRICS if m in metrics), None)
     return scores
