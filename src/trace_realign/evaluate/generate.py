@@ -105,7 +105,8 @@ class HFBackend:
     ) -> None:
         from trace_realign.model.loading import load_model, load_tokenizer
 
-        self.identity = model_identity(path_or_id)
+        # half precision can change greedy output, so it names a different model for the cache
+        self.identity = model_identity(path_or_id) + ("" if dtype == "float32" else f"|dtype={dtype}")
         self.batch_size = batch_size
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path_or_id)
         # an adapter folder is merged onto its base by load_model, which is the realigned model
