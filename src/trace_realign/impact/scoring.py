@@ -69,7 +69,7 @@ class ScoreOptions:
     max_length: int | None = None
     max_prompt_length: int | None = None
     # fd: how far (nats per gold sequence) the step along g_J moves log-probabilities (see `fd_step`)
-    fd_target_change: float = 0.03
+    fd_target_change: float = 0.05
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
