@@ -134,7 +134,9 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
     t.add_row("target policy agreement", _rate(metrics["tpa"]["overall"]))
     for cat, entry in metrics["tpa"]["by_category"].items():
         t.add_row(f"  {entry.get('metric', cat)}", _rate(entry))
-    if metrics.get("stress"):
+    if metrics.get("stress") and not metrics["stress"]["overall"]["total"]:
+        t.add_row("attack success rate", "no prompt is marked harmful")
+    elif metrics.get("stress"):
         t.add_row("attack success rate (lower is better)", _rate(metrics["stress"]["overall"]))
         for attack, entry in metrics["stress"]["by_attack"].items():
             t.add_row(f"  {attack.replace('_', ' ')}", _rate(entry))
