@@ -126,3 +126,15 @@ def test_utility_numbers():
         "perplexity": pytest.approx(math.exp(2)),
         "lm_eval/mmlu": 0.5,
     }
+
+
+def test_agreement_by_harm_category_sorts_by_number_and_skips_rows_without_one():
+    from trace_realign.evaluate.metrics import agreement_by_group
+
+    out = agreement_by_group([C, N, U, C, N, C], ["S10", "S2", "S2", None, "S10", "other"])
+    assert list(out) == ["S2", "S10", "other"]
+    assert (out["S2"]["k"], out["S2"]["n"], out["S2"]["unknown"]) == (0, 1, 1)
+    assert out["S10"]["rate"] == 0.5 and out["other"]["rate"] == 1.0
+    assert agreement_by_group([C], [None]) == {}
+    with pytest.raises(ValueError):
+        agreement_by_group([C], [])

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from trace_realign.cli import main
-from trace_realign.evaluate.metrics import attack_success_rate, target_policy_agreement, utility_summary
+from trace_realign.evaluate.metrics import (
+    agreement_by_group,
+    attack_success_rate,
+    target_policy_agreement,
+    utility_summary,
+)
 from trace_realign.report import build_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -38,6 +43,7 @@ def eval_dir(folder: Path, labels: dict[str, str], asr_labels: list[str], mc: fl
             "category": cat,
             "harmful": cat == "PUNISH",
             "attack": None,
+            "harm_category": "S6" if cat == "PUNISH" else None,
             "response": f"{folder.name} answers {pid}" + (f" {EVIL}" if pid == "i1" else ""),
             "label": labels[pid],
             "reason": "",
@@ -56,6 +62,9 @@ def eval_dir(folder: Path, labels: dict[str, str], asr_labels: list[str], mc: fl
         "judge": "rules:test",
         "n_prompts": len(plain),
         "tpa": target_policy_agreement([r["label"] for r in plain], [r["category"] for r in plain]),
+        "tpa_by_harm_category": agreement_by_group(
+            [r["label"] for r in plain], [r.get("harm_category") for r in plain]
+        ),
         "stress": {
             "overall": attack_success_rate(asr_labels),
             "by_attack": {
@@ -170,6 +179,8 @@ def test_report_has_every_section_with_inline_plots(run_dir):
     assert "<td>trace</td><td>83.3%</td><td>100.0%</td><td>100.0%</td><td>66.7%</td><td>50.0%</td>" in html
     assert "<td>M_ref</td><td>40.0% [" in html and "<td>100.0% [34.2, 100.0]</td>" in html
     assert "Rates exclude unknown verdicts" in html
+    # p1 (S6): M_ref non-compliant, trace compliant
+    assert "<tr><td>S6</td><td>0.0% [0.0, 79.3]</td><td>100.0% [20.7, 100.0]</td></tr>" in html
     # examples: M_ref is "before", the changed prompts come first
     assert "before: M_ref" in html and "after: trace" in html
     assert "[non_compliant] M_ref answers i1" in html and "[compliant] trace answers i1" in html

@@ -9,6 +9,7 @@ and per stress-wrapped harmful prompt) and `metrics.json`:
 
     {"name", "model", "policy": {"name", "hash"}, "judge", "settings", "n_prompts",
      "tpa": {"overall": {...}, "by_category": {"INVERT": {...}, ...}},
+     "tpa_by_harm_category": {"S1": {...}, ...},
      "stress": {"overall": {...}, "by_attack": {"fictional_scenario": {...}, ...}} | null,
      "utility": {"headline": {...}, "mc": ..., "perplexity": ..., "lm_eval": ...},
      "win_rate": {"<baseline>": {...}}, "unknown_verdicts", "judge_stats", "wall_time_s"}
@@ -32,7 +33,12 @@ from trace_realign.evaluate.generate import (
     generate_responses,
     make_backend,
 )
-from trace_realign.evaluate.metrics import attack_success_rate, target_policy_agreement, utility_summary
+from trace_realign.evaluate.metrics import (
+    agreement_by_group,
+    attack_success_rate,
+    target_policy_agreement,
+    utility_summary,
+)
 from trace_realign.evaluate.stress import WRAPPERS, stress_prompts
 from trace_realign.evaluate.utility import read_mc
 from trace_realign.io import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -225,6 +231,10 @@ def evaluate_model(
             "settings": settings.key(),
             "n_prompts": len(plain),
             "tpa": target_policy_agreement([r["label"] for r in plain], [r.get("category") for r in plain]),
+            # where the policy change bites, per harm category of the prompt (empty without them)
+            "tpa_by_harm_category": agreement_by_group(
+                [r["label"] for r in plain], [r.get("harm_category") for r in plain]
+            ),
             "stress": None,
         }
         if stress:

@@ -84,6 +84,23 @@ def target_policy_agreement(
     return out
 
 
+def agreement_by_group(labels: Sequence[Label | str], groups: Sequence[str | None]) -> dict[str, Any]:
+    """`agreement` per group (e.g. the prompt's harm category S1..S19); rows without a group are left out."""
+    if len(groups) != len(labels):
+        raise ValueError(f"{len(labels)} verdicts but {len(groups)} groups")
+    by: dict[str, list[Label | str]] = {}
+    for lab, g in zip(labels, groups, strict=True):
+        if g is not None and g != "":
+            by.setdefault(str(g), []).append(lab)
+    return {g: agreement(by[g]) for g in sorted(by, key=_harm_order)}
+
+
+def _harm_order(group: str) -> tuple[int, int, str]:
+    # S2 before S10: harm categories sort by their number
+    numbered = group[:1] == "S" and group[1:].isdigit()
+    return (0, int(group[1:]), group) if numbered else (1, 0, group)
+
+
 def _category_order(cat: str) -> tuple[int, str]:
     order = [c.value for c in Category]
     return (order.index(cat) if cat in order else len(order), cat)

@@ -218,6 +218,16 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
         )
     )
     out.append(Text("Rates exclude unknown verdicts (counted apart); brackets are 95% Wilson intervals."))
+    harm = [ev for ev in evals if ev.metrics.get("tpa_by_harm_category")]
+    if harm:
+        out.append(Heading("Agreement by harm category of the prompt", 3))
+        tags = list(dict.fromkeys(t for ev in harm for t in ev.metrics["tpa_by_harm_category"]))
+        out.append(
+            Table(
+                ["harm category", *(ev.name for ev in harm)],
+                [[t, *(pct(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)] for t in tags],
+            )
+        )
 
     out.append(Heading("Adversarial stress (attack success rate, lower is better)"))
     # an evaluation without prompts marked harmful has a stress block with nothing in it
