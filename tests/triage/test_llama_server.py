@@ -40,19 +40,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     from trace_realign.model.smollm2 import GGUF_NAME, gguf_dir
 
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_dir() / GGUF_NAME)]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # llama.cpp logs hundreds of KB: a pipe nobody reads would fill up and stall the server
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
             try:
                 if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                     break
@@ -69,6 +72,7 @@ def llama_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+        log.close()
 
 
 def test_real_server_judges_every_item_and_resumes(llama_server, tmp_path):
