@@ -47,13 +47,16 @@ def _expected(items):
 def test_every_verdict_once_and_in_order(server):
     items = _items(24)
     delivered: list[int] = []
-    verdicts = _judge(server, concurrency=8).judge(POLICY, items, lambda i, v: delivered.append(i))
+    judge = _judge(server, concurrency=8)
+    verdicts = judge.judge(POLICY, items, lambda i, v: delivered.append(i))
     assert [v.label for v in verdicts] == _expected(items)
     assert sorted(delivered) == list(range(24))
     assert all(server.per_item[it.response] == 1 for it in items) and server.requests == 24
     body = server.bodies[0]
     assert body["temperature"] == 0 and body["model"] == "judge-model"
     assert verdicts[0].raw.endswith("VERDICT: NON_COMPLIANT") and "Judged against" in verdicts[0].reason
+    judge.close()
+    assert judge.judge(POLICY, items[:1])[0].label is Label.NON_COMPLIANT  # a closed judge reconnects
 
 
 def test_transient_faults_are_retried_and_nothing_is_lost(server):

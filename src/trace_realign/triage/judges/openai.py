@@ -322,6 +322,9 @@ class OpenAIJudge:
     def calls(self) -> int:
         return self.endpoint.calls
 
+    def close(self) -> None:
+        self.endpoint.close()
+
     def judge(
         self, policy: Policy, items: Sequence[JudgeItem], on_verdict: OnVerdict | None = None
     ) -> list[Verdict]:
