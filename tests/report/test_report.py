@@ -228,6 +228,8 @@ def test_cli(run_dir, tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
     html = (tmp_path / "r" / "report.html").read_text()
     assert html.count("[compliant] trace answers") == 2
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "b"), "--before", "TRACE"]) == 0
+    assert "before: trace" in (tmp_path / "b" / "report.html").read_text()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "missing: not a folder" in capsys.readouterr().err
 

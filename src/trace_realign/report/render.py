@@ -332,7 +332,8 @@ def examples_section(evals: list[Evaluation], before: str | None, limit: int) ->
     with_rows = [ev for ev in evals if ev.responses]
     if len(with_rows) < 2:
         return [*out, Text("Needs the responses of at least two evaluations (before and after).", note=True)]
-    b = next((ev for ev in with_rows if ev.name == before), None) if before else None
+    # names differ in case between tools (the pipeline writes eval/m_ref, people say M_ref)
+    b = next((ev for ev in with_rows if ev.name.lower() == before.lower()), None) if before else None
     b = b or next((ev for ev in with_rows if ev.name.split(":")[-1].lower() in BEFORE_NAMES), with_rows[0])
     after = [ev for ev in with_rows if ev is not b]
     index = [{r["id"]: r for r in ev.responses if r.get("attack") is None and "id" in r} for ev in after]
