@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         conflict_item,
         gold_gradient,
         normalise_weights,
+        process_state,
     )
     from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
     from trace_realign.model.tokenize import TruncationReport
@@ -187,9 +188,7 @@ def run(args: argparse.Namespace) -> int:
         )
         torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
 
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = process_state()
     done: dict[str, float] = {}
     for part in sorted(work.glob("raw.rank*.jsonl")):
         for line in part.read_text(encoding="utf-8").splitlines():

@@ -200,10 +200,20 @@ def _eager_attention(model: Any) -> Iterator[None]:
             hf.set_attn_implementation(before)
 
 
-def _distributed() -> tuple[int, int]:
+def process_state() -> Any:
+    """accelerate's `PartialState`. On a machine without an accelerator (or under
+    `accelerate launch --cpu`) a multi-process world is a CPU (gloo) world, which
+    `PartialState()` alone would not start."""
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    state = PartialState()
+    accel = getattr(torch, "accelerator", None)
+    has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+
+
+def _distributed() -> tuple[int, int]:
+    state = process_state()
     return state.process_index, state.num_processes
 
 
