@@ -12,6 +12,7 @@ Every `TraceConfig` field, `TrainingArguments` included, is a flag and a YAML ke
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from trace_realign.update.trainer import train
 
     summary = train(script.model, script.weighted, config, ref_cache_dir=script.ref_cache_dir)
+    if os.environ.get("RANK", "0") != "0":  # under DDP one line is enough
+        return 0
     metrics = summary["final_metrics"]
     print(
         f"{summary['method']}: {summary['global_step']} steps ({summary['stop_reason']}), "
