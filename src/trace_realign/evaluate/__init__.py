@@ -247,7 +247,9 @@ def evaluate_model(
                 },
                 "harmful_prompts": sum(r["harmful"] for r in rows),
             }
-        metrics["utility"] = _utility(backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size)
+        metrics["utility"] = _utility(
+            backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size, progress
+        )
 
         metrics["win_rate"] = {}
         for base_name, base_model in (baselines or {}).items():
@@ -290,6 +292,7 @@ def _utility(
     text_file: str | Path | None,
     lm_eval_tasks: Sequence[str],
     batch_size: int,
+    progress: bool,
 ) -> dict[str, Any] | None:
     if not (mc_items or text_file or lm_eval_tasks):
         return None
@@ -297,10 +300,12 @@ def _utility(
 
     mc = ppl = lm = None
     if mc_items:
-        mc = mc_scores(backend.model, backend.tokenizer, mc_items, batch_size=batch_size)
+        mc = mc_scores(backend.model, backend.tokenizer, mc_items, batch_size=batch_size, progress=progress)
         mc["file"] = str(mc_file)
     if text_file:
-        ppl = text_perplexity(backend.model, backend.tokenizer, text_file, batch_size=batch_size)
+        ppl = text_perplexity(
+            backend.model, backend.tokenizer, text_file, batch_size=batch_size, progress=progress
+        )
     if lm_eval_tasks:
         lm = lm_eval_scores(str(model), lm_eval_tasks, batch_size=batch_size)
     return utility_summary(mc, ppl, lm)

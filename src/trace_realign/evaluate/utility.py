@@ -77,22 +77,38 @@ def _scored(context_ids: list[int], target_ids: list[int], max_length: int) -> A
     )
 
 
-def _logprobs(model: Any, tokenizer: Any, encoded: Sequence[Any], batch_size: int) -> list[float]:
+def _logprobs(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[Any],
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "",
+) -> list[float]:
     import torch
+
+    from tqdm.auto import tqdm
 
     from trace_realign.model.logprobs import batch_logprobs
     from trace_realign.model.tokenize import collate, pad_id
 
     out: list[float] = []
     with torch.no_grad():
-        for start in range(0, len(encoded), batch_size):
+        starts = range(0, len(encoded), batch_size)
+        for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
             batch = collate(encoded[start : start + batch_size], pad_id(tokenizer))
             out.extend(batch_logprobs(model, batch).tolist())
     return out
 
 
 def mc_scores(
-    model: Any, tokenizer: Any, items: Sequence[MCItem], *, batch_size: int = 8, max_length: int = 1024
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[MCItem],
+    *,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Multiple-choice accuracy: `acc` by summed log-likelihood, `acc_norm` by its per-token mean."""
     encoded, owner, lengths = [], [], []
@@ -106,7 +122,7 @@ def mc_scores(
             encoded.append(_scored(ctx, cont, max_length))
             owner.append(k)
             lengths.append(len(cont))
-    lps = _logprobs(model, tokenizer, encoded, batch_size)
+    lps = _logprobs(model, tokenizer, encoded, batch_size, progress, "multiple choice")
     per_item: list[list[tuple[float, float]]] = [[] for _ in items]
     for k, lp, n in zip(owner, lps, lengths, strict=True):
         per_item[k].append((lp, lp / max(1, n)))
@@ -121,7 +137,13 @@ def mc_scores(
 
 
 def text_perplexity(
-    model: Any, tokenizer: Any, path: str | Path, *, window: int = 512, batch_size: int = 4
+    model: Any,
+    tokenizer: Any,
+    path: str | Path,
+    *,
+    window: int = 512,
+    batch_size: int = 4,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Perplexity of a UTF-8 text file in non-overlapping windows of `window` tokens.
 
@@ -157,7 +179,7 @@ def text_perplexity(
         )
     if not encoded:
         raise InputError("text file holds too little text to score", path=str(p))
-    lps = _logprobs(model, tokenizer, encoded, batch_size)
+    lps = _logprobs(model, tokenizer, encoded, batch_size, progress, "perplexity")
     n_tokens = sum(e.response_len for e in encoded)
     out = perplexity(-math.fsum(lps), n_tokens)
     out["file"] = str(p)
