@@ -86,7 +86,6 @@ def _logprobs(
     desc: str = "",
 ) -> list[float]:
     import torch
-
     from tqdm.auto import tqdm
 
     from trace_realign.model.logprobs import batch_logprobs
