@@ -241,6 +241,8 @@ def gold_gradient(
     """
     if not gold:
         raise InputError("the gold batch is empty: g_J needs RETAIN or INVERT pairs", field="gold_size")
+    if any(it.kind != "pref" for it in gold):
+        raise ValueError("gold items are preferences (x, y+, y-): kind must be 'pref'")
     params = trainable_parameters(model)
     if not params:
         raise InputError("the model has no trainable parameters to score over", field="use_peft")
@@ -265,13 +267,7 @@ def gold_gradient(
                 ).to(lp.device)
             else:
                 ref = lp.detach()
-            kinds = {it.kind for it in items}
-            loss = sum(
-                item_loss(k, lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.variant)[
-                    torch.tensor([it.kind == k for it in items], device=lp.device)
-                ].sum()
-                for k in kinds
-            )
+            loss = item_loss("pref", lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.variant).sum()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for (name, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
