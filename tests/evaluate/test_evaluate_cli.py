@@ -244,3 +244,18 @@ def test_judge_as_spec_string_or_yaml_block(tiny_model_dir, files):
             1,
             2,
         )
+
+
+def test_baseline_names():
+    from trace_realign.evaluate.cli import parse_baselines
+
+    assert parse_baselines(
+        ["M_ref=runs/x/m_ref", "runs/y/trace/", "openai:gpt@http://h:8/v1?a=b", "vllm:/m/dpo"]
+    ) == {
+        "M_ref": "runs/x/m_ref",
+        "trace": "runs/y/trace/",
+        "gpt": "openai:gpt@http://h:8/v1?a=b",
+        "dpo": "vllm:/m/dpo",
+    }
+    with pytest.raises(InputError, match="two baselines named"):
+        parse_baselines(["a/m", "b/m"])

@@ -73,13 +73,20 @@ def parse_baselines(values: list[str]) -> dict[str, str]:
         name, sep, model = v.partition("=")
         # "openai:m@http://h/?a=b" has an "=" that is not a name separator
         if not sep or ":" in name or "/" in name:
-            name, model = Path(v.rstrip("/")).name or v, v
+            name, model = _default_name(v), v
         if not model:
             raise InputError(f"empty model in --baseline {v!r}", field="baseline")
         if name in out:
             raise InputError(f"two baselines named {name!r}: use NAME=MODEL", field="baseline")
         out[name] = model
     return out
+
+
+def _default_name(model: str) -> str:
+    """`openai:MODEL@URL` -> MODEL, `vllm:PATH` and paths -> the last path part."""
+    if model.startswith("openai:"):
+        return model[len("openai:") :].partition("@")[0] or model
+    return Path(model.removeprefix("vllm:").rstrip("/")).name or model
 
 
 def run(args: argparse.Namespace) -> int:
