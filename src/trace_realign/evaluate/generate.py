@@ -87,7 +87,9 @@ def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
     """The prompt as the model sees it before its answer, exactly as training renders it."""
     from trace_realign.model.tokenize import split_text
 
-    return split_text(tokenizer, prompt, "")[0]
+    # the head does not depend on the response; a non-empty one keeps templates that reject an
+    # empty assistant turn happy
+    return split_text(tokenizer, prompt, "ok")[0]
 
 
 class HFBackend:
