@@ -186,6 +186,42 @@ def _score_argv(options: dict[str, Any]) -> list[str]:
     return argv
 
 
+def _score_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """Score with the settings training will use, unless the score block says otherwise: the impact
+    weights are gradients over the same LoRA parameters and the same loss, and equal lengths let
+    training reuse the reference log-probabilities the score stage cached."""
+    from trace_realign.update.config import TraceConfig
+
+    defaults = {f.name: f.default for f in fields(TraceConfig) if f.name in _SCORE_FROM_TRAIN}
+    defaults["lora_target_modules"] = ["q_proj", "v_proj"]
+    merged = {**defaults, **{k: v for k, v in train.items() if k in _SCORE_FROM_TRAIN}}
+    if merged.get("weight_normalisation") not in ("mean", "paper"):  # "none" is a training-only choice
+        merged.pop("weight_normalisation", None)
+    out = {_SCORE_FROM_TRAIN[k]: v for k, v in merged.items() if v is not None}
+    if not out.pop("use_peft", True):
+        out = {k: v for k, v in out.items() if not k.startswith("lora_")}
+    else:
+        out["use_peft"] = True
+    return out
+
+
+# train option -> the score option it should match
+_SCORE_FROM_TRAIN = {
+    "use_peft": "use_peft",
+    "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "lora_dropout": "lora_dropout",
+    "lora_target_modules": "lora_target_modules",
+    "beta": "beta",
+    "loss_type": "loss",
+    "gamma": "gamma",
+    "weight_normalisation": "normalisation",
+    "max_length": "max_length",
+    "max_prompt_length": "max_prompt_length",
+    "seed": "seed",
+}
+
+
 def _train_config(options: dict[str, Any], method: str, output_dir: Path) -> Any:
     from trace_realign.update.config import TraceConfig
 
@@ -237,7 +273,7 @@ def run_pipeline(
         write_text_atomic(conf, yaml.safe_dump({"triage": triage_opts}, sort_keys=False, allow_unicode=True))
         _cli(["triage", "--config", str(conf)])
 
-    score_opts = dict(cfg.get("score") or {})
+    score_opts = {**_score_defaults(cfg.get("train") or {}), **(cfg.get("score") or {})}
     score_argv = _score_argv(score_opts)
     fp_score = fingerprint("score", cfg["model"], score_opts, fp_triage)
 
