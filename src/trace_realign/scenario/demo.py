@@ -262,8 +262,8 @@ def pipeline_config(
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
     Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
-    scenario's oracle corrections; impact is scored over the same LoRA the update trains; every
-    method trains for the same steps on the same data; evaluation always uses the clean rule judge.
+    scenario's oracle corrections; every method trains for the same steps on the same data;
+    evaluation always uses the clean rule judge.
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -274,13 +274,8 @@ def pipeline_config(
         "policy": str(paths["new_policy"]),
         "judge": judge or clean,
         "triage": {"corrections": f"file:{paths['corrections']}", "progress": progress},
-        "score": {
-            "gold_size": size.gold_size,
-            "seed": seed,
-            "use_peft": True,
-            **lora,
-            "no_progress": not progress,
-        },
+        # LoRA, loss, lengths and seed: the pipeline scores with the settings training uses
+        "score": {"gold_size": size.gold_size, "no_progress": not progress},
         "methods": methods,
         "train": {
             "max_steps": size.train_steps,
