@@ -164,17 +164,21 @@ def run(args: argparse.Namespace) -> int:
     }
     work = out.with_name(f".{out.name}.partial")
     run_id = content_id(settings)
-    if work.exists() and (
-        not (work / "settings.json").exists() or read_json(work / "settings.json") != settings
-    ):
-        shutil.rmtree(work)  # left by a run with other settings: its numbers do not apply
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(work / "settings.json", settings)
+    state = process_state()
+    if state.is_main_process:
+        stale = work.exists() and (
+            not (work / "settings.json").exists() or read_json(work / "settings.json") != settings
+        )
+        if stale:
+            shutil.rmtree(work)  # left by a run with other settings: its numbers do not apply
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / "settings.json", settings)
+    state.wait_for_everyone()
 
     report = TruncationReport()
     gold_file = work / "g_J.pt"
     if gold_file.exists():
-        saved = torch.load(gold_file, weights_only=True)
+        saved = torch.load(gold_file, weights_only=True, map_location="cpu")
         direction = GoldDirection(saved["grad"], int(saved["n_items"]))
     else:
         direction = gold_gradient(
@@ -186,9 +190,9 @@ def run(args: argparse.Namespace) -> int:
             report=report,
             progress=progress,
         )
-        torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
+        if state.is_main_process:
+            torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
 
-    state = process_state()
     done: dict[str, float] = {}
     for part in sorted(work.glob("raw.rank*.jsonl")):
         for line in part.read_text(encoding="utf-8").splitlines():

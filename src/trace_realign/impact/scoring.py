@@ -301,7 +301,7 @@ def _directional_fd(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient, h
         with torch.no_grad():
             for sign in (1.0, -1.0):
                 for n, p in params.items():
-                    p.copy_(saved[n] + (sign * h) * g_J[n].to(p.dtype))
+                    p.copy_(saved[n] + (sign * h) * g_J[n].to(p))
                 out.append(_logprobs(model, batch).double())
     finally:
         with torch.no_grad():
@@ -312,7 +312,7 @@ def _directional_fd(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient, h
 
 def _directional_jvp(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient) -> torch.Tensor:
     params = {n: p.detach() for n, p in trainable_parameters(model).items()}
-    tangents = {n: g_J[n].to(p.dtype) for n, p in params.items()}
+    tangents = {n: g_J[n].to(p) for n, p in params.items()}
     _, d = torch.func.jvp(lambda ps: _logprobs(model, batch, ps), (params,), (tangents,))
     return d
 
@@ -344,7 +344,7 @@ def _naive_impacts(
                 for g, p in zip(grads, params.values(), strict=True)
             ]
         )
-        out.append(float(flat @ flat_g))
+        out.append(float(flat @ flat_g.to(flat.device)))
     return out
 
 
