@@ -76,7 +76,7 @@ SIZES: dict[str, DemoSize] = {
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(
         scenario=ScenarioConfig(n_pairs=40, n_validation=8, n_heldout=12),
-        mref=MrefSettings(steps=16),
+        mref=MrefSettings(pretrain_steps=8, steps=16),
         train_steps=4,
         train_batch_size=3,
         learning_rate=2e-4,
@@ -87,7 +87,7 @@ SIZES: dict[str, DemoSize] = {
     # a tiny random model: the whole pipeline in seconds, for the test suite
     "quick": DemoSize(
         scenario=ScenarioConfig(n_pairs=24, n_validation=4, n_heldout=8),
-        mref=MrefSettings(steps=2, batch_size=2, max_length=96),
+        mref=MrefSettings(pretrain_steps=2, steps=2, batch_size=2, max_length=96),
         train_steps=2,
         train_batch_size=3,
         learning_rate=1e-3,

@@ -1,11 +1,20 @@
 """Build `M_ref`: the base model taught the old policy, so that the demo has something to realign.
 
 SmolLM2-135M-Instruct as shipped answers most questions rather than refusing, so it is not an
-"old policy" model. A short LoRA SFT on the old pairs' winners (refusals for anything that
-touches a harm category, plain answers for general knowledge) teaches it the old policy; the
-adapter is then merged, because the merged network *is* `M_ref`, and saved as a plain checkpoint
-under the cache folder, keyed by the base model, the scenario and these settings. A rerun with
-the same inputs loads it instead of training again.
+"old policy" model. `M_ref` is made the way preference data usually comes about, in two short
+LoRA SFT phases on the scenario's old pairs:
+
+1. pre-alignment SFT on *both* responses of every pair: the responses of a preference set are
+   samples of the model being aligned (PKU-SafeRLHF's come from Alpaca-7B), so the model before
+   alignment writes every style the pairs hold (refusals, contextual answers, placeholder
+   compliance, plain answers);
+2. old-policy alignment, SFT on the old winners only (refusals for anything that touches a harm
+   category, plain answers for general knowledge).
+
+The old policy thus suppresses behaviour the model has, which is what realignment has to undo
+(or keep suppressed). The adapter is merged, because the merged network *is* `M_ref`, and saved
+as a plain checkpoint under the cache folder, keyed by the base model, the pairs and these
+settings; a rerun with the same inputs loads it instead of training again.
 """
 
 from __future__ import annotations
@@ -25,17 +34,18 @@ from trace_realign.schema import PreferencePair, content_id
 
 @dataclass(frozen=True)
 class MrefSettings:
-    """Old-policy SFT settings. About 50 steps at batch 4 teach SmolLM2 the refusal style (~1 min here)."""
+    """SFT settings. About 50 steps at batch 4 teach SmolLM2 a style (~1 min on 2 cores)."""
 
-    steps: int = 48
+    pretrain_steps: int = 40  # phase 1, both responses of every pair
+    steps: int = 48  # phase 2, the old winners
     batch_size: int = 4
-    learning_rate: float = 3e-4
+    learning_rate: float = 2e-4
     lora_r: int = 16
     lora_alpha: int = 32
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     max_length: int = 160
-    # share of each batch drawn from pairs whose winner is a plain answer (meta kind "neutral"):
-    # with 80% refusals in the data, uniform batches teach the model to refuse everything
+    # share of each phase-2 batch drawn from pairs whose winner is a plain answer (meta kind
+    # "neutral"): with 80% refusals in the data, uniform batches teach it to refuse everything
     answer_share: float = 0.5
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, enters the cache key
@@ -49,7 +59,7 @@ def _base_identity(base: Path) -> str:
 
 
 def mref_key(base: str | Path, pairs: Sequence[PreferencePair], settings: MrefSettings) -> str:
-    return content_id("mref-v1", _base_identity(Path(base)), [p.id for p in pairs], asdict(settings))
+    return content_id("mref-v2", _base_identity(Path(base)), [p.id for p in pairs], asdict(settings))
 
 
 def build_mref(
@@ -62,7 +72,7 @@ def build_mref(
 ) -> Path:
     """Return a plain checkpoint of `M_ref`, training it on the pairs' old winners unless cached.
 
-    `pairs` are old-policy preference pairs; only `chosen` (the old winner y_w) is used.
+    `pairs` are old-policy preference pairs: both responses in phase 1, the winners in phase 2.
     """
     settings = settings or MrefSettings()
     base = Path(base)
@@ -90,40 +100,49 @@ def build_mref(
             target_modules=list(settings.target_modules),
         ),
     )
-    examples = [encode(tokenizer, p.prompt, p.chosen, max_length=settings.max_length) for p in pairs]
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 - step / max(1, settings.steps)
-    )  # linear decay: the last steps settle the style instead of overshooting it
-    model.train()
+    winners = [encode(tokenizer, p.prompt, p.chosen, max_length=settings.max_length) for p in pairs]
+    losers = [encode(tokenizer, p.prompt, p.rejected, max_length=settings.max_length) for p in pairs]
     answers = [i for i, p in enumerate(pairs) if p.meta.get("kind") == "neutral"]
     others = [i for i, p in enumerate(pairs) if p.meta.get("kind") != "neutral"]
     n_answers = round(settings.batch_size * settings.answer_share) if answers and others else 0
-    streams = [(answers, n_answers, []), (others or answers, settings.batch_size - n_answers, [])]
-    losses = []
+    phases = [
+        ("M_ref 1/2: pre-alignment SFT", settings.pretrain_steps, winners + losers, [(range(2 * len(pairs)), settings.batch_size)]),
+        ("M_ref 2/2: old-policy SFT", settings.steps, winners, [(answers, n_answers), (others or answers, settings.batch_size - n_answers)]),
+    ]  # fmt: skip
+    model.train()
+    losses: list[float] = []
     start = time.perf_counter()
-    bar = tqdm(range(settings.steps), desc="M_ref (old-policy SFT)", disable=not progress)
-    for _ in bar:
-        picked = []
-        for pool, k, queue in streams:  # each stream walks through its pool in shuffled epochs
-            while len(queue) < k:
-                fresh = list(pool)
-                rng.shuffle(fresh)
-                queue += fresh
-            picked += queue[:k]
-            del queue[:k]
-        batch = collate([examples[i] for i in picked], pad_id(tokenizer))
-        loss = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        ).loss
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    for desc, steps, examples, streams in phases:
+        if steps <= 0:
+            continue
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+        )
+        # linear decay: the last steps settle the style instead of overshooting it
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step, n=steps: 1.0 - step / n)
+        queues: list[list[int]] = [[] for _ in streams]
+        bar = tqdm(range(steps), desc=desc, disable=not progress)
+        for _ in bar:
+            picked = []
+            for (pool, k), queue in zip(
+                streams, queues, strict=True
+            ):  # each walks its pool in shuffled epochs
+                while len(queue) < k:
+                    fresh = list(pool)
+                    rng.shuffle(fresh)
+                    queue += fresh
+                picked += queue[:k]
+                del queue[:k]
+            batch = collate([examples[i] for i in picked], pad_id(tokenizer))
+            loss = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - start
 
     merged = model.merge_and_unload()
