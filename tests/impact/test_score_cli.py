@@ -42,7 +42,9 @@ def _args(model, triaged, out, *extra):
 
 def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     out = tmp_path / "score" / "weighted.jsonl"
-    assert main(_args(tiny_model_dir, triaged, out, "--use_peft", "--lora_r", "4", "--mode", "exact")) == 0
+    cache_dir = tmp_path / "refcache"
+    extra = ("--use_peft", "--lora_r", "4", "--mode", "exact", "--ref-cache-dir", str(cache_dir))
+    assert main(_args(tiny_model_dir, triaged, out, *extra)) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 12 and all(r["extra_field"] is not None for r in rows)  # every input field kept
     conflicts = [r for r in rows if r["category"] in ("INVERT", "PUNISH")]
@@ -59,6 +61,20 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     assert summary["zero_weight_share"] == pytest.approx(sum(w == 0 for w in weights) / 7)
     assert summary["top_impact"][0]["impact_weight"] == max(weights)
     assert not list((tmp_path / "score").glob(".*partial"))  # work folder removed when done
+
+    # the reference log-probs of every conflict sequence are cached where training will look
+    from trace_realign.impact.reference import ReferenceCache, item_key, open_cache, reference_logprobs
+    from trace_realign.model.loading import load_model, load_tokenizer
+
+    assert summary["reference_cache"] and len(ReferenceCache(summary["reference_cache"])) == 14
+    tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
+    cache = open_cache(model, tok, max_length=96, cache_dir=cache_dir)
+    assert str(cache.path) == summary["reference_cache"]  # a plain θ_ref model finds the same file
+    row = conflicts[0]
+    fresh = reference_logprobs(
+        model, tok, [(row["id"], row["prompt"], row["chosen"])], max_length=96, progress=False
+    )
+    assert cache.get(item_key(row["id"], row["chosen"])) == pytest.approx(fresh.item(), rel=1e-5)
 
 
 def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_path):
@@ -84,7 +100,9 @@ def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_pa
 
 def test_a_killed_run_resumes_where_it_stopped(tiny_model_dir, triaged, tmp_path, monkeypatch, capsys):
     out = tmp_path / "weighted.jsonl"
-    args = _args(tiny_model_dir, triaged, out, "--use_peft", "--lora_r", "4")
+    args = _args(
+        tiny_model_dir, triaged, out, "--use_peft", "--lora_r", "4", "--ref-cache-dir", str(tmp_path / "rc")
+    )
     assert main(args) == 0
     want = out.read_text()
     out.unlink()

@@ -63,6 +63,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-prompt-length", type=int, default=None, help="prompt tokens kept when cutting")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
     p.add_argument("--seed", type=int, default=0, help="gold batch draw and LoRA initialisation")
+    p.add_argument(
+        "--ref-cache-dir", help="reference log-prob cache that `train` reads (default: the cache root)"
+    )
+    p.add_argument(
+        "--no-ref-cache", action="store_true", help="do not fill the reference log-prob cache for training"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -98,7 +104,7 @@ def load_conflicts(path: str | Path) -> tuple[list[dict[str, Any]], list[Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from trace_realign.impact.reference import model_fingerprint
+    from trace_realign.impact.reference import model_fingerprint, open_cache, reference_logprobs
     from trace_realign.impact.scoring import (
         GoldDirection,
         ScoredItem,
@@ -231,6 +237,27 @@ def run(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
 
+    ref_cache = None
+    if not args.no_ref_cache:
+        # the trainer needs log π_ref of exactly these sequences; computed once here, read there
+        ref_cache = open_cache(
+            model,
+            tokenizer,
+            max_length=opts.max_length,
+            max_prompt_length=opts.max_prompt_length,
+            cache_dir=args.ref_cache_dir,
+        )
+        reference_logprobs(
+            model,
+            tokenizer,
+            [(c.id, c.prompt, r) for c in conflicts for r in (c.a, c.b)],
+            batch_size=2 * opts.batch_size,
+            max_length=opts.max_length,
+            max_prompt_length=opts.max_prompt_length,
+            cache=ref_cache,
+            progress=progress,
+        )
+
     out_rows = []
     for row, t in zip(rows, triaged, strict=True):
         conflict = t.category in (Category.INVERT, Category.PUNISH)
@@ -249,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
         run_id,
         time.time() - started,
     )
+    summary["reference_cache"] = str(ref_cache.path) if ref_cache is not None else None
     write_jsonl_atomic(out, out_rows)
     write_json_atomic(summary_path, summary)
     shutil.rmtree(work, ignore_errors=True)
