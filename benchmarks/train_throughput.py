@@ -86,7 +86,8 @@ def run_trl(model_dir: str, weighted: str, out: str) -> dict:
     ]  # fmt: skip
     args = DPOConfig(output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, max_length=MAX_LENGTH,
                      learning_rate=1e-4, beta=0.3, save_strategy="no", report_to="none", logging_steps=4,
-                     use_cpu=True, disable_tqdm=True, lr_scheduler_type="cosine")  # fmt: skip
+                     use_cpu=True, disable_tqdm=True, lr_scheduler_type="cosine",
+                     disable_dropout=False)  # same LoRA dropout 0.1 as ours: TRL would switch it off  # fmt: skip
     peft = LoraConfig(r=LORA_R, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")  # fmt: skip
     start = time.perf_counter()
@@ -111,7 +112,9 @@ def child(which: str, model_dir: str, weighted: str, out: str) -> None:
 def main() -> None:
     from trace_realign.model.smollm2 import smollm2_path
 
-    model_dir = os.environ.get("BENCH_MODEL") or str(smollm2_path())  # BENCH_MODEL: a quick check of the script
+    model_dir = os.environ.get("BENCH_MODEL") or str(
+        smollm2_path()
+    )  # BENCH_MODEL: a quick check of the script
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         weighted = Path(tmp) / "weighted.jsonl"

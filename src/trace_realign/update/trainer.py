@@ -205,7 +205,8 @@ class TraceTrainer(Trainer):
                 ref_model,
                 tokenizer,
                 [(pid, prompt, resp) for _, _, pid, prompt, resp in todo],
-                batch_size=self.args.per_device_eval_batch_size,
+                # the training batch size: its logits are known to fit, and a larger batch would set the peak
+                batch_size=self.args.per_device_train_batch_size,
                 max_length=self.args.max_length,
                 max_prompt_length=self.args.max_prompt_length,
                 cache=cache,
