@@ -75,16 +75,21 @@ def test_run_lays_out_the_run_dir_and_skips_unchanged_stages(run_config, tmp_pat
     s = json.loads((run / "train/naive-oracle-dpo/run_summary.json").read_text())
     assert s["resumed_from"].endswith("checkpoint-2")
 
-    # changed training options retrain from scratch, leaving triage and score alone
+    # a changed training-only option retrains from scratch, leaving triage and score alone
     cfg = yaml.safe_load(run_config.read_text())
-    cfg["train"]["beta"] = 0.2
+    cfg["train"]["alpha_kl"] = 0.2
     cfg["methods"] = ["trace"]
     run_config.write_text(yaml.safe_dump(cfg))
     changed = run_pipeline(run_config, stages=("triage", "score", "train"))
     assert changed["status"] == {"triage": "skipped (unchanged)", "score": "skipped (unchanged)",
                                  "train/trace": "ran"}  # fmt: skip
     s = json.loads((run / "train/trace/run_summary.json").read_text())
-    assert s["resumed_from"] is None and s["config"]["beta"] == 0.2
+    assert s["resumed_from"] is None and s["config"]["alpha_kl"] == 0.2
+    # options training shares with scoring (β, LoRA, lengths) rescore too
+    cfg["train"]["beta"] = 0.2
+    run_config.write_text(yaml.safe_dump(cfg))
+    assert run_pipeline(run_config, stages=("triage", "score", "train"))["status"]["score"] == "ran"
+    assert json.loads((run / "score/summary.json").read_text())["beta"] == 0.2
 
 
 def test_bad_config_names_the_key(tmp_path):

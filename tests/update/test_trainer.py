@@ -282,3 +282,11 @@ def test_cli_trains_from_yaml(tmp_path, tiny_model_dir):
     summary = json.loads((tmp_path / "y" / "run_summary.json").read_text())
     assert summary["global_step"] == 3 and summary["preference_loss"].startswith("robust DPO")
     assert not math.isnan(summary["final_metrics"]["train_loss"])
+
+
+@pytest.mark.parametrize("flags", [{"gradient_checkpointing": True}, {"bf16": True}])
+def test_checkpointing_and_bf16_pass_through(tmp_path, tiny_model_dir, flags):
+    path = write_rows(tmp_path / "w.jsonl", weighted_rows())
+    summary = train(tiny_model_dir, path, config(tmp_path, "trace", max_steps=2, **flags))
+    assert summary["global_step"] == 2 and all(summary["config"][k] for k in flags)
+    assert all(math.isfinite(h["loss"]) for h in summary["log_history"] if "loss" in h)
