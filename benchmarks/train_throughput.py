@@ -1,7 +1,7 @@
 """Training throughput and peak memory: this trainer against TRL's DPOTrainer, side by side.
 
 SmolLM2-135M-Instruct, LoRA r 16 on q/v, the same 64 pairs, batch 4, max_length 128, one epoch
-(16 steps). Each contender runs in its own fresh process so its peak RSS is its own; time counts
+(16 steps), float32, no gradient checkpointing, LoRA dropout 0.1 for both. Each contender runs in its own fresh process so its peak RSS is its own; time counts
 everything after the model is loaded (tokenisation, reference log-probs, training). Prints ONE
 JSON line: ratios against TRL's DPO and the raw numbers.
 
@@ -87,7 +87,9 @@ def run_trl(model_dir: str, weighted: str, out: str) -> dict:
     args = DPOConfig(output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, max_length=MAX_LENGTH,
                      learning_rate=1e-4, beta=0.3, save_strategy="no", report_to="none", logging_steps=4,
                      use_cpu=True, disable_tqdm=True, lr_scheduler_type="cosine",
-                     disable_dropout=False)  # same LoRA dropout 0.1 as ours: TRL would switch it off  # fmt: skip
+                     disable_dropout=False, bf16=False, gradient_checkpointing=False)  # fmt: skip
+    # TRL's DPOConfig defaults to bf16, gradient checkpointing and no dropout; the three lines above set
+    # the settings both trainers run with here: float32, no checkpointing, LoRA dropout 0.1
     peft = LoraConfig(r=LORA_R, lora_alpha=16, lora_dropout=0.1, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM")  # fmt: skip
     start = time.perf_counter()
