@@ -63,7 +63,9 @@ def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
     summary = run_demo(tmp_path / "run", size="small", model=smollm2_dir, progress=False)
     rows = {r["model"]: r for r in summary["rows"]}
     assert rows["M_ref"]["tpa"] is not None and rows["trace"]["tpa"] is not None
-    # M_ref was taught the old policy: it agrees with the old policy more than SmolLM2 as shipped does
-    agree = summary["baseline_agreement"]
-    assert agree["M_ref"]["old"]["overall"]["rate"] > agree["base"]["old"]["overall"]["rate"]
+    # M_ref was taught the old policy: it agrees with it more than SmolLM2 as shipped does, and more
+    # than with the new policy (it refuses the legitimate requests the new policy wants answered)
+    agree = {m: {p: a[p]["overall"]["rate"] for p in a} for m, a in summary["baseline_agreement"].items()}
+    assert agree["M_ref"]["old"] > agree["base"]["old"]
+    assert agree["M_ref"]["old"] > agree["M_ref"]["new"]
     assert (tmp_path / "run" / "report.html").exists()

@@ -76,7 +76,7 @@ SIZES: dict[str, DemoSize] = {
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(
         scenario=ScenarioConfig(n_pairs=40, n_validation=8, n_heldout=12),
-        mref=MrefSettings(pretrain_steps=8, steps=16),
+        mref=MrefSettings(pretrain_steps=0, steps=30, learning_rate=3e-4),
         train_steps=4,
         train_batch_size=3,
         learning_rate=2e-4,
@@ -352,10 +352,12 @@ def run_demo(
     config = pipeline_config(run_dir, mref, paths, spec, methods=methods, seed=seed, progress=progress)
     run_pipeline(config, stages=("triage", "score"))
     step("triage and impact")
-    run_pipeline(config, stages=("train",))
-    step("train " + ", ".join(methods))
-    run_pipeline(config, stages=("evaluate",))
-    step("evaluate")
+    for method in methods:
+        # one method at a time, trained then evaluated: a long --compare that is stopped keeps
+        # every finished method, and a rerun goes on with the next one
+        run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
+        step(f"train and evaluate {method}")
+    run_pipeline(config, stages=("evaluate",))  # all done by now: records the whole run's config
     eval_dirs = {"M_ref": run_dir / "eval" / "m_ref", **{m: run_dir / "eval" / m for m in methods}}
     runs = [run_dir]
     if compare:
