@@ -85,3 +85,9 @@ def test_make_corrections(tmp_path):
     for bad in ["rules:x.yaml", {"kind": "openai"}, {"kind": "openai", "model": "g", "colour": 1}, 3]:
         with pytest.raises(InputError):
             make_corrections(bad)
+
+
+def test_a_bad_corrections_spec_names_the_corrections_field():
+    with pytest.raises(InputError) as err:
+        make_corrections("openai")
+    assert err.value.field == "corrections"

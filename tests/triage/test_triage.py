@@ -247,3 +247,16 @@ def test_label_judge_reads_pku_and_user_columns(tmp_path):
         (Category.INVERT, 0, 1),
         (Category.RETAIN, 1, None),
     ]
+
+
+def test_dry_run_under_the_noise_wrapper_counts_what_the_wrapped_judge_would_be_asked(tmp_path):
+    from trace_realign.triage.judges.noisy import NoisyJudge
+    from trace_realign.triage.triage import plan_triage
+
+    pairs, table = make_pairs([("n", "c"), ("c", "n"), ("n", "n")])
+    cache = VerdictCache(tmp_path / "v.sqlite")
+    inner = TableJudge(table)
+    triage_pairs(pairs[:2], inner, POLICY, cache, progress=False)  # 4 verdicts stored
+
+    plan = plan_triage(pairs, NoisyJudge(TableJudge(table), rate=0.2), POLICY, cache)
+    assert (plan["items"], plan["cache_hits"], plan["calls"]) == (6, 4, 2)

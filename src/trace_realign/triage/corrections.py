@@ -206,12 +206,18 @@ def make_corrections(
 
     options = {**JUDGE_OPTIONS["openai"], "temperature": float, "progress": bool}
 
+    def parse(text: str) -> tuple[str, dict[str, Any]]:
+        try:
+            return parse_spec(text)
+        except InputError as exc:  # the same grammar as judges, but the user wrote it as `corrections`
+            raise InputError(exc.detail, field="corrections") from None
+
     if isinstance(spec, str):
-        kind, opts = parse_spec(spec)
+        kind, opts = parse(spec)
     elif isinstance(spec, dict):
         opts = dict(spec)
         if "spec" in opts:
-            kind, parsed = parse_spec(str(opts.pop("spec")))
+            kind, parsed = parse(str(opts.pop("spec")))
             opts = {**parsed, **opts}
         else:
             kind = str(opts.pop("kind", ""))

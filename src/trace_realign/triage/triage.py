@@ -159,6 +159,9 @@ def plan_triage(
     """
     from trace_realign.triage.judges.openai import estimate_tokens
 
+    # A wrapper (the noise judge) costs what the judge it wraps costs, cached under that judge's identity.
+    while getattr(judge, "wraps", None) is not None:
+        judge = judge.wraps
     recorder = _RecordingJudge(judge)
     _, stats = judge_with_cache(recorder, policy, judge_items(pairs), cache, progress=False)
     tokens = estimate_tokens(policy, recorder.items, answer_tokens=getattr(judge, "max_tokens", 512))
