@@ -53,6 +53,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.replace(tmp, p)
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file the user named; a missing or undecodable one is an `InputError` naming it."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path=str(p)) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} is not UTF-8 text ({exc.reason})", path=str(p)) from None
+
+
 def read_json(path: str | Path) -> Any:
     p = Path(path)
     try:

@@ -71,13 +71,14 @@ def model_identity(path_or_id: str | Path) -> str:
     top of its base's identity; a full checkpoint by the size and mtime of its files, because
     hashing many gigabytes on every run would cost more than it saves.
     """
+    from trace_realign.model.loading import adapter_base
+
     p = Path(path_or_id)
     if not p.is_dir():
         return f"hub:{path_or_id}"
     files = [f.name for f in p.iterdir() if f.is_file()]
-    adapter_cfg = p / "adapter_config.json"
-    if adapter_cfg.is_file():
-        base = json.loads(adapter_cfg.read_text(encoding="utf-8")).get("base_model_name_or_path", "")
+    base = adapter_base(p)
+    if base is not None:
         adapter_files = [f for f in files if f.startswith("adapter_")]
         return f"adapter:{p.resolve()}#{_files_fingerprint(p, adapter_files, True)}+{model_identity(base)}"
     return f"local:{p.resolve()}#{_files_fingerprint(p, files, False)}"
@@ -186,22 +187,19 @@ class VLLMBackend:
             raise InputError(
                 "the vllm backend needs `pip install trace-realign[vllm]`", field="backend"
             ) from None
-        from trace_realign.model.loading import load_tokenizer
+        from trace_realign.model.loading import adapter_base, load_tokenizer
 
         self.identity = model_identity(path_or_id)
         self.tokenizer = load_tokenizer(path_or_id)
         p = Path(path_or_id)
         self.lora = None
-        base = str(path_or_id)
-        if (p / "adapter_config.json").is_file():
+        base = adapter_base(p)
+        if base is not None:
             from vllm.lora.request import LoRARequest
 
-            base = json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))[
-                "base_model_name_or_path"
-            ]
             self.lora = LoRARequest("adapter", 1, str(p.resolve()))
             llm_kwargs.setdefault("enable_lora", True)
-        self.llm = LLM(model=base, **llm_kwargs)
+        self.llm = LLM(model=base or str(path_or_id), **llm_kwargs)
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
         from vllm import SamplingParams

@@ -19,7 +19,7 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.evaluate.metrics import mc_accuracy, perplexity
-from trace_realign.io import read_jsonl
+from trace_realign.io import read_jsonl, read_text
 
 LETTERS = string.ascii_uppercase
 
@@ -153,12 +153,7 @@ def text_perplexity(
     from trace_realign.model.tokenize import IGNORE_INDEX, Encoded
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("text file not found", path=str(p)) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"text file is not UTF-8 ({exc.reason})", path=str(p)) from None
+    text = read_text(p, "text file")
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     bos = _bos(tokenizer)
     encoded = []
@@ -204,7 +199,6 @@ def lm_eval_scores(
     module only: lm-eval needs its datasets from the Hub, which the test machine cannot reach.
     A task missing from lm-eval's results is None (null in JSON), never 0.
     """
-    import json
 
     unknown = [t for t in tasks if t not in LM_EVAL_TASKS]
     if unknown:
@@ -215,11 +209,11 @@ def lm_eval_scores(
         import lm_eval
     except ImportError:
         raise InputError("lm-eval tasks need `pip install trace-realign[eval]`", field="lm_eval") from None
-    p = Path(model_path)
-    cfg = p / "adapter_config.json"
-    if cfg.is_file():
-        base = json.loads(cfg.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        model_args = f"pretrained={base},peft={p.resolve()}"
+    from trace_realign.model.loading import adapter_base
+
+    base = adapter_base(model_path)
+    if base is not None:
+        model_args = f"pretrained={base},peft={Path(model_path).resolve()}"
     else:
         model_args = f"pretrained={model_path}"
     results = lm_eval.simple_evaluate(

@@ -32,7 +32,8 @@ class LoraOptions:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
-def _adapter_base(path: str | Path) -> str | None:
+def adapter_base(path: str | Path) -> str | None:
+    """The base model an adapter folder was trained on, or None when `path` is not an adapter."""
     cfg = Path(path) / "adapter_config.json"
     if not cfg.is_file():
         return None
@@ -57,7 +58,7 @@ def load_tokenizer(path_or_id: str | Path) -> Any:
     from transformers import AutoTokenizer
 
     src = str(path_or_id)
-    base = _adapter_base(src) if Path(src).is_dir() else None
+    base = adapter_base(src) if Path(src).is_dir() else None
     if base is not None and not (Path(src) / "tokenizer_config.json").is_file():
         src = base
     try:
@@ -80,7 +81,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     src = str(path_or_id)
-    base = _adapter_base(src) if Path(src).is_dir() else None
+    base = adapter_base(src) if Path(src).is_dir() else None
     kwargs: dict[str, Any] = {"dtype": _resolve_dtype(dtype)}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation

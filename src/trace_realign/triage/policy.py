@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trace_realign.errors import InputError
+from trace_realign.io import read_text
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,7 @@ class Policy:
     @classmethod
     def from_file(cls, path: str | Path) -> Policy:
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("policy file not found", path=str(p)) from None
-        except UnicodeDecodeError as exc:
-            raise InputError(f"policy file is not UTF-8 text ({exc.reason})", path=str(p)) from None
+        text = read_text(p, "policy file")
         if not text.strip():
             raise InputError("policy file is empty", path=str(p), line=1)
         return cls(text=text, name=p.stem)

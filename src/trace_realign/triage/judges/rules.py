@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from trace_realign.errors import InputError
+from trace_realign.io import read_text
 from trace_realign.schema import Label, Verdict
 from trace_realign.triage.judges.base import JudgeItem, OnVerdict
 from trace_realign.triage.policy import Policy
@@ -68,14 +69,7 @@ class RuleJudge:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RuleJudge:
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise InputError("rules file not found", path=str(p)) from None
-        except UnicodeDecodeError:
-            raise InputError("rules file is not UTF-8 text", path=str(p)) from None
-        return cls.from_yaml(text, str(p))
+        return cls.from_yaml(read_text(path, "rules file"), str(path))
 
     @classmethod
     def from_yaml(cls, text: str, path: str = "<rules>") -> RuleJudge:
