@@ -65,11 +65,12 @@ SIZES: dict[str, DemoSize] = {
     # SmolLM2 on 2 CPU cores: the default `make demo`
     "default": DemoSize(
         scenario=ScenarioConfig(n_pairs=240, n_validation=48, n_heldout=64),
-        mref=MrefSettings(steps=48),
-        train_steps=60,
+        mref=MrefSettings(),
+        # lr chosen on the validation split (1e-4: TPA 45.8 vs 33.3 at 3e-4, 40 steps, seed 0)
+        train_steps=40,
         train_batch_size=6,
-        learning_rate=2e-4,
-        gold_size=48,
+        learning_rate=1e-4,
+        gold_size=32,
         max_new_tokens=80,
         eval_batch_size=16,
     ),
