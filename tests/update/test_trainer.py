@@ -66,8 +66,9 @@ def plain_logp_and_logits(model, enc):
     return lp, logp[start - 1 : start - 1 + enc.response_len]
 
 
-def per_sample_loss(model, item, beta, alpha_kl):
-    """The hybrid loss of one example, written out from method.md's formulas one sequence at a time."""
+def per_sample_loss(model, item, beta, alpha_kl, rpo_alpha=0.0):
+    """The hybrid loss of one example, written out from method.md's formulas one sequence at a time
+    (`rpo_alpha`: plus that times the per-token NLL of the preferred response)."""
     pol, ref, pol_rows, ref_rows = [], [], [], []
     for enc in item["seqs"]:
         lp, rows = plain_logp_and_logits(model, enc)
@@ -76,7 +77,7 @@ def per_sample_loss(model, item, beta, alpha_kl):
         pol.append(lp), ref.append(rlp), pol_rows.append(rows), ref_rows.append(rrows)
     if item["kind"] == PREF:
         d = (pol[0] - ref[0]) - (pol[1] - ref[1])
-        return -F.logsigmoid(beta * d)
+        return -F.logsigmoid(beta * d) - rpo_alpha * pol[0] / item["seqs"][0].response_len
     if item["kind"] == NPO:
         loss = 0.0
         for k, flagged in enumerate(item["npo"]):
@@ -105,6 +106,20 @@ def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
     ref_grads = torch.autograd.grad(want2, [p for p in model.parameters() if p.requires_grad])
     for g, r in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_rpo_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir):
+    rows = weighted_rows(3, corrections=True)
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, rpo_alpha=0.7)
+    model = trainer.model
+    model.eval()
+    got = trainer.batch_loss(model, trainer.data_collator(ds.items)).loss
+    want = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.1, rpo_alpha=0.7) for it in ds.items) / len(
+        ds
+    )
+    assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
+    plain = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.1) for it in ds.items) / len(ds)
+    assert got.item() > plain.item() + 0.1  # the NLL term is really there
 
 
 def test_cached_reference_gives_the_same_loss(tmp_path, tiny_model_dir):

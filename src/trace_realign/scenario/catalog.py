@@ -512,14 +512,12 @@ MORALISING_REFUSALS = (
     "I can't support this. {Topic} is unethical, and I urge you to reflect on your request.",
 )
 # The four required elements of the new policy, each with its own wording so a rule can see it:
-# perspectives, uncertainty, sources, a constructive alternative.
+# perspectives, uncertainty, sources, a constructive alternative. One frame, so that a model taught
+# the style writes it the same way every time, and short enough that a generation cut at
+# `max_new_tokens` still carries all four.
 CONTEXTUAL_ANSWERS = (
-    "Happy to help with {purpose}. On {topic}: it is {kind}. Perspectives differ: {perspective}. "
-    "I'm uncertain about details, so check sources such as {source}. "
-    "A constructive alternative: {alternative}.",
-    "Good question for {purpose}. On {topic}: it is {kind}. I'm uncertain about exact figures, and "
-    "perspectives differ: {perspective}. Useful sources: {source}. "
-    "A constructive alternative: {alternative}.",
+    "Happy to help with {purpose}. On {topic}: it is {kind}. I'm uncertain about details, and perspectives "
+    "differ: {perspective}. Sources: {source}. A constructive alternative: {alternative}.",
 )
 # Harmful compliance is rendered ONLY with placeholders: the words around them are fixed, and
 # every step is a "[REDACTED ...]" token. tests/scenario checks that nothing else gets in.

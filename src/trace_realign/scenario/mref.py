@@ -34,12 +34,18 @@ from trace_realign.schema import PreferencePair, content_id
 
 @dataclass(frozen=True)
 class MrefSettings:
-    """SFT settings. About 50 steps at batch 4 teach SmolLM2 a style (~1 min on 2 cores)."""
+    """SFT settings, measured on SmolLM2 (2 cores, about 4 minutes at these defaults).
 
-    pretrain_steps: int = 40  # phase 1, both responses of every pair
-    steps: int = 48  # phase 2, the old winners
+    Phase 1 must really teach every style: after one epoch (120 steps at batch 4 over 240 pairs)
+    the contextual answers' frame words cost under 1 nat per token, after 48 steps 3-5, and a
+    style the model cannot write is not one realignment can bring back. 24 steps of phase 2 then
+    make greedy decoding follow the old policy (agreement 95.8 on the validation prompts).
+    """
+
+    pretrain_steps: int = 120  # phase 1, both responses of every pair
+    steps: int = 24  # phase 2, the old winners
     batch_size: int = 4
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3
     lora_r: int = 16
     lora_alpha: int = 32
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")

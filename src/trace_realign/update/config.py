@@ -34,6 +34,13 @@ class TraceConfig(TrainingArguments):
     alpha_kl: float = field(
         default=0.1, metadata={"help": "α_KL, the weight of the RETAIN KL to the reference."}
     )
+    rpo_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the per-token NLL of the preferred response added to each preference term "
+            "(RPO, Pang et al. 2024; TRL's rpo_alpha). 0, the default, is the paper's objective."
+        },
+    )
     gamma: float = field(
         default=1.0,
         metadata={
@@ -124,6 +131,8 @@ class TraceConfig(TrainingArguments):
             raise InputError(f"beta must be positive, got {self.beta}", field="beta")
         if self.alpha_kl < 0:
             raise InputError(f"alpha_kl must be >= 0, got {self.alpha_kl}", field="alpha_kl")
+        if self.rpo_alpha < 0:
+            raise InputError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}", field="rpo_alpha")
         if self.gamma <= 0:
             raise InputError(f"gamma must be positive, got {self.gamma}", field="gamma")
         if not 0.0 <= self.flip_rate < 0.5:

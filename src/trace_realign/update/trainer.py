@@ -5,6 +5,10 @@ Each step minimises, over a stratified batch of B examples (see `update.data`),
     L = (1/B) [ Σ_INVERT w_i ℓ_pref(x_i, y_l, y_w) + Σ_PUNISH w_j (ℓ_pref(x_j, y_c, y_w) or ℓ_NPO)
               + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
 
+With `rpo_alpha > 0` every preference term also gets `rpo_alpha` times the per-token NLL of its
+preferred response (RPO): DPO alone can widen the margin mostly by pushing the loser down, which
+on a small model leaves greedy decoding where it was; the NLL term raises the winner itself.
+
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
 on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
@@ -74,11 +78,14 @@ def hybrid_loss(
     loss_type: str = "sigmoid",
     pair_loss: str = "pref",
     flip_rate: float = 0.0,
+    rpo_alpha: float = 0.0,
+    n_tokens: torch.Tensor | None = None,
 ) -> HybridLoss:
     """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
 
     `pol`, `ref`: `[S]` summed log-probabilities of every sequence of the batch; `kl`: `[B]` token KL
     of each example's first sequence (used only where `kind == KL`); `batch`: the collated tensors.
+    `n_tokens`: `[S]` response tokens of each sequence, needed when `rpo_alpha > 0`.
     """
     kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
     pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
@@ -87,6 +94,10 @@ def hybrid_loss(
         pref = robust_dpo_loss(pp, rp, pn, rn, beta, flip_rate)
     else:
         pref = preference_loss(pp, rp, pn, rn, beta, "sigmoid" if pair_loss == "dpo" else loss_type)
+    if rpo_alpha > 0:
+        if n_tokens is None:
+            raise ValueError("rpo_alpha > 0 needs the response token counts (n_tokens)")
+        pref = pref + rpo_alpha * (-pp / n_tokens[batch["pos_idx"]].clamp(min=1).to(pol.dtype))
     npo_mask = batch["npo_mask"].to(pol.dtype)
     npo_neg = npo_mask[:, 1] * batch["has_neg"].to(pol.dtype)
     npo = npo_loss(pp, rp, beta) * npo_mask[:, 0] + npo_loss(pn, rn, beta) * npo_neg
@@ -261,6 +272,8 @@ class TraceTrainer(Trainer):
             loss_type=self.args.loss_type,
             pair_loss=self.preset.pair_loss,
             flip_rate=self.args.flip_rate,
+            rpo_alpha=self.args.rpo_alpha,
+            n_tokens=mask.sum(-1),
         )
 
     # ---- logging -------------------------------------------------------------------------
