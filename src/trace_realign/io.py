@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("TRACE_REALIGN_CACHE", Path.home() / ".cache" / "trace-realign"))
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield `(line_number, row)` for each non-blank line; a bad line is an `InputError` naming it."""
+def read_jsonl(
+    path: str | Path, on_bad_line: Callable[[InputError], None] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield `(line_number, row)` for each non-blank line. A bad line is an `InputError` naming it;
+    with `on_bad_line`, that error is handed to it instead and the line skipped."""
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", path=str(p))
@@ -28,12 +31,15 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(
-                    f"unparseable JSON ({exc.msg} at column {exc.colno})", path=str(p), line=n
-                ) from None
-            if not isinstance(row, dict):
-                raise InputError(f"expected a JSON object, got {type(row).__name__}", path=str(p), line=n)
-            yield n, row
+                error = InputError(f"unparseable JSON ({exc.msg} at column {exc.colno})", path=str(p), line=n)
+            else:
+                if isinstance(row, dict):
+                    yield n, row
+                    continue
+                error = InputError(f"expected a JSON object, got {type(row).__name__}", path=str(p), line=n)
+            if on_bad_line is None:
+                raise error
+            on_bad_line(error)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:

@@ -166,22 +166,30 @@ def test_prompts_are_validated_at_the_edge(tmp_path):
         read_prompts(path)
 
 
-def test_cli_writes_files_and_prints_a_table(tiny_model_dir, files, capsys):
-    out = files["tmp"] / "cli-out"
-    code = main(
+def _evaluate(model_dir, files, out, *more: str) -> int:
+    """`trace-realign evaluate` of the tiny model on the fixture's prompts, policy and rule judge."""
+    return main(
         [
             "evaluate",
-            "--model", str(tiny_model_dir),
+            "--model", str(model_dir),
             "--prompts", str(files["prompts"]),
             "--policy", str(files["policy"]),
             "--judge", f"rules:{files['rules']}",
             "--out", str(out),
-            "--mc", str(files["mc"]),
-            "--max-new-tokens", "6",
-            "--batch-size", "4",
-            "--cache", str(files["tmp"] / "cache"),
-            "--no-progress",
+            *more,
         ]
+    )  # fmt: skip
+
+
+def test_cli_writes_files_and_prints_a_table(tiny_model_dir, files, capsys):
+    out = files["tmp"] / "cli-out"
+    code = _evaluate(
+        tiny_model_dir, files, out,
+        "--mc", str(files["mc"]),
+        "--max-new-tokens", "6",
+        "--batch-size", "4",
+        "--cache", str(files["tmp"] / "cache"),
+        "--no-progress",
     )  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
@@ -198,17 +206,7 @@ def test_cli_writes_files_and_prints_a_table(tiny_model_dir, files, capsys):
 
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_model_dir, files, capsys):
     files["prompts"].write_text(json.dumps({"prompt": 3}) + "\n")
-    code = main(
-        [
-            "evaluate",
-            "--model", str(tiny_model_dir),
-            "--prompts", str(files["prompts"]),
-            "--policy", str(files["policy"]),
-            "--judge", f"rules:{files['rules']}",
-            "--out", str(files["tmp"] / "o"),
-            "--no-cache",
-        ]
-    )  # fmt: skip
+    code = _evaluate(tiny_model_dir, files, files["tmp"] / "o", "--no-cache")
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.count("\n") == 0 and "prompts.jsonl:1" in err and "field 'prompt'" in err

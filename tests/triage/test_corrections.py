@@ -87,6 +87,25 @@ def test_make_corrections(tmp_path):
             make_corrections(bad)
 
 
+def test_endpoint_options_reach_the_endpoint_from_either_wrapper():
+    from trace_realign.triage.judges.openai import EndpointOptions, OpenAIJudge
+
+    url = "http://127.0.0.1:9/v1"
+    assert OracleCorrections("g", url).endpoint.timeout == 120.0  # the oracle's own default
+    assert OpenAIJudge("j", url).endpoint.timeout == 60.0
+    opts = EndpointOptions(timeout=5.0, max_attempts=2)
+    for wrapper in (
+        OracleCorrections("g", url, options=opts, concurrency=3),
+        OpenAIJudge("j", url, options=opts, concurrency=3),
+    ):
+        e = wrapper.endpoint
+        assert (e.timeout, e.max_attempts, e.concurrency, e.backoff) == (5.0, 2, 3, 0.5)
+    with pytest.raises(TypeError):
+        OpenAIJudge("j", url, colour=1)
+    with pytest.raises(InputError, match="at least 1"):
+        OracleCorrections("g", url, concurrency=0)
+
+
 def test_a_bad_corrections_spec_names_the_corrections_field():
     with pytest.raises(InputError) as err:
         make_corrections("openai")

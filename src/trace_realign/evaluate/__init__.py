@@ -199,17 +199,14 @@ def evaluate_model(
                 stats[k] += v
             return verdicts
 
+        # the model and every baseline answer under the same settings, through the same cache
+        def respond(b: Backend, prompts: list[Any], desc: str) -> list[str]:
+            return generate_responses(b, prompts, settings, cache=gen_cache, progress=progress, desc=desc)
+
         # the plain prompts and, for harmful ones, every stress wrapper around them
         wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
         all_rows = [{**r, "attack": None} for r in rows] + wrapped
-        responses = generate_responses(
-            backend,
-            [r["prompt"] for r in all_rows],
-            settings,
-            cache=gen_cache,
-            progress=progress,
-            desc=f"generate {name or ''}".strip(),
-        )
+        responses = respond(backend, [r["prompt"] for r in all_rows], f"generate {name or ''}".strip())
         # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
         items = [
             JudgeItem(
@@ -254,14 +251,7 @@ def evaluate_model(
         metrics["win_rate"] = {}
         for base_name, base_model in (baselines or {}).items():
             base_backend = _backend(base_model, batch_size)
-            base_responses = generate_responses(
-                base_backend,
-                [r["prompt"] for r in rows],
-                settings,
-                cache=gen_cache,
-                progress=progress,
-                desc=f"generate {base_name}",
-            )
+            base_responses = respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}")
             wr = pairwise_win_rate(
                 judge,
                 policy,

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trace_realign.errors import InputError
+from trace_realign.io import read_jsonl
+
 CATEGORY_NAMES = ("INVERT", "PUNISH", "RETAIN", "UNKNOWN")
 
 
@@ -54,20 +57,12 @@ def _json(path: Path, notes: list[str]) -> Any:
 def _jsonl(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                # a file being written right now ends in a partial line; keep what came before
-                notes.append(f"{path}:{n}: unreadable line, skipped")
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+
+    def skip(error: InputError) -> None:
+        # a file being written right now ends in a partial line; keep what came before
+        notes.append(f"{path}:{error.line}: unreadable line, skipped")
+
+    return [row for _, row in read_jsonl(path, on_bad_line=skip)]
 
 
 def _triage_from_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from trace_realign.errors import InputError
 from trace_realign.schema import Message, PreferencePair, Prompt
 from trace_realign.triage.judges.openai import (
     DEFAULT_BASE_URL,
-    DEFAULT_KEY_ENV,
     ChatEndpoint,
+    EndpointOptions,
     default_base_url,
     run_batch,
 )
@@ -75,6 +75,10 @@ class CorrectionStats:
         return asdict(self)
 
 
+# The oracle's endpoint defaults: the judge's, but 120 s per request rather than 60.
+ORACLE_OPTIONS = EndpointOptions(timeout=120.0)
+
+
 class OracleCorrections:
     """`CorrectionSource` over an OpenAI-compatible endpoint (temperature 0 by default)."""
 
@@ -84,27 +88,15 @@ class OracleCorrections:
         base_url: str = DEFAULT_BASE_URL,
         *,
         cache: GenerationCache | None = None,
-        api_key_env: str = DEFAULT_KEY_ENV,
-        concurrency: int = 8,
-        timeout: float = 120.0,
-        max_attempts: int = 6,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
         max_tokens: int = 512,
         temperature: float = 0.0,
         down_after: int = 3,
         progress: bool = True,
+        options: EndpointOptions | None = None,
+        **endpoint: Any,
     ) -> None:
-        self.endpoint = ChatEndpoint(
-            model,
-            base_url,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            concurrency=concurrency,
-        )
+        """`options` (default `ORACLE_OPTIONS`) and `endpoint` keywords: see `EndpointOptions`."""
+        self.endpoint = ChatEndpoint(model, base_url, options=options or ORACLE_OPTIONS, **endpoint)
         self.cache, self.max_tokens, self.temperature = cache, max_tokens, temperature
         self.down_after, self.progress = down_after, progress
         self.identity = f"oracle:{model}@{self.endpoint.base_url}|prompt={PROMPT_VERSION}"

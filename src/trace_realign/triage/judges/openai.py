@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -88,6 +89,21 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class EndpointOptions:
+    """How a `ChatEndpoint` talks to its server. The judge and the correction oracle take the same
+    fields as keyword arguments and pass them on, so each option is defined here once."""
+
+    api_key_env: str = DEFAULT_KEY_ENV  # the variable holding the key, never the key itself
+    timeout: float = 60.0  # seconds per request
+    max_attempts: int = 6  # requests per call, retries included
+    backoff: float = 0.5  # first retry wait; doubles per attempt, jittered
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0  # cap on a server's `Retry-After`
+    concurrency: int = 8  # requests in flight (threads and pooled connections)
+    seed: int | None = None  # of the retry jitter
+
+
 class ChatEndpoint:
     """A thread-safe client for one model on one OpenAI-compatible endpoint, with bounded retries."""
 
@@ -96,27 +112,24 @@ class ChatEndpoint:
         model: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        api_key_env: str = DEFAULT_KEY_ENV,
-        timeout: float = 60.0,
-        max_attempts: int = 6,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        max_retry_after: float = 120.0,
-        concurrency: int = 8,
-        seed: int | None = None,
+        options: EndpointOptions | None = None,
+        **overrides: Any,
     ) -> None:
+        """`options` (default `EndpointOptions()`) with any of its fields overridden by keyword."""
+        o = replace(options or EndpointOptions(), **overrides)
         if not model:
             raise InputError("the endpoint needs a model name", field="model")
-        if max_attempts < 1 or concurrency < 1:
+        if o.max_attempts < 1 or o.concurrency < 1:
             raise InputError("max_attempts and concurrency must be at least 1", field="max_attempts")
         self.model = model
         self.base_url = normalise_base_url(base_url)
-        self.api_key_env = api_key_env
-        self.timeout, self.max_attempts, self.concurrency = timeout, max_attempts, concurrency
-        self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
-        self._rng = random.Random(seed)
+        self.options = o
+        self.api_key_env = o.api_key_env
+        self.timeout, self.max_attempts, self.concurrency = o.timeout, o.max_attempts, o.concurrency
+        self.backoff, self.max_backoff, self.max_retry_after = o.backoff, o.max_backoff, o.max_retry_after
+        self._rng = random.Random(o.seed)
         self._rng_lock = threading.Lock()
-        self._api_key = os.environ.get(api_key_env) or None
+        self._api_key = os.environ.get(o.api_key_env) or None
         self.calls = 0  # HTTP requests sent, retries included
         self._count_lock = threading.Lock()
         self._client: httpx.Client | None = None
@@ -288,27 +301,13 @@ class OpenAIJudge:
         model: str,
         base_url: str = DEFAULT_BASE_URL,
         *,
-        api_key_env: str = DEFAULT_KEY_ENV,
-        concurrency: int = 8,
-        timeout: float = 60.0,
-        max_attempts: int = 6,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
         max_tokens: int = 512,
         down_after: int = 3,
-        seed: int | None = None,
+        options: EndpointOptions | None = None,
+        **endpoint: Any,
     ) -> None:
-        self.endpoint = ChatEndpoint(
-            model,
-            base_url,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            concurrency=concurrency,
-            seed=seed,
-        )
+        """`options` and `endpoint` keywords (`timeout=`, `concurrency=`, ...): see `EndpointOptions`."""
+        self.endpoint = ChatEndpoint(model, base_url, options=options, **endpoint)
         self.max_tokens, self.down_after = max_tokens, down_after
         # What decides a verdict: endpoint, model, prompt wording, answer budget. Never the key.
         self.identity = (
