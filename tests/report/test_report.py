@@ -216,6 +216,23 @@ def test_missing_parts_are_skipped_with_a_note(run_dir, tmp_path):
     assert len(images(html)) == 2  # the triage bars and the harm-category bars
 
 
+def test_a_bad_jsonl_line_is_skipped_with_a_note(tmp_path):
+    from trace_realign.report.collect import read_run
+
+    run = tmp_path / "run"
+    (run / "triage").mkdir(parents=True)
+    good = {"id": "a", "category": "INVERT", "meta": {}}
+    (run / "triage" / "triaged.jsonl").write_text(
+        json.dumps(good) + "\n{not json\n[1]\n" + json.dumps({**good, "id": "b"}) + "\n"
+    )
+    got = read_run(run)
+    assert [n for n in got.notes if "unreadable line" in n] == [
+        f"{run / 'triage' / 'triaged.jsonl'}:2: unreadable line, skipped",
+        f"{run / 'triage' / 'triaged.jsonl'}:3: unreadable line, skipped",
+    ]
+    assert sum(got.triage["counts"].values()) == 2  # the rows around the bad lines are kept
+
+
 def test_several_runs_and_an_evaluation_folder(run_dir, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
