@@ -111,6 +111,22 @@ def test_unknown_train_option_is_an_input_error(run_config, tmp_path):
     assert err.value.field == "train.learning_rat"
 
 
+def test_relative_paths_of_a_mapping_are_made_absolute_behind_spec_prefixes(tmp_path, monkeypatch):
+    from trace_realign.pipeline import _absolute_paths
+
+    (tmp_path / "r.yaml").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    got = _absolute_paths(
+        {"run_dir": "run", "judge": "noisy:0.1:rules:r.yaml", "triage": {"corrections": "file:r.yaml"},
+         "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "methods": ["r.yaml"]},
+        tmp_path,
+    )  # fmt: skip
+    r = str((tmp_path / "r.yaml").resolve())
+    assert got["judge"] == f"noisy:0.1:rules:{r}" and got["triage"]["corrections"] == f"file:{r}"
+    assert got["run_dir"] == str((tmp_path / "run").resolve())
+    assert got["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and got["methods"] == ["r.yaml"]
+
+
 def test_fingerprint_follows_file_content(tmp_path):
     f = tmp_path / "a.txt"
     f.write_text("one")

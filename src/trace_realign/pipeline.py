@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -62,9 +63,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+# what may stand before a path in a spec: a noise wrapper, then a rule judge or a corrections file
+_PATH_PREFIX = re.compile(r"(noisy:[0-9.eE+-]+:)?(rules:|file:)?")
+
+
 def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     """Strings naming an existing file or folder relative to `base` become absolute (also after
-    `rules:`); anything else (Hub ids, numbers, specs, method names) stays as written."""
+    `rules:`, `file:` and `noisy:RATE:`); anything else (Hub ids, numbers, specs, method names)
+    stays as written."""
 
     def fix(value: Any) -> Any:
         if isinstance(value, dict):
@@ -72,7 +78,7 @@ def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, list):
             return [fix(v) for v in value]
         if isinstance(value, str):
-            prefix = "rules:" if value.startswith("rules:") else ""
+            prefix = _PATH_PREFIX.match(value).group(0)
             rest = value[len(prefix) :]
             if rest and not Path(rest).is_absolute() and (base / rest).exists():
                 return prefix + str((base / rest).resolve())
@@ -243,12 +249,16 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run (or continue) a whole realignment; return `{"run_dir", "status": {stage: ran|skipped}, "train": {...}}`.
 
-    `config` is a path to the YAML file or the same mapping (paths in a mapping are taken as given).
+    `config` is a path to the YAML file or the same mapping (its relative paths: from the working directory).
     `force` reruns every stage; `stages` limits the run to some of them (their inputs must exist).
     """
     import yaml
 
-    cfg = load_config(config) if isinstance(config, (str, Path)) else dict(config)
+    # a mapping's relative paths are relative to the working directory: made absolute here, since
+    # the stages read them from config files written under the run folder
+    cfg = (
+        load_config(config) if isinstance(config, (str, Path)) else _absolute_paths(dict(config), Path.cwd())
+    )
     run_dir = Path(cfg.get("run_dir") or "run").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in cfg.items() if not k.startswith("_")}

@@ -26,11 +26,12 @@ def _mtimes(folder):
     }
 
 
-def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private_cache, capsys):
+def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private_cache, capsys, monkeypatch):
     from trace_realign.cli import main
 
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` gives it
     run = tmp_path / "run"
-    assert main(["demo", "--quick", "--out", str(run), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", "run", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "report" in out and str(run / "report.html") in out
 
@@ -50,7 +51,7 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private
     assert (run / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
 
     before = _mtimes(run)
-    assert main(["demo", "--quick", "--out", str(run), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", str(run), "--no-progress"]) == 0  # the same folder, absolute
     after = _mtimes(run)
     changed = [p for p in before if after.get(p) != before[p]]
     assert not changed, changed

@@ -331,7 +331,7 @@ def run_demo(
         raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
     spec = SIZES[size]
     spec = replace(spec, scenario=replace(spec.scenario, seed=seed), mref=replace(spec.mref, seed=seed))
-    run_dir = Path(out_dir)
+    run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
