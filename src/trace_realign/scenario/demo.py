@@ -1,6 +1,6 @@
 """`trace-realign demo`: realign a real model to a changed policy, end to end, on a CPU.
 
-    trace-realign demo                 # SmolLM2-135M-Instruct, about 10 minutes on 2 CPU cores
+    trace-realign demo                 # SmolLM2-135M-Instruct, about 13 minutes on 2 CPU cores
     trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
     trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
 
