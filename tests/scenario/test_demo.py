@@ -58,11 +58,6 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 6 open: at the small size M_ref's old-policy agreement was last measured equal to the "
-    "base model's (16.7 vs 16.7); the strengthened M_ref settings are not yet re-measured",
-    strict=False,
-)
 def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
     from trace_realign.scenario.demo import run_demo
 
