@@ -29,6 +29,9 @@ SCRIPT = textwrap.dedent(
     if state.is_main_process:
         with open(sys.argv[1], "w") as f:
             json.dump({"world": state.num_processes, "norm": gold.norm, "raw": raw}, f)
+    # exit together: a rank that leaves while the other still holds the group can make it abort
+    state.wait_for_everyone()
+    state.destroy_process_group()
     """
 )
 

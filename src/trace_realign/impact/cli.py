@@ -235,6 +235,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     if not state.is_main_process:
+        _leave(state)
         return 0
 
     ref_cache = None
@@ -285,7 +286,15 @@ def run(args: argparse.Namespace) -> int:
             f"scored {len(conflicts)} conflicts ({opts.mode}, {opts.normalisation} normalisation): "
             f"{summary['zero_weight_share']:.0%} clamped to zero; wrote {out} and {summary_path}"
         )
+    _leave(state)
     return 0
+
+
+def _leave(state: Any) -> None:
+    """Wait until every process is done (the main one writes the outputs), then close the process
+    group: a process that exits while another still holds the group can make that one abort."""
+    state.wait_for_everyone()
+    state.destroy_process_group()
 
 
 def _histogram(values: list[float]) -> dict[str, Any]:
