@@ -118,11 +118,13 @@ def test_relative_paths_of_a_mapping_are_made_absolute_behind_spec_prefixes(tmp_
     monkeypatch.chdir(tmp_path)
     got = _absolute_paths(
         {"run_dir": "run", "judge": "noisy:0.1:rules:r.yaml", "triage": {"corrections": "file:r.yaml"},
+         "evaluate": {"judge": "hf:r.yaml"},
          "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "methods": ["r.yaml"]},
         tmp_path,
     )  # fmt: skip
     r = str((tmp_path / "r.yaml").resolve())
     assert got["judge"] == f"noisy:0.1:rules:{r}" and got["triage"]["corrections"] == f"file:{r}"
+    assert got["evaluate"]["judge"] == f"hf:{r}"
     assert got["run_dir"] == str((tmp_path / "run").resolve())
     assert got["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and got["methods"] == ["r.yaml"]
 

@@ -63,13 +63,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-# what may stand before a path in a spec: a noise wrapper, then a rule judge or a corrections file
-_PATH_PREFIX = re.compile(r"(noisy:[0-9.eE+-]+:)?(rules:|file:)?")
+# what may stand before a path in a spec: a noise wrapper, then a rule or local-model judge, or a
+# corrections file
+_PATH_PREFIX = re.compile(r"(noisy:[0-9.eE+-]+:)?(rules:|hf:|file:)?")
 
 
 def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     """Strings naming an existing file or folder relative to `base` become absolute (also after
-    `rules:`, `file:` and `noisy:RATE:`); anything else (Hub ids, numbers, specs, method names)
+    `rules:`, `hf:`, `file:` and `noisy:RATE:`); anything else (Hub ids, numbers, specs, method names)
     stays as written."""
 
     def fix(value: Any) -> Any:

@@ -6,8 +6,9 @@ Each step minimises, over a stratified batch of B examples (see `update.data`),
               + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
 
 With `rpo_alpha > 0` every preference term also gets `rpo_alpha` times the per-token NLL of its
-preferred response (RPO): DPO alone can widen the margin mostly by pushing the loser down, which
-on a small model leaves greedy decoding where it was; the NLL term raises the winner itself.
+preferred response (RPO): on a small model DPO alone can widen the margin on the later tokens of
+the preferred response and saturate while greedy decoding still opens the old way; the NLL term
+keeps raising the preferred response itself, its first tokens included.
 
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only

@@ -123,7 +123,6 @@ class ChatEndpoint:
             raise InputError("max_attempts and concurrency must be at least 1", field="max_attempts")
         self.model = model
         self.base_url = normalise_base_url(base_url)
-        self.options = o
         self.api_key_env = o.api_key_env
         self.timeout, self.max_attempts, self.concurrency = o.timeout, o.max_attempts, o.concurrency
         self.backoff, self.max_backoff, self.max_retry_after = o.backoff, o.max_backoff, o.max_retry_after
