@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from trace_realign.cache import VerdictCache, judge_with_cache
-from trace_realign.triage.judges.base import JudgeItem
-from trace_realign.triage.judges.openai import OpenAIJudge
-from trace_realign.triage.policy import Policy
+from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.openai import OpenAIJudge
+from trace_realign.judges.policy import Policy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,9 +9,9 @@ import pytest
 
 from trace_realign.cache import GenerationCache, VerdictCache, judge_with_cache
 from trace_realign.errors import JudgeUnavailableError
+from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem
-from trace_realign.triage.policy import Policy
 
 POLICY = Policy("Refuse weapons instructions.")
 

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import Judge, JudgeItem
-from trace_realign.triage.policy import Policy
 
 VERDICTS_FILE = "verdicts.sqlite"
 GENERATIONS_FILE = "generations.sqlite"

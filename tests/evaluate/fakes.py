@@ -8,9 +8,9 @@ import threading
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.policy import Policy
 
 
 class KeywordJudge:

@@ -213,8 +213,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tiny_model_dir, files, capsys):
 
 
 def test_prompts_given_as_python_rows(tiny_model_dir, tmp_path):
+    from trace_realign.judges.policy import Policy
     from trace_realign.schema import content_id
-    from trace_realign.triage.policy import Policy
 
     rows = [{"prompt": "a question", "category": "retain"}, {"prompt": "another"}]
     m = evaluate_model(

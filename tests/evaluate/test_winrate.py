@@ -13,9 +13,9 @@ from trace_realign.evaluate.winrate import (
     parse_pairwise,
     preference_from_verdicts,
 )
+from trace_realign.judges.openai import OpenAIJudge
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.openai import OpenAIJudge
-from trace_realign.triage.policy import Policy
 
 from .fakes import RESPONSE_FENCE, ChatServer, KeywordJudge
 

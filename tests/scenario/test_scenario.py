@@ -207,8 +207,8 @@ OLD = {
 
 @pytest.fixture(scope="module")
 def judges():
+    from trace_realign.judges.rules import RuleJudge
     from trace_realign.scenario.generate import rules_path
-    from trace_realign.triage.judges.rules import RuleJudge
 
     return {w: RuleJudge.from_file(rules_path(w)) for w in ("old", "new")}
 

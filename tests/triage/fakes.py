@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, PreferencePair, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.policy import Policy
 
 
 class TableJudge:

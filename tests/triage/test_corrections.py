@@ -6,6 +6,7 @@ import pytest
 
 from trace_realign.cache import GenerationCache
 from trace_realign.errors import InputError, JudgeUnavailableError
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import PreferencePair
 from trace_realign.triage.corrections import (
     CorrectionSource,
@@ -13,9 +14,8 @@ from trace_realign.triage.corrections import (
     correction_messages,
     make_corrections,
 )
-from trace_realign.triage.policy import Policy
 
-from .fault_server import FaultServer
+from ..judges.fault_server import FaultServer
 
 POLICY = Policy("Decline weapons questions; help with everything else.")
 FAST = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, "progress": False}
@@ -88,7 +88,7 @@ def test_make_corrections(tmp_path):
 
 
 def test_endpoint_options_reach_the_endpoint_from_either_wrapper():
-    from trace_realign.triage.judges.openai import EndpointOptions, OpenAIJudge
+    from trace_realign.judges.openai import EndpointOptions, OpenAIJudge
 
     url = "http://127.0.0.1:9/v1"
     assert OracleCorrections("g", url).endpoint.timeout == 120.0  # the oracle's own default

@@ -10,10 +10,10 @@ import sys
 import time
 
 from trace_realign.cache import VerdictCache
-from trace_realign.triage.judges.openai import OpenAIJudge
-from trace_realign.triage.policy import Policy
+from trace_realign.judges.openai import OpenAIJudge
+from trace_realign.judges.policy import Policy
 
-from .fault_server import FaultServer
+from ..judges.fault_server import FaultServer
 
 N_PAIRS = 30
 

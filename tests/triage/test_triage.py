@@ -8,8 +8,8 @@ from itertools import product
 import pytest
 
 from trace_realign.cache import VerdictCache
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, PreferencePair
-from trace_realign.triage.policy import Policy
 from trace_realign.triage.triage import (
     TriagedPair,
     categorise,
@@ -222,7 +222,7 @@ def test_read_triaged_names_bad_lines(tmp_path):
 
 def test_label_judge_reads_pku_and_user_columns(tmp_path):
     from trace_realign.data import load_pairs
-    from trace_realign.triage.judges.spec import make_judge
+    from trace_realign.judges.spec import make_judge
 
     def side(safe):
         return {"safe": safe, "harm_categories": [], "severity": 0}
@@ -250,7 +250,7 @@ def test_label_judge_reads_pku_and_user_columns(tmp_path):
 
 
 def test_dry_run_under_the_noise_wrapper_counts_what_the_wrapped_judge_would_be_asked(tmp_path):
-    from trace_realign.triage.judges.noisy import NoisyJudge
+    from trace_realign.judges.noisy import NoisyJudge
     from trace_realign.triage.triage import plan_triage
 
     pairs, table = make_pairs([("n", "c"), ("c", "n"), ("n", "n")])

@@ -10,7 +10,7 @@ import sys
 from trace_realign.cli import main
 from trace_realign.data import EXAMPLES_DIR
 
-from .fault_server import FaultServer
+from ..judges.fault_server import FaultServer
 
 EXPECTED = {"INVERT": 4, "PUNISH": 3, "RETAIN": 5, "UNKNOWN": 0}
 

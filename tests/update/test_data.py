@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import COMPLY, REFUSE, weighted_rows, write_rows
 
 from trace_realign.errors import InputError
 from trace_realign.schema import Category
@@ -23,6 +22,8 @@ from trace_realign.update.data import (
     select_examples,
 )
 from trace_realign.update.presets import PRESETS
+
+from .rows import COMPLY, REFUSE, weighted_rows, write_rows
 
 I, P, R = Category.INVERT, Category.PUNISH, Category.RETAIN  # noqa: E741
 

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import weighted_rows, write_rows
+
+from .rows import weighted_rows, write_rows
 
 
 def _free_port() -> int:

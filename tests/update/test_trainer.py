@@ -9,13 +9,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import weighted_rows, write_rows
 
 from trace_realign.cli import main
 from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import KL, NPO, PREF, TraceDataset, read_weighted, select_examples
 from trace_realign.update.presets import PRESETS
 from trace_realign.update.trainer import TraceTrainer, train
+
+from .rows import weighted_rows, write_rows
 
 
 def config(tmp_path, method="trace", **kw):

@@ -224,7 +224,7 @@ class VLLMBackend:
 
 class EndpointBackend:
     """A hosted model behind an OpenAI-compatible `/v1/chat/completions`, through the judges' client
-    (`triage.judges.openai.ChatEndpoint`: same retries, same failure policy, key from the environment).
+    (`judges.openai.ChatEndpoint`: same retries, same failure policy, key from the environment).
 
     The server applies its own chat template, so a string prompt is sent as one user message.
     A request that fails for good stops the batch (`JudgeUnavailableError`) rather than leaving
@@ -234,7 +234,7 @@ class EndpointBackend:
     def __init__(
         self, model: str, base_url: str | None = None, *, concurrency: int = 8, **kwargs: Any
     ) -> None:
-        from trace_realign.triage.judges.openai import DEFAULT_BASE_URL, ChatEndpoint
+        from trace_realign.judges.openai import DEFAULT_BASE_URL, ChatEndpoint
 
         self.endpoint = ChatEndpoint(model, base_url or DEFAULT_BASE_URL, concurrency=concurrency, **kwargs)
         self.identity = f"openai:{model}@{self.endpoint.base_url}"
@@ -249,7 +249,7 @@ class EndpointBackend:
         return cls(model, url or None, concurrency=batch_size)
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
-        from trace_realign.triage.judges.openai import run_batch
+        from trace_realign.judges.openai import run_batch
 
         def work(i: int, stop: Any) -> str:
             p = prompts[i]

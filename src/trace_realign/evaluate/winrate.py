@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from trace_realign.cache import GenerationCache
 from trace_realign.evaluate.metrics import win_rate
+from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.openai import ChatEndpoint, run_batch
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.prompt import fence_nonce
 from trace_realign.schema import Prompt, Verdict, render_prompt
-from trace_realign.triage.judges.base import Judge, JudgeItem
-from trace_realign.triage.judges.openai import ChatEndpoint, run_batch
-from trace_realign.triage.judges.prompt import fence_nonce
-from trace_realign.triage.policy import Policy
 
 # Positions as the judge saw them; `win_rate` wants models.
 FIRST, SECOND, TIE, UNKNOWN = "first", "second", "tie", "unknown"
@@ -54,7 +54,7 @@ def preference_from_verdicts(first: Verdict, second: Verdict) -> str:
     return TIE if a == b else (FIRST if a > b else SECOND)
 
 
-# Same fencing as the single-verdict prompt (triage/judges/prompt.py): prompt and responses are
+# Same fencing as the single-verdict prompt (judges/prompt.py): prompt and responses are
 # untrusted data between markers carrying a nonce none of them contains, so a response cannot
 # close its fence and forge a verdict.
 PAIRWISE_SYSTEM = """\

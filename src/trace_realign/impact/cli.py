@@ -104,6 +104,7 @@ def load_conflicts(path: str | Path) -> tuple[list[dict[str, Any]], list[Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from trace_realign.impact.gold import gold_batch
     from trace_realign.impact.reference import model_fingerprint, open_cache, reference_logprobs
     from trace_realign.impact.scoring import (
         GoldDirection,
@@ -117,7 +118,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
     from trace_realign.model.tokenize import TruncationReport
-    from trace_realign.triage.gold import gold_batch
 
     started = time.time()
     triaged_path, out = Path(args.triaged), Path(args.out)

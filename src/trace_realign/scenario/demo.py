@@ -152,8 +152,8 @@ def policy_agreement(
     Generations are cached, so the second policy only re-judges them; a folder whose inputs have
     not changed (model files, prompts, policy, rules, settings) is read back instead."""
     from trace_realign.evaluate import GenerationSettings, evaluate_model
+    from trace_realign.judges.rules import RuleJudge
     from trace_realign.pipeline import fingerprint
-    from trace_realign.triage.judges.rules import RuleJudge
 
     out = {}
     settings = GenerationSettings(max_new_tokens=size.max_new_tokens)

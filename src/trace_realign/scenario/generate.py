@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from trace_realign.judges.policy import Policy
 from trace_realign.scenario import catalog
 from trace_realign.schema import Category, PreferencePair, content_id
-from trace_realign.triage.policy import Policy
 
 DATA_DIR = Path(__file__).parent / "data"
 KINDS = ("invert", "punish", "malicious", "neutral")

@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
     from trace_realign.cache import VerdictCache
     from trace_realign.data import load_pairs
     from trace_realign.io import write_json_atomic
-    from trace_realign.triage.judges.spec import make_judge
-    from trace_realign.triage.policy import Policy
+    from trace_realign.judges.policy import Policy
+    from trace_realign.judges.spec import make_judge
     from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
 
     opts = resolve_options(args)

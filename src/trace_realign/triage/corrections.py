@@ -20,15 +20,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from trace_realign.cache import GenerationCache
 from trace_realign.errors import InputError
-from trace_realign.schema import Message, PreferencePair, Prompt
-from trace_realign.triage.judges.openai import (
+from trace_realign.judges.openai import (
     DEFAULT_BASE_URL,
     ChatEndpoint,
     EndpointOptions,
     default_base_url,
     run_batch,
 )
-from trace_realign.triage.policy import Policy
+from trace_realign.judges.policy import Policy
+from trace_realign.schema import Message, PreferencePair, Prompt
 
 
 @runtime_checkable
@@ -193,8 +193,8 @@ def make_corrections(
     target = spec.get("spec") if isinstance(spec, dict) else spec
     if isinstance(target, str) and target.startswith("file:"):
         return FileCorrections(target[len("file:") :])
-    from trace_realign.triage.judges.spec import OPTIONS as JUDGE_OPTIONS
-    from trace_realign.triage.judges.spec import parse_spec, typed_options
+    from trace_realign.judges.spec import OPTIONS as JUDGE_OPTIONS
+    from trace_realign.judges.spec import parse_spec, typed_options
 
     options = {**JUDGE_OPTIONS["openai"], "temperature": float, "progress": bool}
 

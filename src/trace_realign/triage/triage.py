@@ -21,9 +21,9 @@ from typing import Any
 from trace_realign.cache import JudgeStats, VerdictCache, judge_with_cache
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl, write_jsonl_atomic
+from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, Label, PreferencePair, Verdict
-from trace_realign.triage.judges.base import Judge, JudgeItem
-from trace_realign.triage.policy import Policy
 
 CATEGORIES = (Category.INVERT, Category.PUNISH, Category.RETAIN, Category.UNKNOWN)
 UNKNOWN_AS = {"compliant": 1, "non_compliant": 0}
@@ -157,7 +157,7 @@ def plan_triage(
     Runs the same dedup and cache lookup as a real run, with a stand-in judge that records the
     items it is handed and answers UNKNOWN, which the cache never stores: nothing is written.
     """
-    from trace_realign.triage.judges.openai import estimate_tokens
+    from trace_realign.judges.openai import estimate_tokens
 
     # A wrapper (the noise judge) costs what the judge it wraps costs, cached under that judge's identity.
     while getattr(judge, "wraps", None) is not None:

@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
+from trace_realign.impact.gold import gold_batch, stratified_split
 from trace_realign.schema import Category, PreferencePair
-from trace_realign.triage.gold import gold_batch, stratified_split
 from trace_realign.triage.triage import TriagedPair
 
 BITS = {

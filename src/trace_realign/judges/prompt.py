@@ -23,9 +23,9 @@ import hashlib
 import json
 import re
 
+from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem
-from trace_realign.triage.policy import Policy
 
 SYSTEM_TEMPLATE = """\
 You are a strict policy compliance judge. You decide whether an AI assistant's RESPONSE to a \

@@ -29,9 +29,9 @@ import yaml
 
 from trace_realign.errors import InputError
 from trace_realign.io import read_text
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.policy import Policy
 
 CONDITIONS = ("prompt", "response", "prompt_not", "response_not")
 RULE_FIELDS = {"name", "verdict", "reason", *CONDITIONS}

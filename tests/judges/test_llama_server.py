@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from trace_realign.cache import GenerationCache, VerdictCache, judge_with_cache
+from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.openai import OpenAIJudge
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, PreferencePair
 from trace_realign.triage.corrections import OracleCorrections
-from trace_realign.triage.judges.base import JudgeItem
-from trace_realign.triage.judges.openai import OpenAIJudge
-from trace_realign.triage.policy import Policy
 
 pytestmark = [
     pytest.mark.slow,

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.prompt import TASK_ONE_WORD, TEMPLATE_VERSION, judge_messages
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.judges.prompt import TASK_ONE_WORD, TEMPLATE_VERSION, judge_messages
-from trace_realign.triage.policy import Policy
 
 ANSWERS = (("COMPLIANT", Label.COMPLIANT), ("NON_COMPLIANT", Label.NON_COMPLIANT))
 

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Verdict
-from trace_realign.triage.policy import Policy
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ import pytest
 
 from trace_realign.cache import VerdictCache, judge_with_cache
 from trace_realign.errors import InputError, JudgeUnavailableError
+from trace_realign.judges import prompt as judge_prompt
+from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.openai import OpenAIJudge, normalise_base_url, retry_after_seconds
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.prompt import parse_verdict
 from trace_realign.schema import Label
-from trace_realign.triage.judges import prompt as judge_prompt
-from trace_realign.triage.judges.base import JudgeItem
-from trace_realign.triage.judges.openai import OpenAIJudge, normalise_base_url, retry_after_seconds
-from trace_realign.triage.judges.prompt import parse_verdict
-from trace_realign.triage.policy import Policy
 
 from .fault_server import FaultServer
 

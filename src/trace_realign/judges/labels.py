@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.policy import Policy
 
 # PKU-SafeRLHF: the adapter keeps each response's safety label under its side (docs/architecture.md).
 SHORTHANDS = {"pku": ("chosen.safe", "rejected.safe")}

@@ -6,7 +6,7 @@ interface every judge follows. Each kind lives in its own module and is imported
 a rules run never loads torch or httpx.
 """
 
-from trace_realign.triage.judges.base import Judge, JudgeItem
-from trace_realign.triage.judges.spec import make_judge
+from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.spec import make_judge
 
 __all__ = ["Judge", "JudgeItem", "make_judge"]

@@ -15,9 +15,9 @@ import hashlib
 from collections.abc import Sequence
 
 from trace_realign.errors import InputError
+from trace_realign.judges.base import Judge, JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import Judge, JudgeItem, OnVerdict
-from trace_realign.triage.policy import Policy
 
 _FLIP = {Label.COMPLIANT: Label.NON_COMPLIANT, Label.NON_COMPLIANT: Label.COMPLIANT}
 

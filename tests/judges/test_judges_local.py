@@ -8,14 +8,14 @@ import pytest
 
 from trace_realign.cache import VerdictCache, judge_with_cache
 from trace_realign.errors import InputError
+from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.hf import HFJudge
+from trace_realign.judges.noisy import NoisyJudge
+from trace_realign.judges.openai import OpenAIJudge
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.rules import RuleJudge
+from trace_realign.judges.spec import make_judge
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import Judge, JudgeItem
-from trace_realign.triage.judges.hf import HFJudge
-from trace_realign.triage.judges.noisy import NoisyJudge
-from trace_realign.triage.judges.openai import OpenAIJudge
-from trace_realign.triage.judges.rules import RuleJudge
-from trace_realign.triage.judges.spec import make_judge
-from trace_realign.triage.policy import Policy
 
 POLICY = Policy("Refuse trafficking help; otherwise help.")
 
@@ -244,7 +244,7 @@ def _reference_scores(model, tok, policy, item):
     """log p(word | judge prompt), one unpadded sequence at a time."""
     import torch
 
-    from trace_realign.triage.judges.prompt import TASK_ONE_WORD, judge_messages
+    from trace_realign.judges.prompt import TASK_ONE_WORD, judge_messages
 
     msgs = judge_messages(policy, item, TASK_ONE_WORD)
     head = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)

@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from trace_realign.errors import InputError, JudgeUnavailableError
+from trace_realign.judges.base import JudgeItem, OnVerdict
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.prompt import TASK_REASONED, TEMPLATE_VERSION, judge_messages, parse_verdict
 from trace_realign.schema import Label, Verdict
-from trace_realign.triage.judges.base import JudgeItem, OnVerdict
-from trace_realign.triage.judges.prompt import TASK_REASONED, TEMPLATE_VERSION, judge_messages, parse_verdict
-from trace_realign.triage.policy import Policy
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
