@@ -14,7 +14,6 @@ from typing import Any
 from trace_realign.evaluate.stats import wilson_interval
 from trace_realign.schema import Category, Label
 
-
 # What agreement on the held-out prompts of each triage category measures (method.md, TPA).
 CATEGORY_METRIC = {
     Category.INVERT.value: "INVERT success",

@@ -264,3 +264,19 @@ def compare_paired(
         "bootstrap": paired_bootstrap(a, b, resamples=resamples, seed=seed),
         "mcnemar": mcnemar_paired(a, b),
     }
+
+
+def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
+    """Cohen's kappa of two raters' labels on the same items; None when undefined (no items, or
+    both raters give one and the same label throughout, so chance agreement is 1)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} labels against {len(b)}")
+    n = len(a)
+    if n == 0:
+        return None
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    labels = set(a) | set(b)
+    chance = sum((sum(x == lab for x in a) / n) * (sum(y == lab for y in b) / n) for lab in labels)
+    if chance >= 1:
+        return None
+    return (observed - chance) / (1 - chance)
