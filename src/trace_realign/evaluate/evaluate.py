@@ -132,6 +132,10 @@ def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
 
     if is_typed_spec(judge):
         return typed_judge_from_spec(judge)
+    if isinstance(judge, dict) and judge.get("kind") == "typed":
+        if set(judge) != {"kind", "file"}:
+            raise InputError("a typed judge block is {kind: typed, file: CUES.yaml}", field="judge")
+        return typed_judge_from_spec(f"typed:{judge['file']}")
     if isinstance(judge, (str, dict)):
         from trace_realign.judges.spec import make_judge
 
