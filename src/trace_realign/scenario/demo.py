@@ -507,7 +507,7 @@ def run_demo(
 
     comparison = compare_evaluations(groups, reference=REFERENCE)
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
-    write_json_atomic(run_dir / "comparison.json", comparison)
+    _write_if_changed(run_dir / "comparison.json", comparison)
     step("statistics")
 
     summary = {
@@ -549,6 +549,19 @@ def run_demo(
     )
     print(f"report: {report}")
     return summary
+
+
+def _write_if_changed(path: Path, obj: Any) -> None:
+    """Write JSON unless the file already holds exactly this (a rerun leaves its time stamp alone)."""
+    import json
+
+    if path.exists():
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(obj)):
+                return
+        except ValueError:
+            pass
+    write_json_atomic(path, obj)
 
 
 def _share_scoring(run_dir: Path, seed_dir: Path) -> None:
@@ -637,7 +650,7 @@ def evaluate_checkpoints(
         points.append({"step": last, **rates_of(run_dir / "eval" / method)})
         curves[method] = points
     out = {"prompts": len(ids), "asr_definition": asr, "curves": curves}
-    write_json_atomic(run_dir / "tradeoff.json", out)
+    _write_if_changed(run_dir / "tradeoff.json", out)
     return out
 
 
