@@ -385,6 +385,10 @@ def ci_cell(cell: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) 
     return out
 
 
+def _cell_name(metric: str) -> str:
+    return CELL_NAMES.get(metric) or f"agreement, {metric.removeprefix('tpa_')} judge"
+
+
 def seeds_section(runs: list[Run]) -> list[Block]:
     """The comparison over seeds: every cell a mean with its 95% interval, then the paired tests."""
     out: list[Block] = []
@@ -394,7 +398,6 @@ def seeds_section(runs: list[Run]) -> list[Block]:
             continue
         cells = [m for m in c.get("metrics", []) if m in CELL_NAMES or m.startswith("tpa_")]
         cells += ["mc", "perplexity"]
-        name = lambda m: CELL_NAMES.get(m) or f"agreement, {m[4:]} judge"  # noqa: E731
         out.append(Heading("Comparison over training seeds (mean and 95% interval)"))
         out.append(
             Text(
@@ -416,7 +419,7 @@ def seeds_section(runs: list[Run]) -> list[Block]:
                 cell = info["cells"].get(m)
                 row.append(ci_cell(cell, 1.0, 2) if m == "perplexity" else ci_cell(cell))
             rows.append(row)
-        out.append(Table(["model", "seeds", *(name(m) for m in cells)], rows))
+        out.append(Table(["model", "seeds", *(_cell_name(m) for m in cells)], rows))
         ref = c.get("reference")
         if c.get("tests"):
             out.append(Heading(f"Paired tests: {ref} against each model", 3))
@@ -440,7 +443,7 @@ def seeds_section(runs: list[Run]) -> list[Block]:
                     t_rows.append(
                         [
                             other,
-                            name(m),
+                            _cell_name(m),
                             f"{100 * b['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
                             f"{b['p']:.3g}",
                             f"{mc['a_only']} / {mc['b_only']}",

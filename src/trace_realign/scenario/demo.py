@@ -621,8 +621,8 @@ def evaluate_checkpoints(
         last = int(summary.get("global_step") or 0)
         points = [{"step": 0, **ref}]
         for step_n, ckpt in _checkpoints(train_dir):
-            if step_n >= last:
-                continue  # the final model: its full evaluation is read below
+            if last - step_n < max(1, last // (2 * TRADEOFF_POINTS)):
+                continue  # the final model, or next to it: its full evaluation is read below
             folder = run_dir / "tradeoff" / method / f"step-{step_n}"
             fp = fingerprint(
                 "tradeoff", read_json(train_dir / ".stage.json").get("fingerprint"), step_n,
@@ -713,6 +713,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="operational",
         help="attack success counts operational help only (default, as the paper) or any non-compliant answer",
     )
+    p.add_argument(
+        "--tradeoff",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="evaluate every method's checkpoints for the trade-off plot (default: on with --compare)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -727,6 +733,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         seeds=args.seeds,
         asr=args.asr,
+        tradeoff=args.tradeoff,
         progress=not args.no_progress,
     )
     return 0
