@@ -224,3 +224,26 @@ def test_wrapped_rows_keep_the_recorded_type_the_typed_judge_reads(scenario):
     wrapped = stress_prompts(scenario.heldout)
     assert wrapped and len(wrapped) == len(WRAPPERS) * sum(r["harmful"] for r in scenario.heldout)
     assert all(w["harmful"] and w["context"] == "malicious" for w in wrapped)
+
+
+def test_cli_second_judges_are_name_equals_spec():
+    from trace_realign.evaluate.cli import parse_judges
+
+    assert parse_judges(["typed=typed:cues.yaml", "llm=openai:m@http://h/v1"]) == {
+        "typed": "typed:cues.yaml",
+        "llm": "openai:m@http://h/v1",
+    }
+    for bad in (["typed:cues.yaml"], ["a=x", "a=y"], ["=x"]):
+        with pytest.raises(InputError, match="judge2"):
+            parse_judges(bad)
+
+
+def test_typed_judge_block_and_spec(tmp_path):
+    from trace_realign.evaluate.evaluate import _judge
+
+    cues = DATA_DIR / "eval_judge.yaml"
+    assert _judge({"kind": "typed", "file": str(cues)}).identity == _judge(f"typed:{cues}").identity
+    with pytest.raises(InputError, match="typed judge block"):
+        _judge({"kind": "typed", "file": str(cues), "extra": 1})
+    with pytest.raises(InputError):
+        _judge(f"typed:{tmp_path / 'missing.yaml'}")
