@@ -2,8 +2,7 @@
 
     trace-realign demo                 # SmolLM2-135M-Instruct, about 13 minutes on 2 CPU cores
     trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
-    trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise,
-                                       # 3 training seeds for trace, naive-oracle-dpo and dpo-gold
+    trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
 
 Python: `run_demo("runs/demo")` does what the command does and returns the summary it prints.
 
@@ -367,9 +366,8 @@ def pipeline_config(
             "learning_rate": size.learning_rate,
             "seed": seed,
             "logging_steps": max(1, size.train_steps // 10),
-            # every checkpoint is kept: the trade-off plot evaluates them
-            "save_steps": max(1, size.train_steps // TRADEOFF_POINTS),
-            "save_total_limit": None,
+            "save_steps": max(1, size.train_steps // 3),
+            "save_total_limit": 1,
             "disable_tqdm": not progress,
             **lora,
             **size.extra_train,
@@ -415,14 +413,10 @@ def run_demo(
     trade-off plot (default: with `compare`).
     """
     started = time.time()
-    from trace_realign.errors import InputError
-
     if size not in SIZES:
+        from trace_realign.errors import InputError
+
         raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
-    n_seeds = seeds if seeds is not None else (COMPARE_SEEDS if compare else 1)
-    if n_seeds < 1:
-        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
-    tradeoff = compare if tradeoff is None else tradeoff
     spec = SIZES[size]
     spec = replace(spec, scenario=replace(spec.scenario, seed=seed), mref=replace(spec.mref, seed=seed))
     run_dir = Path(out_dir).resolve()
@@ -433,6 +427,21 @@ def run_demo(
         timings[label] = round(time.time() - started - sum(timings.values()), 1)
         if progress:
             print(f"[demo] {label} done ({timings[label]:.0f} s)", flush=True)
+
+    n_seeds = seeds if seeds is not None else (COMPARE_SEEDS if compare else 1)
+    if n_seeds < 1:
+        from trace_realign.errors import InputError
+
+        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
+    tradeoff = compare if tradeoff is None else tradeoff
+
+    def configure(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """`pipeline_config`, keeping every checkpoint for the trade-off plot (the trainer saves
+        every `train_steps // TRADEOFF_POINTS` steps), the same for every method and seed."""
+        cfg = pipeline_config(*args, asr=asr, progress=progress, **kwargs)
+        cfg["train"]["save_steps"] = max(1, spec.train_steps // TRADEOFF_POINTS)
+        cfg["train"]["save_total_limit"] = None
+        return cfg
 
     scenario, paths = prepare_scenario(run_dir, spec.scenario)
     base = base_model(size, model)
@@ -448,9 +457,7 @@ def run_demo(
     from trace_realign.pipeline import run_pipeline
 
     methods = ["trace", *COMPARE_METHODS] if compare else ["trace"]
-    config = pipeline_config(
-        run_dir, mref, paths, spec, methods=methods, seed=seed, asr=asr, progress=progress
-    )
+    config = configure(run_dir, mref, paths, spec, methods=methods, seed=seed)
     run_pipeline(config, stages=("triage", "score"))
     step("triage and impact")
     for method in methods:
@@ -470,9 +477,9 @@ def run_demo(
         seed_dir = run_dir / "seeds" / f"seed{seed + k}"
         _share_scoring(run_dir, seed_dir)
         seeded = [m for m in methods if m in SEEDED_METHODS]
-        seed_config = pipeline_config(
+        seed_config = configure(
             seed_dir, mref, paths, spec, methods=seeded, seed=seed + k, score_seed=seed,
-            evaluate_reference=False, asr=asr, progress=progress,
+            evaluate_reference=False,
         )  # fmt: skip
         for method in seeded:
             run_pipeline({**seed_config, "methods": [method]}, stages=("train", "evaluate"))
@@ -483,7 +490,7 @@ def run_demo(
         # TRACE from a judge that flips a share of its verdicts; measured with the clean judge
         for rate in NOISE_RATES:
             tag = f"noise{round(rate * 100)}"
-            noisy = pipeline_config(
+            noisy = configure(
                 run_dir / tag,
                 mref,
                 paths,
@@ -492,8 +499,6 @@ def run_demo(
                 judge=f"noisy:{rate:g}:rules:{paths['new_rules']}",
                 evaluate_reference=False,
                 seed=seed,
-                asr=asr,
-                progress=progress,
             )
             run_pipeline(noisy)
             groups[f"trace-{tag}"] = [run_dir / tag / "eval" / "trace"]
