@@ -340,9 +340,7 @@ def pipeline_config(
 
     Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
     scenario's oracle corrections; every method trains for the same steps on the same data;
-    evaluation always uses the clean rule judge, with the operational-help attack judge and the
-    independent typed judge beside it. `score_seed` (default `seed`) seeds impact scoring, so the
-    training seeds of a comparison share one scoring.
+    evaluation always uses the clean rule judge.
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -354,6 +352,7 @@ def pipeline_config(
         "judge": judge or clean,
         "triage": {"corrections": f"file:{paths['corrections']}", "progress": progress},
         # LoRA, loss, lengths and seed: the pipeline scores with the settings training uses
+        # `score_seed` (default `seed`) seeds impact scoring: the training seeds share one scoring
         "score": {
             "gold_size": size.gold_size,
             "no_progress": not progress,
@@ -381,6 +380,7 @@ def pipeline_config(
             "generation": {"max_new_tokens": size.max_new_tokens},
             "batch_size": size.eval_batch_size,
             "progress": progress,
+            # attack success counts operational help only; an independent typed judge reads beside
             "asr": asr,
             "attack_judge": f"rules:{ATTACK_RULES}",
             "judges": {"typed": {"kind": "typed", "file": str(EVAL_JUDGE_CUES)}},
