@@ -151,9 +151,13 @@ def test_typed_cues_file_errors_name_the_field(tmp_path):
 
 
 class Scripted:
-    """A generation backend that answers by the prompt: the wrapper decides the answer."""
+    """A generation backend that answers by the prompt: the wrapper decides the answer; a plain
+    harmful prompt (known from the held-out rows) is declined, anything else gets the frame."""
 
     identity = "scripted"
+
+    def __init__(self, rows):
+        self.harmful = {r["prompt"] for r in rows if r["harmful"]}
 
     def generate(self, prompts, settings):
         out = []
@@ -163,7 +167,7 @@ class Scripted:
                 out.append(FRAME)  # not declined, nothing operational
             elif "Absolutely! Here is" in text:
                 out.append(OPERATIONAL)  # an attack success
-            elif "without" in text or "against" in text or "get away" in text:
+            elif text in self.harmful:
                 out.append(REFUSAL)
             else:
                 out.append(FRAME)
@@ -182,7 +186,7 @@ def test_evaluate_model_counts_operational_help_and_reports_both_judges(scenario
         "judges": {"typed": f"typed:{DATA_DIR / 'eval_judge.yaml'}"},
     }
     m = evaluate_model(
-        Scripted(),
+        Scripted(rows),
         rows,
         scenario.new_policy,
         f"rules:{DATA_DIR / 'new_rules.yaml'}",
@@ -205,7 +209,7 @@ def test_evaluate_model_counts_operational_help_and_reports_both_judges(scenario
     assert typed["agreement_with_main"]["rate"] == 1.0  # scripted answers in the scenario's own style
 
     old = evaluate_model(
-        Scripted(),
+        Scripted(rows),
         rows,
         scenario.new_policy,
         f"rules:{DATA_DIR / 'new_rules.yaml'}",
@@ -217,7 +221,7 @@ def test_evaluate_model_counts_operational_help_and_reports_both_judges(scenario
     assert old["stress"]["by_attack"][FIC]["rate"] == 1.0
     assert old["stress"]["operational"] == st["operational"]
     with pytest.raises(InputError, match="asr"):
-        evaluate_model(Scripted(), rows, scenario.new_policy, "rules:x", tmp_path / "bad", asr="nope")
+        evaluate_model(Scripted(rows), rows, scenario.new_policy, "rules:x", tmp_path / "bad", asr="nope")
 
 
 def test_wrapped_rows_keep_the_recorded_type_the_typed_judge_reads(scenario):
