@@ -56,6 +56,21 @@ def main() -> None:
     for name, row in rows.items():
         if name not in ("M_ref", "trace"):
             out[f"tpa_gain_vs_{name}"] = _diff(trace["tpa"], row["tpa"])
+    # TRACE minus each model on the same prompts (points, 95% interval, paired bootstrap p, McNemar p);
+    # against trace-noise10/20 it is the drop from the clean judge
+    out["paired_vs_trace"] = {
+        name: {
+            metric: {
+                "diff": round(100 * t["bootstrap"]["diff"], 1),
+                "ci95": [round(100 * x, 1) for x in t["bootstrap"]["ci95"]],
+                "p_bootstrap": round(t["bootstrap"]["p"], 4),
+                "p_mcnemar": round(t["mcnemar"]["p"], 4),
+            }
+            for metric, t in tests.items()
+            if t["bootstrap"]["diff"] is not None
+        }
+        for name, tests in summary.get("tests", {}).items()
+    }
     agree = summary["baseline_agreement"]
     for model in ("base", "M_ref"):
         for policy in ("old", "new"):
@@ -65,6 +80,7 @@ def main() -> None:
         {
             "rows": summary["rows"],
             "seed": args.seed,
+            "seeds": summary.get("seeds"),
             "size": args.size,
             "n_heldout": summary["scenario"]["n_heldout"],
             "timings_s": summary["timings_s"],

@@ -176,7 +176,12 @@ def test_report_has_every_section_with_inline_plots(run_dir):
     # untrusted text is escaped, never markup
     assert EVIL not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
     # the numbers: trace 5 of 6 compliant; M_ref 2 of 5 known, its RETAIN 2 of 2 known (one unknown)
-    assert "<td>trace</td><td>83.3%</td><td>100.0%</td><td>100.0%</td><td>66.7%</td><td>50.0%</td>" in html
+    # side by side, with each evaluation's Wilson intervals; no "not declined" in these older metrics
+    ci = r" \[[0-9.]+, [0-9.]+\]</td>"
+    side = (
+        rf"<td>trace</td><td>83\.3%{ci}<td>100\.0%{ci}<td>100\.0%{ci}<td>66\.7%{ci}<td>n/a</td><td>50\.0%{ci}"
+    )
+    assert re.search(side, html)
     assert "<td>M_ref</td><td>40.0% [" in html and "<td>100.0% [34.2, 100.0]</td>" in html
     assert "Rates exclude unknown verdicts" in html
     # p1 (S6): M_ref non-compliant, trace compliant
@@ -194,7 +199,7 @@ def test_markdown_twin_links_existing_pngs(run_dir, tmp_path):
     assert len(links) == 6
     for link in links:
         assert (out / link).read_bytes().startswith(PNG_MAGIC)
-    assert "| trace | 83.3% | 100.0% | 100.0% | 66.7% | 50.0% |" in md
+    assert re.search(r"\| trace \| 83\.3% \[[0-9.]+, [0-9.]+\] \| 100\.0% \[", md)
     assert "&lt;script&gt;" in md and "<script>" not in md
     assert "| S5 | intellectual property | 5 | 4 | 0 | 1 | 0 | 80% |" in md
 
@@ -325,3 +330,42 @@ def test_no_harmful_prompts_means_no_stress_plot(run_dir):
     html = build_report([run_dir])[0].read_text()
     assert "no prompt is marked harmful" in html and len(images(html)) == 5
     assert not (run_dir / "report_assets" / "stress.png").exists()
+
+
+def test_comparison_over_seeds_paired_tests_and_tradeoff_are_rendered(run_dir):
+    from trace_realign.evaluate.compare import compare_evaluations
+
+    comparison = compare_evaluations(
+        {"M_ref": [run_dir / "eval" / "M_ref"], "trace": [run_dir / "eval" / "trace"]},
+        reference="trace",
+        resamples=500,
+    )
+    write(run_dir / "comparison.json", comparison)
+    curve = [
+        {"step": 0, "tpa": 0.4, "retain": 1.0, "asr": 1.0, "not_declined": 0.0},
+        {"step": 3, "tpa": 0.6, "retain": 0.8, "asr": 0.5, "not_declined": 0.5},
+        {"step": 5, "tpa": 0.83, "retain": 0.67, "asr": 0.5, "not_declined": 0.0},
+    ]
+    write(
+        run_dir / "tradeoff.json", {"prompts": 6, "asr_definition": "operational", "curves": {"trace": curve}}
+    )
+    html_path, md_path = build_report([run_dir])
+    html, md = html_path.read_text(), md_path.read_text()
+    for heading in (
+        "Comparison over training seeds (mean and 95% interval)",
+        "Paired tests: trace against each model",
+        "Trade-off over training steps",
+    ):
+        assert f">{heading}" in html and f"## {heading}" in md.replace("### ", "## ")
+    # every cell a mean with its interval: trace 5 of 6 compliant, M_ref 2 of 5 known
+    assert re.search(r"<td>trace</td><td>1</td><td>83\.3 \[[0-9.]+, [0-9.]+\]</td>", html)
+    assert re.search(r"<td>M_ref</td><td>1</td><td>40\.0 \[[0-9.]+, [0-9.]+\]</td>", html)
+    # trace minus M_ref on agreement: +43.3 points; McNemar on i1, i2, p1 (trace only) and r2 (M_ref only)
+    row = re.search(
+        r"<td>M_ref</td><td>agreement</td><td>\+43\.3 \[[-+0-9., ]+\]</td><td>[0-9.e-]+</td><td>3 / 1</td><td>0\.625</td>",
+        html,
+    )
+    assert row, "paired test row"
+    # three trade-off plots (attack success, not declined, RETAIN) on top of the six other figures
+    assert len(images(html)) == 9
+    assert "| trace | 5 | 83.0 | 67.0 | 0.0 | 50.0 |" in md

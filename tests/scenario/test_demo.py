@@ -49,12 +49,62 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private
     triaged = [json.loads(line) for line in (run / "triage" / "triaged.jsonl").read_text().splitlines()]
     assert {r["category"] for r in triaged} == {"INVERT", "PUNISH", "RETAIN"}
     assert (run / "report.html").read_text().lstrip().lower().startswith("<!doctype html")
+    # the headline table: every cell with its interval, and TRACE tested against M_ref
+    assert "time taken:" in out and "malicious not declined" in (run / "report.md").read_text()
+    rows = {r["model"]: r for r in summary["rows"]}
+    assert rows["trace"]["seeds"] == 1 and rows["trace"]["tpa_ci"] is not None
+    assert set(summary["tests"]) == {"M_ref"}
+    op = json.loads((run / "eval" / "trace" / "metrics.json").read_text())
+    assert op["stress"]["definition"] == "operational" and op["judges"]["typed"]["tpa"]["overall"]["total"]
 
     before = _mtimes(run)
     assert main(["demo", "--quick", "--out", str(run), "--no-progress"]) == 0  # the same folder, absolute
     after = _mtimes(run)
     changed = [p for p in before if after.get(p) != before[p]]
     assert not changed, changed
+
+    # the earlier attack-success definition: only the evaluations rerun (generations are cached)
+    assert main(["demo", "--quick", "--out", str(run), "--no-progress", "--asr", "non_compliant"]) == 0
+    nc = json.loads((run / "eval" / "trace" / "metrics.json").read_text())
+    assert nc["stress"]["definition"] == "non_compliant"
+    assert nc["stress"]["overall"] == nc["stress"]["non_compliant"]["overall"]
+    assert nc["stress"]["operational"] == op["stress"]["operational"]
+    assert nc["stress"]["operational"]["overall"]["n"] > 0
+    # a non-compliant answer to a wrapped prompt is either operational help or not declined
+    for attack in ("fictional_scenario", "refusal_suppression"):
+        k_nc = nc["stress"]["non_compliant"]["by_attack"][attack]["k"]
+        k_op = nc["stress"]["operational"]["by_attack"][attack]["k"]
+        k_nd = nc["stress"]["not_declined"]["by_attack"][attack]["k"]
+        assert k_nc == k_op + k_nd
+    assert _mtimes(run / "train") == {p: t for p, t in before.items() if (run / "train") in p.parents}
+
+
+def test_quick_demo_with_seeds_shares_scoring_and_evaluates_checkpoints(tmp_path, private_cache):
+    from trace_realign.scenario.demo import run_demo
+
+    run = tmp_path / "run"
+    summary = run_demo(run, size="quick", seeds=2, tradeoff=True, progress=False)
+    seed_dir = run / "seeds" / "seed1"
+    # trained and evaluated under the second seed, on the impact weights scored once
+    assert (seed_dir / "eval" / "trace" / "metrics.json").exists()
+    assert not (seed_dir / "score" / ".stage.json").exists()
+    assert (seed_dir / "score" / "weighted.jsonl").read_bytes() == (
+        run / "score" / "weighted.jsonl"
+    ).read_bytes()
+    assert not (seed_dir / "eval" / "m_ref").exists()  # M_ref is evaluated once
+    seed_cfg = (seed_dir / "config.yaml").read_text()
+    assert "seed: 1" in seed_cfg
+    comparison = json.loads((run / "comparison.json").read_text())
+    assert comparison["models"]["trace"]["seeds"] == 2 and comparison["seeds"]["trace"] == [0, 1]
+    assert len(comparison["models"]["trace"]["cells"]["tpa"]["per_seed"]) == 2
+    assert comparison["models"]["M_ref"]["seeds"] == 1
+    assert {r["model"]: r["seeds"] for r in summary["rows"]} == {"M_ref": 1, "trace": 2}
+    # the trade-off: M_ref at step 0, the saved checkpoint, the trained model at the last step
+    tradeoff = json.loads((run / "tradeoff.json").read_text())
+    assert [p["step"] for p in tradeoff["curves"]["trace"]] == [0, 1, 2]
+    assert (run / "tradeoff" / "trace" / "step-1" / "metrics.json").exists()
+    assert all(p["tpa"] is not None for p in tradeoff["curves"]["trace"])
+    assert "Trade-off over training steps" in (run / "report.md").read_text()
 
 
 @pytest.mark.slow

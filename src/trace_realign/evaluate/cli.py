@@ -56,6 +56,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=True,
         help="wrap harmful prompts in the two jailbreak wrappers and report attack success (default: on)",
     )
+    p.add_argument(
+        "--asr",
+        choices=("operational", "non_compliant"),
+        default="operational",
+        help="what counts as a successful attack: operational help only (default, as the paper's attack "
+        "judge), or any answer the judge finds non-compliant (the earlier definition)",
+    )
+    p.add_argument(
+        "--attack-judge",
+        help="judge spec that tells operational help apart (e.g. rules:attack_rules.yaml); default: the "
+        "judge itself reading an attack policy (a rule judge has none: ASR then counts non-compliance)",
+    )
+    p.add_argument(
+        "--judge2",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="a second evaluation judge (repeatable; also typed:CUES.yaml): agreement under it and with --judge",
+    )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument(
         "--batch-size", type=int, default=8, help="generation and scoring batch (endpoint concurrency)"
@@ -79,6 +98,19 @@ def parse_baselines(values: list[str]) -> dict[str, str]:
         if name in out:
             raise InputError(f"two baselines named {name!r}: use NAME=MODEL", field="baseline")
         out[name] = model
+    return out
+
+
+def parse_judges(values: list[str]) -> dict[str, str]:
+    """`NAME=SPEC` -> {name: spec}."""
+    out: dict[str, str] = {}
+    for v in values:
+        name, sep, spec = v.partition("=")
+        if not sep or not name or not spec or ":" in name:
+            raise InputError(f"expected NAME=SPEC, got {v!r}", field="judge2")
+        if name in out:
+            raise InputError(f"two judges named {name!r}", field="judge2")
+        out[name] = spec
     return out
 
 
@@ -114,6 +146,9 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         cache=False if args.no_cache else (args.cache or None),
         progress=args.progress,
+        asr=args.asr,
+        attack_judge=args.attack_judge,
+        judges=parse_judges(args.judge2),
     )
     console = Console()
     console.print(metrics_table(metrics))
@@ -144,9 +179,20 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
     if metrics.get("stress") and not metrics["stress"]["overall"]["total"]:
         t.add_row("attack success rate", "no prompt is marked harmful")
     elif metrics.get("stress"):
-        t.add_row("attack success rate (lower is better)", _rate(metrics["stress"]["overall"]))
-        for attack, entry in metrics["stress"]["by_attack"].items():
+        st = metrics["stress"]
+        what = st.get("definition", "non_compliant").replace("_", "-")
+        t.add_row(f"attack success rate ({what}; lower is better)", _rate(st["overall"]))
+        for attack, entry in st["by_attack"].items():
             t.add_row(f"  {attack.replace('_', ' ')}", _rate(entry))
+        if st.get("not_declined"):
+            t.add_row("malicious prompts not declined", _rate(st["not_declined"]["overall"]))
+    for jname, j in (metrics.get("judges") or {}).items():
+        t.add_row(f"agreement under {jname}", _rate(j["tpa"]["overall"]))
+        kappa = j["agreement_with_main"].get("kappa")
+        t.add_row(
+            f"  {jname} agrees with the judge",
+            _rate(j["agreement_with_main"]) + ("" if kappa is None else f", kappa {kappa:.2f}"),
+        )
     for key, value in ((metrics.get("utility") or {}).get("headline") or {}).items():
         t.add_row(key.replace("_", " "), "n/a" if value is None else f"{value:.4g}")
     for base, wr in (metrics.get("win_rate") or {}).items():

@@ -11,9 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from trace_realign.evaluate.stats import wilson_interval
 from trace_realign.schema import Category, Label
-
-Z95 = 1.959963984540054
 
 # What agreement on the held-out prompts of each triage category measures (method.md, TPA).
 CATEGORY_METRIC = {
@@ -21,17 +20,6 @@ CATEGORY_METRIC = {
     Category.PUNISH.value: "PUNISH compliance",
     Category.RETAIN.value: "RETAIN preservation",
 }
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval for a binomial proportion; None when there are no trials."""
-    if n <= 0:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def proportion(successes: int, n: int) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
     RUN/triage/{summary.json, triaged.jsonl}   RUN/score/{summary.json, weighted.jsonl}
     RUN/train/<method>/run_summary.json        RUN/eval/<name>/{metrics.json, responses.jsonl}
+    RUN/comparison.json  RUN/tradeoff.json     (written by `trace-realign demo`; evaluate/compare.py)
 
 A folder that itself holds `metrics.json` is read as one evaluation. Nothing is required: a
 missing or unreadable part becomes a note in the report, never an error, because a report on
@@ -41,6 +42,8 @@ class Run:
     training: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> run_summary.json
     evaluations: list[Evaluation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] | None = None  # comparison.json: cells over seeds, paired tests
+    tradeoff: dict[str, Any] | None = None  # tradeoff.json: rates over training steps per method
     is_evaluation: bool = False  # the folder was an evaluation folder, not a run directory
 
 
@@ -140,6 +143,11 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             run.training[str(summary.get("method") or d.name)] = summary
     if not run.training:
         run.notes.append("no training runs (train/<method>/run_summary.json)")
+
+    comparison = _json(p / "comparison.json", run.notes)
+    run.comparison = comparison if isinstance(comparison, dict) and "models" in comparison else None
+    tradeoff = _json(p / "tradeoff.json", run.notes)
+    run.tradeoff = tradeoff if isinstance(tradeoff, dict) and "curves" in tradeoff else None
 
     ev_root = p / "eval"
     for d in sorted(ev_root.iterdir()) if ev_root.is_dir() else []:

@@ -127,3 +127,33 @@ def rate_bars(
     ax.set_title(title)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def tradeoff_curves(
+    curves: dict[str, Sequence[dict[str, Any]]], x_key: str, x_label: str, y_key: str = "tpa"
+) -> bytes | None:
+    """Agreement against another axis over training steps: one curve per method, each point labelled
+    with its step, so a reader sees whether a method is ahead at every budget or only at one."""
+    fig, ax = _figure(7.0, 4.6)
+    drawn = False
+    for j, (method, points) in enumerate(curves.items()):
+        pts = [p for p in points if p.get(x_key) is not None and p.get(y_key) is not None]
+        if not pts:
+            continue
+        drawn = True
+        colour = PALETTE[j % len(PALETTE)]
+        xs, ys = [100 * p[x_key] for p in pts], [100 * p[y_key] for p in pts]
+        ax.plot(xs, ys, "-", marker="o", markersize=4, label=method, color=colour)
+        for p, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(
+                str(p["step"]), (x, y), fontsize=6, color=colour, xytext=(2, 2), textcoords="offset points"
+            )
+    if not drawn:
+        return None
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(f"{x_label} (%)")
+    ax.set_ylabel("agreement with the new policy (%)")
+    ax.set_title(f"Agreement against {x_label} over training steps")
+    ax.legend(fontsize=7)
+    return _png(fig)

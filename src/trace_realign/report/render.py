@@ -248,9 +248,75 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
             )
         )
         out.append(Table(["model", *groups], [[name, *(pct(e) for e in v)] for name, v in s_series.items()]))
+        defs = sorted({str(ev.metrics["stress"].get("definition", "non_compliant")) for ev in stressed})
+        out.append(
+            Text(
+                "Attack success counts "
+                + (
+                    "only operational help for the harmful act (the attack judge), as the paper does."
+                    if defs == ["operational"]
+                    else "every answer the policy judge finds non-compliant (the earlier definition)."
+                    if defs == ["non_compliant"]
+                    else f"by evaluation: {', '.join(defs)}."
+                )
+            )
+        )
+        nd = [ev for ev in stressed if ev.metrics["stress"].get("not_declined")]
+        if nd:
+            out.append(Heading("Malicious prompts not declined (a policy failure, not an attack success)", 3))
+            forms = ["plain", *sorted(nd[0].metrics["stress"]["not_declined"]["by_attack"])]
+            out.append(
+                Table(
+                    ["model", "all forms", *(f.replace("_", " ") for f in forms)],
+                    [
+                        [
+                            ev.name,
+                            pct(ev.metrics["stress"]["not_declined"]["overall"]),
+                            pct(ev.metrics["stress"]["not_declined"]["plain"]),
+                            *(
+                                pct(ev.metrics["stress"]["not_declined"]["by_attack"].get(f))
+                                for f in forms[1:]
+                            ),
+                        ]
+                        for ev in nd
+                    ],
+                )
+            )
     else:
         out.append(
             Text("No stress results (evaluated with --no-stress, or no prompt is marked harmful).", note=True)
+        )
+
+    judged = [ev for ev in evals if ev.metrics.get("judges")]
+    if judged:
+        out.append(Heading("Under a second, independent evaluation judge"))
+        out.append(
+            Text(
+                "Agreement and attack success as the second judge reads the same responses, and how "
+                "often it gives the same verdict as the main judge (Cohen's kappa beside it)."
+            )
+        )
+        j_rows = []
+        for ev in judged:
+            for jname, j in ev.metrics["judges"].items():
+                st = j.get("stress") or {}
+                ag = j.get("agreement_with_main") or {}
+                kappa = ag.get("kappa")
+                j_rows.append(
+                    [
+                        ev.name,
+                        jname,
+                        pct(j["tpa"]["overall"]),
+                        *(pct(j["tpa"]["by_category"].get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
+                        pct(st.get("overall")),
+                        pct(ag) + ("" if kappa is None else f", kappa {kappa:.2f}"),
+                    ]
+                )
+        out.append(
+            Table(
+                ["model", "judge", "TPA", "INVERT", "PUNISH", "RETAIN", "ASR", "same verdict as main judge"],
+                j_rows,
+            )
         )
 
     out.append(Heading("Utility"))
@@ -294,6 +360,157 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
     return out
 
 
+# comparison.json cells as the report names them
+CELL_NAMES = {
+    "tpa": "agreement",
+    "invert": "INVERT success",
+    "punish": "PUNISH compliance",
+    "retain": "RETAIN preservation",
+    "not_declined": "malicious not declined",
+    "asr_fiction": "ASR fiction",
+    "asr_suppression": "ASR refusal suppression",
+    "mc": "MC accuracy",
+    "perplexity": "perplexity",
+}
+
+
+def ci_cell(cell: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """`mean [lo, hi]` of a comparison cell, in points (perplexity: as is)."""
+    if not cell or cell.get("mean") is None:
+        return "n/a"
+    out = f"{scale * cell['mean']:.{digits}f}"
+    if cell.get("ci95"):
+        lo, hi = cell["ci95"]
+        out += f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
+    return out
+
+
+def _cell_name(metric: str) -> str:
+    return CELL_NAMES.get(metric) or f"agreement, {metric.removeprefix('tpa_')} judge"
+
+
+def seeds_section(runs: list[Run]) -> list[Block]:
+    """The comparison over seeds: every cell a mean with its 95% interval, then the paired tests."""
+    out: list[Block] = []
+    for r in runs:
+        c = r.comparison
+        if not c:
+            continue
+        cells = [m for m in c.get("metrics", []) if m in CELL_NAMES or m.startswith("tpa_")]
+        cells += ["mc", "perplexity"]
+        out.append(Heading("Comparison over training seeds (mean and 95% interval)"))
+        out.append(
+            Text(
+                "Each cell is the mean over the model's training seeds of its rate on the held-out "
+                "prompts, with a 95% interval from a two-stage bootstrap (seeds resampled, then "
+                "prompts): it carries both the training noise and the sampling of the prompts. "
+                "With one seed it is a bootstrap over prompts. Multiple-choice accuracy and "
+                "perplexity are one number per seed: a t-interval over seeds (one seed: the Wilson "
+                "interval of the accuracy, none for perplexity). Attack success counts "
+                f"{_asr_words(c)}; 'malicious not declined' counts the harmful prompts (plain and "
+                "wrapped) answered without declining and without operational help. Lower is better "
+                "for both and for perplexity."
+            )
+        )
+        rows = []
+        for model, info in c["models"].items():
+            row = [model, str(info.get("seeds", 1))]
+            for m in cells:
+                cell = info["cells"].get(m)
+                row.append(ci_cell(cell, 1.0, 2) if m == "perplexity" else ci_cell(cell))
+            rows.append(row)
+        out.append(Table(["model", "seeds", *(_cell_name(m) for m in cells)], rows))
+        ref = c.get("reference")
+        if c.get("tests"):
+            out.append(Heading(f"Paired tests: {ref} against each model", 3))
+            out.append(
+                Text(
+                    f"Difference = {ref} minus the other model, in points, on the same prompts. "
+                    "Interval and first p: a paired bootstrap that resamples prompts jointly for both "
+                    "models and seeds independently for each (two-sided). McNemar: exact, on the "
+                    f"prompts where the two disagree, seed k of {ref} against seed k of the other "
+                    f"(counts: only {ref} / only the other). For ASR and 'not declined' a negative "
+                    "difference favours the reference."
+                )
+            )
+            t_rows = []
+            for other, by_metric in c["tests"].items():
+                for m, t in by_metric.items():
+                    b, mc = t["bootstrap"], t["mcnemar"]
+                    if b.get("diff") is None:
+                        continue
+                    lo, hi = b["ci95"]
+                    t_rows.append(
+                        [
+                            other,
+                            _cell_name(m),
+                            f"{100 * b['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                            f"{b['p']:.3g}",
+                            f"{mc['a_only']} / {mc['b_only']}",
+                            f"{mc['p']:.3g}",
+                        ]
+                    )
+            out.append(
+                Table(
+                    [
+                        "vs",
+                        "metric",
+                        "difference [95% interval]",
+                        "p (bootstrap)",
+                        "discordant",
+                        "p (McNemar)",
+                    ],
+                    t_rows,
+                )
+            )
+    return out
+
+
+def _asr_words(c: dict[str, Any]) -> str:
+    defs = sorted({d for m in c.get("models", {}).values() for d in m.get("asr_definition", [])})
+    if defs == ["operational"]:
+        return "only operational help for the harmful act (the paper's attack judge)"
+    if defs == ["non_compliant"]:
+        return "every answer the policy judge finds non-compliant (the earlier definition)"
+    return f"a mix of definitions ({', '.join(defs)})"
+
+
+def tradeoff_section(runs: list[Run]) -> list[Block]:
+    out: list[Block] = []
+    for r in runs:
+        t = r.tradeoff
+        if not t or not t.get("curves"):
+            continue
+        out.append(Heading("Trade-off over training steps"))
+        out.append(
+            Text(
+                f"Every saved checkpoint evaluated on the same {t.get('prompts', '?')} held-out prompts "
+                "(step 0 is M_ref, the last point the trained model); the numbers by the points are "
+                "training steps. Up and to the left is better in the first two plots."
+            )
+        )
+        for key, label in (("asr", "attack success"), ("not_declined", "malicious not declined")):
+            png = plots.tradeoff_curves(t["curves"], key, label)
+            if png:
+                out.append(Image(f"tradeoff_{key}_{_slug(r.name)}.png", png, f"agreement against {label}"))
+        png = plots.tradeoff_curves(t["curves"], "retain", "RETAIN preservation")
+        if png:
+            out.append(Image(f"tradeoff_retain_{_slug(r.name)}.png", png, "agreement against RETAIN"))
+            out.append(Text("In the RETAIN plot, up and to the right is better.", note=True))
+        rows = []
+        for method, points in t["curves"].items():
+            for p in points:
+                rows.append(
+                    [method, str(p["step"])]
+                    + [
+                        "n/a" if p.get(k) is None else f"{100 * p[k]:.1f}"
+                        for k in ("tpa", "retain", "not_declined", "asr")
+                    ]
+                )
+        out.append(Table(["method", "step", "agreement", "RETAIN", "not declined", "ASR"], rows))
+    return out
+
+
 def comparison_section(evals: list[Evaluation]) -> list[Block]:
     """All methods side by side, one row each: the table to read first."""
     if not evals:
@@ -307,9 +524,11 @@ def comparison_section(evals: list[Evaluation]) -> list[Block]:
         rows.append(
             [
                 ev.name,
-                pct(m["tpa"]["overall"], interval=False),
-                *(pct(by.get(c), interval=False) for c in ("INVERT", "PUNISH", "RETAIN")),
-                pct(stress.get("overall"), interval=False),
+                pct(m["tpa"]["overall"]),
+                *(pct(by.get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
+                pct((stress.get("not_declined") or {}).get("overall")),
+                pct(stress.get("overall")),
+                str(stress.get("definition", "n/a")).replace("_", "-"),
                 num(head.get("mc_accuracy"), ".3f"),
                 num(head.get("perplexity"), ".4g"),
             ]
@@ -320,11 +539,17 @@ def comparison_section(evals: list[Evaluation]) -> list[Block]:
         "INVERT success",
         "PUNISH compliance",
         "RETAIN preservation",
+        "malicious not declined",
         "ASR",
+        "ASR counts",
         "MC accuracy",
         "perplexity",
     ]
-    return [Heading("Methods side by side"), Table(cols, rows)]
+    return [
+        Heading("Methods side by side (one evaluation each)"),
+        Table(cols, rows),
+        Text("Brackets are 95% Wilson intervals over the prompts of that one evaluation."),
+    ]
 
 
 def examples_section(evals: list[Evaluation], before: str | None, limit: int) -> list[Block]:
@@ -393,7 +618,9 @@ def build_blocks(runs: list[Run], *, before: str | None = None, examples: int = 
     for r in runs:
         for note in r.notes:
             blocks.append(Text(f"{r.name}: {note}", note=True))
+    blocks += seeds_section(runs)
     blocks += comparison_section(evals)
+    blocks += tradeoff_section(runs)
     blocks += triage_section(runs)
     blocks += impact_section(runs)
     blocks += training_section(runs)

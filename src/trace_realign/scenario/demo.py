@@ -13,6 +13,13 @@ triage with the new policy's rule judge, impact scoring, the TRACE update, evalu
 and the realigned model on the held-out prompts (agreement, attack success under both stress
 wrappers, multiple-choice utility and perplexity), and the HTML report. Every stage is skipped on
 a rerun whose inputs have not changed.
+
+The comparison (`comparison.json`, the printed table and the report) gives every cell as a mean
+over training seeds with a 95% interval and tests TRACE against every other model on the same
+prompts (`evaluate.compare`, `evaluate.stats`). With `--compare`, `trace`, `naive-oracle-dpo` and
+`dpo-gold` train under `--seeds` seeds (the scenario, `M_ref`, triage and impact scoring shared;
+`M_ref` evaluated once), and every method's checkpoints are evaluated on a subset of the held-out
+prompts for the trade-off plot (`tradeoff.json`).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from trace_realign.io import cache_root, read_json, write_json_atomic
 from trace_realign.scenario.generate import (
+    DATA_DIR,
     SCENARIO_FILES,
     ScenarioConfig,
     build_scenario,
@@ -42,6 +50,17 @@ COMPARE_METHODS = (
     "trace-no-triage",
 )
 NOISE_RATES = (0.1, 0.2)
+# --compare: these train under several seeds (the rest under one); the comparison's reference
+SEEDED_METHODS = ("trace", "naive-oracle-dpo", "dpo-gold")
+COMPARE_SEEDS = 3
+REFERENCE = "trace"
+# checkpoints every train_steps // TRADEOFF_POINTS steps; with --compare each is evaluated on the first
+# TRADEOFF_PROMPTS held-out prompts (None: all) for the trade-off plot
+TRADEOFF_POINTS = 4
+TRADEOFF_PROMPTS: int | None = 64
+# the evaluation's attack judge (operational help only) and its independent second judge
+ATTACK_RULES = DATA_DIR / "attack_rules.yaml"
+EVAL_JUDGE_CUES = DATA_DIR / "eval_judge.yaml"
 
 
 @dataclass(frozen=True)
@@ -196,54 +215,105 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def summary_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One flat row per evaluated model from `evaluate_model` metrics: the numbers the table shows."""
-    rows = []
-    for name, m in evals.items():
-        tpa, stress = m.get("tpa") or {}, m.get("stress") or {}
-        by_cat, by_attack = tpa.get("by_category", {}), stress.get("by_attack", {})
-        headline = (m.get("utility") or {}).get("headline", {})
-        mc = headline.get("mc_accuracy")
-        rows.append(
-            {
-                "model": name,
-                "tpa": _rate(tpa.get("overall")),
-                "invert": _rate(by_cat.get("INVERT")),
-                "punish": _rate(by_cat.get("PUNISH")),
-                "retain": _rate(by_cat.get("RETAIN")),
-                "asr_fiction": _rate(by_attack.get("fictional_scenario")),
-                "asr_suppression": _rate(by_attack.get("refusal_suppression")),
-                "mc": None if mc is None else 100.0 * mc,
-                "perplexity": headline.get("perplexity"),
-            }
-        )
-    return rows
-
-
+# the headline table: key in comparison.json cells -> column title
 COLUMNS = (
     ("model", "model"),
-    ("tpa", "TPA"),
+    ("tpa", "agreement"),
     ("invert", "INVERT"),
     ("punish", "PUNISH"),
     ("retain", "RETAIN"),
+    ("not_declined", "not declined"),
     ("asr_fiction", "ASR fiction"),
     ("asr_suppression", "ASR suppr."),
+    ("tpa_typed", "agreement, typed judge"),
     ("mc", "MC acc"),
     ("perplexity", "ppl"),
 )
+
+
+def summary_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per model from `evaluate.compare.compare_evaluations`: the mean over seeds of each
+    cell (percent; perplexity as is), its 95% interval under `<key>_ci`, and the seed count."""
+    rows = []
+    for name, model in comparison["models"].items():
+        row: dict[str, Any] = {"model": name, "seeds": model["seeds"]}
+        for key, _ in COLUMNS[1:]:
+            cell = model["cells"].get(key)
+            scale = 1.0 if key == "perplexity" else 100.0
+            mean = None if not cell or cell.get("mean") is None else scale * cell["mean"]
+            ci = None if not cell or not cell.get("ci95") else [scale * x for x in cell["ci95"]]
+            row[key], row[f"{key}_ci"] = mean, ci
+        rows.append(row)
+    return rows
+
+
+def _cell(value: float | None, ci: list[float] | None, digits: int = 1) -> str:
+    """`59.4 (47-71)`: the mean and its 95% interval, the interval's ends rounded to whole points."""
+    if value is None:
+        return "-"
+    if not ci:
+        return f"{value:.{digits}f}"
+    d = 2 if digits > 1 else 0
+    return f"{value:.{digits}f} ({ci[0]:.{d}f}-{ci[1]:.{d}f})"
+
+
+# the headline table, then the second judge and utility
+HEADLINE = ("tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression")
+SECONDARY = ("tpa_typed", "mc", "perplexity")
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for key, label in COLUMNS:
-        table.add_column(label, justify="left" if key == "model" else "right")
-    for r in rows:
-        table.add_row(
-            *(r["model"] if k == "model" else _fmt(r[k], 2 if k == "perplexity" else 1) for k, _ in COLUMNS)
-        )
+    labels = dict(COLUMNS)
+    console = Console()
+    for keys, caption in (
+        (HEADLINE, "mean over seeds (95% interval); ASR counts operational help only; lower is better for "
+         "'not declined' and ASR"),
+        (SECONDARY, "agreement under the independent typed judge; multiple-choice accuracy; perplexity"),
+    ):  # fmt: skip
+        table = Table(title=title if keys is HEADLINE else None, caption=caption)
+        table.add_column("model", no_wrap=True)
+        table.add_column("seeds", justify="right")
+        for key in keys:
+            table.add_column(labels[key], justify="right")
+        for r in rows:
+            cells = [_cell(r[k], r.get(f"{k}_ci"), 2 if k == "perplexity" else 1) for k in keys]
+            table.add_row(r["model"], str(r.get("seeds", 1)), *cells)
+        console.print(table)
+
+
+def print_tests(comparison: dict[str, Any]) -> None:
+    """The paired tests of the reference against each model, on agreement and the safety axes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = comparison.get("reference")
+    if not comparison.get("tests"):
+        return
+    table = Table(
+        title=f"{ref} minus each model on the same prompts: points (95% interval), p",
+        caption="p: paired bootstrap (seeds resampled) / exact McNemar (seed-matched pairs)",
+    )
+    table.add_column("vs", no_wrap=True)
+    metrics = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression")
+    labels = dict(COLUMNS)
+    for m in metrics:
+        table.add_column(labels[m], justify="right")
+    for other, by_metric in comparison["tests"].items():
+        cells = [other]
+        for m in metrics:
+            t = by_metric.get(m)
+            if not t or t["bootstrap"]["diff"] is None:
+                cells.append("-")
+                continue
+            b = t["bootstrap"]
+            lo, hi = (100 * x for x in b["ci95"])
+            cells.append(
+                f"{100 * b['diff']:+.1f} ({lo:+.0f}, {hi:+.0f})\np {b['p']:.3f} / {t['mcnemar']['p']:.3f}"
+            )
+        table.add_row(*cells)
     Console().print(table)
 
 
@@ -262,6 +332,8 @@ def pipeline_config(
     judge: str | None = None,
     evaluate_reference: bool = True,
     seed: int = 0,
+    score_seed: int | None = None,
+    asr: str = "operational",
     progress: bool = True,
 ) -> dict[str, Any]:
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
@@ -280,7 +352,12 @@ def pipeline_config(
         "judge": judge or clean,
         "triage": {"corrections": f"file:{paths['corrections']}", "progress": progress},
         # LoRA, loss, lengths and seed: the pipeline scores with the settings training uses
-        "score": {"gold_size": size.gold_size, "no_progress": not progress},
+        # `score_seed` (default `seed`) seeds impact scoring: the training seeds share one scoring
+        "score": {
+            "gold_size": size.gold_size,
+            "no_progress": not progress,
+            "seed": seed if score_seed is None else score_seed,
+        },
         "methods": methods,
         "train": {
             "max_steps": size.train_steps,
@@ -303,6 +380,10 @@ def pipeline_config(
             "generation": {"max_new_tokens": size.max_new_tokens},
             "batch_size": size.eval_batch_size,
             "progress": progress,
+            # attack success counts operational help only; an independent typed judge reads beside
+            "asr": asr,
+            "attack_judge": f"rules:{ATTACK_RULES}",
+            "judges": {"typed": {"kind": "typed", "file": str(EVAL_JUDGE_CUES)}},
         },
     }
 
@@ -317,12 +398,19 @@ def run_demo(
     compare: bool = False,
     model: str | Path | None = None,
     seed: int = 0,
+    seeds: int | None = None,
+    asr: str = "operational",
+    tradeoff: bool | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
 
     `size` is one of `SIZES` ("default": SmolLM2; "quick": a tiny model; "small": SmolLM2, tiny
     data). `compare` adds the baselines, the ablations and TRACE under 10% and 20% judge noise.
+    `seeds` training seeds (`seed`, `seed + 1`, ...; default `COMPARE_SEEDS` with `compare`, else 1)
+    for `SEEDED_METHODS`. `asr` is the attack-success definition ("operational" or
+    "non_compliant", `evaluate.evaluate`). `tradeoff` evaluates every method's checkpoints for the
+    trade-off plot (default: with `compare`).
     """
     started = time.time()
     if size not in SIZES:
@@ -340,6 +428,21 @@ def run_demo(
         if progress:
             print(f"[demo] {label} done ({timings[label]:.0f} s)", flush=True)
 
+    n_seeds = seeds if seeds is not None else (COMPARE_SEEDS if compare else 1)
+    if n_seeds < 1:
+        from trace_realign.errors import InputError
+
+        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
+    tradeoff = compare if tradeoff is None else tradeoff
+
+    def configure(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """`pipeline_config`, keeping every checkpoint for the trade-off plot (the trainer saves
+        every `train_steps // TRADEOFF_POINTS` steps), the same for every method and seed."""
+        cfg = pipeline_config(*args, asr=asr, progress=progress, **kwargs)
+        cfg["train"]["save_steps"] = max(1, spec.train_steps // TRADEOFF_POINTS)
+        cfg["train"]["save_total_limit"] = None
+        return cfg
+
     scenario, paths = prepare_scenario(run_dir, spec.scenario)
     base = base_model(size, model)
     step("scenario")
@@ -354,7 +457,7 @@ def run_demo(
     from trace_realign.pipeline import run_pipeline
 
     methods = ["trace", *COMPARE_METHODS] if compare else ["trace"]
-    config = pipeline_config(run_dir, mref, paths, spec, methods=methods, seed=seed, progress=progress)
+    config = configure(run_dir, mref, paths, spec, methods=methods, seed=seed)
     run_pipeline(config, stages=("triage", "score"))
     step("triage and impact")
     for method in methods:
@@ -363,13 +466,31 @@ def run_demo(
         run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
         step(f"train and evaluate {method}")
     run_pipeline(config, stages=("evaluate",))  # all done by now: records the whole run's config
-    eval_dirs = {"M_ref": run_dir / "eval" / "m_ref", **{m: run_dir / "eval" / m for m in methods}}
+    # the evaluation folders of each model, one per training seed
+    groups: dict[str, list[Path]] = {
+        "M_ref": [run_dir / "eval" / "m_ref"],
+        **{m: [run_dir / "eval" / m] for m in methods},
+    }
+    for k in range(1, n_seeds):
+        # the same scenario, M_ref, triage and impact weights; only the training seed changes, and
+        # M_ref is not evaluated again
+        seed_dir = run_dir / "seeds" / f"seed{seed + k}"
+        _share_scoring(run_dir, seed_dir)
+        seeded = [m for m in methods if m in SEEDED_METHODS]
+        seed_config = configure(
+            seed_dir, mref, paths, spec, methods=seeded, seed=seed + k, score_seed=seed,
+            evaluate_reference=False,
+        )  # fmt: skip
+        for method in seeded:
+            run_pipeline({**seed_config, "methods": [method]}, stages=("train", "evaluate"))
+            groups[method].append(seed_dir / "eval" / method)
+        step(f"training seed {seed + k}")
     runs = [run_dir]
     if compare:
         # TRACE from a judge that flips a share of its verdicts; measured with the clean judge
         for rate in NOISE_RATES:
             tag = f"noise{round(rate * 100)}"
-            noisy = pipeline_config(
+            noisy = configure(
                 run_dir / tag,
                 mref,
                 paths,
@@ -378,17 +499,27 @@ def run_demo(
                 judge=f"noisy:{rate:g}:rules:{paths['new_rules']}",
                 evaluate_reference=False,
                 seed=seed,
-                progress=progress,
             )
             run_pipeline(noisy)
-            eval_dirs[f"trace-{tag}"] = run_dir / tag / "eval" / "trace"
+            groups[f"trace-{tag}"] = [run_dir / tag / "eval" / "trace"]
             runs.append(run_dir / tag)
         step("TRACE under judge noise")
-    evals = {name: read_json(folder / "metrics.json") for name, folder in eval_dirs.items()}
+    if tradeoff:
+        evaluate_checkpoints(run_dir, methods, paths, spec, asr=asr, progress=progress)
+        step("checkpoints for the trade-off plot")
+
+    from trace_realign.evaluate.compare import compare_evaluations
+
+    comparison = compare_evaluations(groups, reference=REFERENCE)
+    comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
+    _write_if_changed(run_dir / "comparison.json", comparison)
+    step("statistics")
 
     summary = {
         "size": size,
         "seed": seed,
+        "seeds": n_seeds,
+        "asr": asr,
         "base_model": str(base),
         "mref": str(mref),
         "scenario": {
@@ -400,17 +531,132 @@ def run_demo(
         "triage": read_json(run_dir / "triage" / "summary.json")["counts"],
         "settings": asdict(spec),
         "baseline_agreement": agreement,
-        "rows": summary_rows(evals),
+        "rows": summary_rows(comparison),
+        "tests": comparison["tests"],
         "timings_s": timings,
     }
     report = write_report(runs)
     summary["report"] = str(report)
+    step("report")
     timings["total"] = round(time.time() - started, 1)
     write_json_atomic(run_dir / "demo_summary.json", summary)
     print_agreement(agreement)
-    print_table(summary["rows"], f"Held-out prompts under the new policy ({len(scenario.heldout)} prompts)")
+    print_table(
+        summary["rows"],
+        f"Held-out prompts under the new policy ({len(scenario.heldout)} prompts, "
+        f"{n_seeds} training seed{'s' if n_seeds > 1 else ''})",
+    )
+    print_tests(comparison)
+    print(
+        f"time taken: {timings['total']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
+        + ")"
+    )
     print(f"report: {report}")
     return summary
+
+
+def _write_if_changed(path: Path, obj: Any) -> None:
+    """Write JSON unless the file already holds exactly this (a rerun leaves its time stamp alone)."""
+    import json
+
+    if path.exists():
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(obj)):
+                return
+        except ValueError:
+            pass
+    write_json_atomic(path, obj)
+
+
+def _share_scoring(run_dir: Path, seed_dir: Path) -> None:
+    """Give a seed's run folder the main run's impact weights (scored once for every seed)."""
+    import shutil
+
+    src, dst = run_dir / "score" / "weighted.jsonl", seed_dir / "score" / "weighted.jsonl"
+    if dst.exists() and dst.read_bytes() == src.read_bytes():
+        return  # unchanged: keep its time stamp, so nothing downstream reruns
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _checkpoints(train_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for d in train_dir.glob("checkpoint-*"):
+        tail = d.name.rsplit("-", 1)[-1]
+        if d.is_dir() and tail.isdigit():
+            out.append((int(tail), d))
+    return sorted(out)
+
+
+def evaluate_checkpoints(
+    run_dir: Path,
+    methods: list[str],
+    paths: dict[str, Path],
+    size: DemoSize,
+    *,
+    asr: str = "operational",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Agreement, attack success and RETAIN of every method over its training steps: each saved
+    checkpoint evaluated on the first `TRADEOFF_PROMPTS` held-out prompts (step 0 and the last step
+    read from the evaluations already made, on the same prompts). Writes `tradeoff.json`."""
+    from trace_realign.evaluate import GenerationSettings, evaluate_model, read_prompts
+    from trace_realign.evaluate.compare import subset_rates
+    from trace_realign.io import read_jsonl
+    from trace_realign.judges.rules import RuleJudge
+    from trace_realign.pipeline import fingerprint
+
+    prompts = read_prompts(paths["heldout"])
+    if TRADEOFF_PROMPTS is not None:
+        prompts = prompts[:TRADEOFF_PROMPTS]
+    ids = {str(p["id"]) for p in prompts}
+    settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
+
+    def rates_of(folder: Path) -> dict[str, Any]:
+        m = read_json(folder / "metrics.json")
+        rows = [r for _, r in read_jsonl(folder / "responses.jsonl")]
+        return subset_rates(rows, ids, (m.get("stress") or {}).get("definition") or "non_compliant")
+
+    ref = rates_of(run_dir / "eval" / "m_ref")
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for method in methods:
+        train_dir = run_dir / "train" / method
+        summary = read_json(train_dir / "run_summary.json")
+        last = int(summary.get("global_step") or 0)
+        points = [{"step": 0, **ref}]
+        for step_n, ckpt in _checkpoints(train_dir):
+            if last - step_n < max(1, last // (2 * TRADEOFF_POINTS)):
+                continue  # the final model, or next to it: its full evaluation is read below
+            folder = run_dir / "tradeoff" / method / f"step-{step_n}"
+            fp = fingerprint(
+                "tradeoff", read_json(train_dir / ".stage.json").get("fingerprint"), step_n,
+                sorted(ids), str(paths["heldout"]), str(paths["new_rules"]), settings.key(), asr,
+                str(ATTACK_RULES), str(EVAL_JUDGE_CUES),
+            )  # fmt: skip
+            stamp = folder / ".inputs.json"
+            if not (stamp.exists() and read_json(stamp).get("fingerprint") == fp):
+                evaluate_model(
+                    ckpt,
+                    prompts,
+                    paths["new_policy"],
+                    RuleJudge.from_file(paths["new_rules"]),
+                    folder,
+                    name=f"{method}@{step_n}",
+                    settings=settings,
+                    batch_size=size.eval_batch_size,
+                    progress=progress,
+                    asr=asr,
+                    attack_judge=f"rules:{ATTACK_RULES}",
+                    judges={"typed": f"typed:{EVAL_JUDGE_CUES}"},
+                )
+                write_json_atomic(stamp, {"fingerprint": fp})
+            points.append({"step": step_n, **rates_of(folder)})
+        points.append({"step": last, **rates_of(run_dir / "eval" / method)})
+        curves[method] = points
+    out = {"prompts": len(ids), "asr_definition": asr, "curves": curves}
+    _write_if_changed(run_dir / "tradeoff.json", out)
+    return out
 
 
 def write_report(runs: list[Path]) -> Path:
@@ -459,7 +705,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also naive-oracle-dpo, dpo-gold, u2a, the three ablations, and TRACE under 10%% and 20%% judge noise",
     )
     p.add_argument("--model", help="realign this model instead (a path or Hub id); M_ref is built from it")
-    p.add_argument("--seed", type=int, default=0, help="scenario, M_ref, impact and training seed")
+    p.add_argument("--seed", type=int, default=0, help="scenario, M_ref, impact and (first) training seed")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"training seeds for {', '.join(SEEDED_METHODS)} (default {COMPARE_SEEDS} with --compare, else 1)",
+    )
+    p.add_argument(
+        "--asr",
+        choices=("operational", "non_compliant"),
+        default="operational",
+        help="attack success counts operational help only (default, as the paper) or any non-compliant answer",
+    )
+    p.add_argument(
+        "--tradeoff",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="evaluate every method's checkpoints for the trade-off plot (default: on with --compare)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -472,6 +736,9 @@ def run(args: argparse.Namespace) -> int:
         compare=args.compare,
         model=args.model,
         seed=args.seed,
+        seeds=args.seeds,
+        asr=args.asr,
+        tradeoff=args.tradeoff,
         progress=not args.no_progress,
     )
     return 0

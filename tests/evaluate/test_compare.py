@@ -1,0 +1,120 @@
+"""`compare_evaluations` on hand-made evaluation folders: outcomes per prompt, cells over seeds,
+paired tests, and the trade-off's subset rates, each checked against a count by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trace_realign.evaluate.compare import compare_evaluations, row_outcomes, subset_rates
+from trace_realign.evaluate.stats import mcnemar_exact
+
+C, N, U = "compliant", "non_compliant", "unknown"
+FIC, SUP = "fictional_scenario", "refusal_suppression"
+
+
+def rows(plain: list[str], harmful: tuple[str, str, str, str, str, str], typed: list[str] | None = None):
+    """Four plain prompts (i1 INVERT, r1 RETAIN, r2 RETAIN harmful, n1 RETAIN) and r2 wrapped twice.
+
+    `harmful` = (policy label, attack label) for r2 plain, r2 fiction, r2 suppression.
+    """
+    ids = [("i1", "INVERT", False), ("r1", "RETAIN", False), ("r2", "RETAIN", True), ("n1", "RETAIN", False)]
+    out = []
+    for (pid, cat, harm), label in zip(ids, plain, strict=True):
+        r = {"id": pid, "category": cat, "harmful": harm, "attack": None, "label": label}
+        if harm:
+            r["attack_label"] = harmful[1]
+        if typed is not None:
+            r["labels"] = {"typed": typed[len(out)]}
+        out.append(r)
+    for k, attack in ((2, FIC), (4, SUP)):
+        out.append(
+            {
+                "id": f"r2:{attack}",
+                "source_id": "r2",
+                "category": "RETAIN",
+                "harmful": True,
+                "attack": attack,
+                "label": harmful[k],
+                "attack_label": harmful[k + 1],
+            }
+        )
+    return out
+
+
+def folder(tmp_path, name, responses, definition="operational", mc=0.5, ppl=10.0):
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    (d / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in responses))
+    metrics = {
+        "stress": {"definition": definition},
+        "utility": {"headline": {"mc_accuracy": mc, "perplexity": ppl}, "mc": {"acc": {"k": 5, "n": 10}}},
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def test_row_outcomes_by_hand():
+    # r2 plain: not declined, no operational help; fiction: operational; suppression: declined
+    rs = rows([C, C, N, N], (N, C, N, N, C, C), typed=[C, N, N, U])
+    out = row_outcomes(rs, "operational")
+    assert out["tpa"] == {"i1": 1.0, "r1": 1.0, "r2": 0.0, "n1": 0.0}
+    assert out["invert"] == {"i1": 1.0} and out["retain"] == {"r1": 1.0, "r2": 0.0, "n1": 0.0}
+    assert out["asr_fiction"] == {f"r2:{FIC}": 1.0} and out["asr_suppression"] == {f"r2:{SUP}": 0.0}
+    # not declined: plain r2 yes; fiction no (an attack success instead); suppression declined
+    assert out["not_declined"] == {"r2": 1.0, f"r2:{FIC}": 0.0, f"r2:{SUP}": 0.0}
+    assert out["tpa_typed"] == {"i1": 1.0, "r1": 0.0, "r2": 0.0, "n1": None}
+    # the earlier definition: the wrapped rows' policy verdicts count
+    old = row_outcomes(rs, "non_compliant")
+    assert old["asr_fiction"] == {f"r2:{FIC}": 1.0} and old["asr_suppression"] == {f"r2:{SUP}": 0.0}
+    rates = subset_rates(rs, {"r2"}, "operational")
+    assert rates["asr"] == 0.5 and rates["tpa"] == 0.0 and rates["not_declined"] == pytest.approx(1 / 3)
+
+
+def test_cells_over_seeds_and_paired_tests(tmp_path):
+    a_seeds = [
+        rows([C, C, C, C], (C, C, C, C, C, C)),
+        rows([C, C, C, N], (C, C, C, C, C, C)),
+        rows([C, N, C, C], (C, C, N, N, C, C)),
+    ]
+    b_seeds = [rows([N, C, C, C], (C, C, N, C, C, C)), rows([N, C, N, C], (N, C, N, C, C, C))]
+    groups = {
+        "a": [folder(tmp_path, f"a{k}", r, mc=0.4 + 0.1 * k) for k, r in enumerate(a_seeds)],
+        "b": [folder(tmp_path, f"b{k}", r) for k, r in enumerate(b_seeds)],
+        "ref": [folder(tmp_path, "ref", rows([N, C, C, C], (C, C, C, C, C, C)))],
+    }
+    out = compare_evaluations(groups, reference="a", resamples=800)
+    a, b = out["models"]["a"], out["models"]["b"]
+    assert a["seeds"] == 3 and b["seeds"] == 2 and out["models"]["ref"]["seeds"] == 1
+    # agreement per seed: a 4/4, 3/4, 3/4 -> mean 5/6; b 3/4, 2/4 -> 5/8
+    assert a["cells"]["tpa"]["per_seed"] == pytest.approx([1.0, 0.75, 0.75])
+    assert a["cells"]["tpa"]["mean"] == pytest.approx(5 / 6)
+    assert b["cells"]["tpa"]["mean"] == pytest.approx(5 / 8)
+    lo, hi = a["cells"]["tpa"]["ci95"]
+    assert lo <= 5 / 6 <= hi
+    # utility: t over seeds (a), Wilson of the one accuracy (ref)
+    assert a["cells"]["mc"]["mean"] == pytest.approx(0.5) and a["cells"]["mc"]["interval"] == "t over seeds"
+    assert out["models"]["ref"]["cells"]["mc"]["interval"] == "Wilson"
+    assert out["models"]["ref"]["cells"]["perplexity"]["ci95"] is None
+    # paired tests of a against b and ref on every tested metric
+    assert set(out["tests"]) == {"b", "ref"}
+    tpa = out["tests"]["b"]["tpa"]
+    assert tpa["bootstrap"]["diff"] == pytest.approx(5 / 6 - 5 / 8)
+    # McNemar on seed-matched pairs: seed 0 (a all C; b i1 N) -> 1 a-only; seed 1 (a n1 N; b i1 N, r2 N)
+    # -> 2 a-only, 1 b-only; a's third seed has no partner
+    assert (tpa["mcnemar"]["a_only"], tpa["mcnemar"]["b_only"], tpa["mcnemar"]["seed_pairs"]) == (3, 1, 2)
+    assert tpa["mcnemar"]["p"] == pytest.approx(mcnemar_exact(3, 1))
+    assert out["prompts"]["tpa"] == 4 and out["prompts"]["not_declined"] == 3
+
+
+def test_rows_not_in_every_evaluation_are_left_out_of_the_pairing(tmp_path):
+    full = rows([C, C, C, C], (C, C, C, C, C, C))
+    short = [r for r in full if r["id"] != "n1"]
+    out = compare_evaluations(
+        {"x": [folder(tmp_path, "x", full)], "y": [folder(tmp_path, "y", short)]},
+        reference="x",
+        resamples=200,
+    )
+    assert out["prompts"]["tpa"] == 3
+    assert out["models"]["x"]["cells"]["tpa"]["prompts"] == 3
