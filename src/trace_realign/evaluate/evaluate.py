@@ -297,7 +297,11 @@ def _utility(
             backend.model, backend.tokenizer, text_file, batch_size=batch_size, progress=progress
         )
     if lm_eval_tasks:
-        lm = lm_eval_scores(str(model), lm_eval_tasks, batch_size=batch_size)
+        # lm-eval loads the model again, on the device ours sits on (its own default is CUDA, even
+        # on a machine without one)
+        hf_model = getattr(backend, "model", None)
+        device = str(next(hf_model.parameters()).device) if hf_model is not None else None
+        lm = lm_eval_scores(str(model), lm_eval_tasks, batch_size=batch_size, device=device)
     return utility_summary(mc, ppl, lm)
 
 
