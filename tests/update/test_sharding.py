@@ -11,6 +11,7 @@ file, sharding with torch's own FSDP2 (`fully_shard`) and FSDP1, which run on CP
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -218,3 +219,26 @@ def test_two_process_fsdp_reference_on_cpu(tmp_path, tiny_model_dir):
     assert res["lora_fsdp2"]["grads"] and res["lora_fsdp1"]["grads"]
     # each of the two ranks holds about half of the reference copy
     assert res["full_fsdp2"]["local_share"] == pytest.approx(0.5, abs=0.05)
+
+
+@pytest.mark.parametrize("engine", ["is_fsdp_enabled", "is_deepspeed_enabled"])
+def test_no_precompute_under_fsdp_or_deepspeed(tmp_path, tiny_model_dir, monkeypatch, engine):
+    """Under FSDP / DeepSpeed the main process must not run the reference alone before training (on the
+    CPU under FSDP, a deadlock under ZeRO-3): the reference pass runs in the step instead."""
+    from transformers import Trainer
+
+    from .rows import weighted_rows
+    from .test_trainer import make_trainer
+
+    made = Trainer.create_accelerator_and_postprocess
+
+    def as_if_sharded(self):
+        made(self)
+        setattr(self, engine, True)
+
+    monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", as_if_sharded)
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, weighted_rows(2))
+    assert trainer.reference_stats["precomputed"] == 0 and "precompute_skipped" in trainer.reference_stats
+    assert all(
+        math.isnan(v) for it in ds.items for v in it["ref"]
+    )  # nothing precomputed: NaN, computed in the step

@@ -182,7 +182,12 @@ class TraceTrainer(Trainer):
         self._sums = torch.zeros(len(METRICS), 2, dtype=torch.float64)
         self.add_callback(GradNormStop(self, args.grad_norm_stop))
         self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
-        if args.precompute_ref_log_probs:
+        if args.precompute_ref_log_probs and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            # The precompute runs on the main process alone, before the engine has placed the model:
+            # under FSDP that is a whole-model pass on the CPU, under ZeRO-3 (parameters partitioned
+            # as they load) a collective the other processes never join. The step's pass instead.
+            self.reference_stats["precompute_skipped"] = "FSDP/DeepSpeed: reference pass in every step"
+        elif args.precompute_ref_log_probs:
             self._precompute_reference(processing_class, ref_cache_dir)
         if self.reference.copy is not None:
             # after the precompute, which runs the whole copy on one process while the others wait
