@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench setup clean
+.PHONY: demo test test-fast lint format bench setup clean gpu-wheels
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,18 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# What benchmarks/gpu_check.py needs on a GPU machine that has torch, transformers, peft and
+# accelerate but no registry: wheels for Python 3.12 / manylinux x86_64 (.whl/, git-ignored) and
+# SmolLM2's config and tokenizer (its GGUF is too big to carry). See README "Scaling".
+GPU_WHEELS ?= trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+GPU_PLATFORMS := $(foreach n,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(n)_x86_64)
+gpu-wheels: $(STAMP)
+	rm -rf .whl/*.whl && mkdir -p .whl
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(BIN)/python benchmarks/gpu_check.py --prepare .whl/smollm2-shape
+	@du -sh .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

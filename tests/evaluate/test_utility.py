@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,3 +140,51 @@ def test_lm_eval_adapter_passes_the_model_and_reads_one_number_per_task(tmp_path
     assert (call["batch_size"], call["limit"]) == (4, 10)
     lm_eval_scores("org/plain", ["mmlu"])
     assert calls[-1]["model_args"] == "pretrained=org/plain"
+
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def local_task(tmp_path) -> Path:
+    """The shipped task YAML with the shipped JSONL's absolute path filled in."""
+    text = (DATA / "local_mc.yaml").read_text().replace("LOCAL_MC_JSONL", str(DATA / "local_mc.jsonl"))
+    path = tmp_path / "tasks" / "local_mc.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path
+
+
+def offline_hf(tmp_path, monkeypatch):
+    """No Hub, and the datasets cache in the test's folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
+
+
+def test_lm_eval_runs_a_local_task_for_real(tmp_path, tiny_plain_model_dir, monkeypatch):
+    """Real lm-eval, real model, a local task: the accuracy it reports is the one our own
+    multiple-choice scorer finds on the same questions (both score `Question: ...\\nAnswer:` + ` choice`)."""
+    pytest.importorskip("lm_eval")
+    offline_hf(tmp_path, monkeypatch)
+    from trace_realign.evaluate.utility import lm_eval_scores, mc_scores, read_mc
+    from trace_realign.model.loading import load_model, load_tokenizer
+
+    scores = lm_eval_scores(tiny_plain_model_dir, [str(local_task(tmp_path))], batch_size=4, device="cpu")
+    assert list(scores) == ["trace_local_mc"]
+    ours = mc_scores(
+        load_model(tiny_plain_model_dir),
+        load_tokenizer(tiny_plain_model_dir),
+        read_mc(DATA / "local_mc.jsonl"),
+    )
+    assert scores["trace_local_mc"] == pytest.approx(ours["rate"])
+
+
+def test_lm_eval_task_file_errors(tmp_path):
+    from trace_realign.evaluate.utility import lm_eval_scores
+
+    with pytest.raises(InputError, match="task file not found"):
+        lm_eval_scores("m", [str(tmp_path / "missing.yaml")])
+    nameless = tmp_path / "t.yaml"
+    nameless.write_text("dataset_path: json\n")
+    with pytest.raises(InputError, match="needs a `task:` name"):
+        lm_eval_scores("m", [str(nameless)])

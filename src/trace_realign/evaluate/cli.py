@@ -48,7 +48,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--lm-eval",
         default="",
-        help="comma-separated lm-eval tasks: mmlu,gsm8k,hellaswag,gpqa (needs lm-eval)",
+        help="comma-separated lm-eval tasks: mmlu,gsm8k,hellaswag,gpqa, or task YAML files (needs lm-eval)",
     )
     p.add_argument(
         "--stress",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.evaluate.distributed import from_main, split_generate, world
 from trace_realign.evaluate.generate import (
     Backend,
     GenerationSettings,
@@ -241,14 +242,31 @@ def evaluate_model(
                 stats[k] += v
             return verdicts
 
-        # the model and every baseline answer under the same settings, through the same cache
+        # the model and every baseline answer under the same settings, through the same cache;
+        # under `accelerate launch` each process answers its share of the prompts
         def respond(b: Backend, prompts: list[Any], desc: str) -> list[str]:
-            return generate_responses(b, prompts, settings, cache=gen_cache, progress=progress, desc=desc)
+            return split_generate(
+                lambda share: generate_responses(
+                    b, share, settings, cache=gen_cache, progress=progress, desc=desc
+                ),
+                prompts,
+            )
 
         # the plain prompts and, for harmful ones, every stress wrapper around them
         wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
         all_rows = [{**r, "attack": None} for r in rows] + wrapped
         responses = respond(backend, [r["prompt"] for r in all_rows], f"generate {name or ''}".strip())
+        base_answers = {}
+        for base_name, base_model in (baselines or {}).items():
+            base_backend = _backend(base_model, batch_size)
+            base_answers[base_name] = (
+                base_backend.identity,
+                respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}"),
+            )
+        rank, _ = world()
+        if rank != 0:
+            # the main process judges, scores and writes; the others return its metrics
+            return from_main(None)
         # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
         items = [
             JudgeItem(
@@ -331,9 +349,7 @@ def evaluate_model(
         )
 
         metrics["win_rate"] = {}
-        for base_name, base_model in (baselines or {}).items():
-            base_backend = _backend(base_model, batch_size)
-            base_responses = respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}")
+        for base_name, (base_identity, base_responses) in base_answers.items():
             wr = pairwise_win_rate(
                 judge,
                 policy,
@@ -343,7 +359,7 @@ def evaluate_model(
                 judge_singles=judge_items,
                 cache=gen_cache,
             )
-            wr["baseline_model"] = base_backend.identity
+            wr["baseline_model"] = base_identity
             wr["ids"] = [r["id"] for r in rows]
             metrics["win_rate"][base_name] = wr
 
@@ -353,7 +369,7 @@ def evaluate_model(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl_atomic(out_dir / "responses.jsonl", out_rows)
         write_json_atomic(out_dir / "metrics.json", metrics)
-        return metrics
+        return from_main(metrics)
 
 
 def _attack_judge(
@@ -472,7 +488,11 @@ def _utility(
             backend.model, backend.tokenizer, text_file, batch_size=batch_size, progress=progress
         )
     if lm_eval_tasks:
-        lm = lm_eval_scores(str(model), lm_eval_tasks, batch_size=batch_size)
+        # lm-eval loads the model again, on the device ours sits on (its own default is CUDA, even
+        # on a machine without one)
+        hf_model = getattr(backend, "model", None)
+        device = str(next(hf_model.parameters()).device) if hf_model is not None else None
+        lm = lm_eval_scores(str(model), lm_eval_tasks, batch_size=batch_size, device=device)
     return utility_summary(mc, ppl, lm)
 
 

@@ -5,7 +5,8 @@
   (`acc`), also with the log-likelihood divided by the choice's token count (`acc_norm`), as
   lm-eval scores such tasks. Raw text, not the chat template: it measures knowledge, not format.
 - Perplexity of any held-out text file, in non-overlapping windows.
-- `lm_eval_scores`: MMLU / GSM8K / HellaSwag / GPQA through `lm_eval.simple_evaluate`.
+- `lm_eval_scores`: MMLU / GSM8K / HellaSwag / GPQA, or a local task YAML, through
+  `lm_eval.simple_evaluate`.
 """
 
 from __future__ import annotations
@@ -190,20 +191,47 @@ LM_EVAL_TASKS = {
 _LM_EVAL_METRICS = ("acc,none", "exact_match,strict-match", "exact_match,flexible-extract", "acc_norm,none")
 
 
+def _local_task(spec: str) -> tuple[str, Path] | None:
+    """`(task name, folder)` when `spec` is an lm-eval task YAML file, else None."""
+    p = Path(spec)
+    if p.suffix not in (".yaml", ".yml"):
+        return None
+    if not p.is_file():
+        raise InputError("lm-eval task file not found", path=spec, field="lm_eval")
+    import yaml
+
+    try:
+        name = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("task")
+    except yaml.YAMLError as exc:
+        raise InputError(
+            f"not a YAML task file: {str(exc).splitlines()[0]}", path=spec, field="lm_eval"
+        ) from None
+    if not isinstance(name, str) or not name:
+        raise InputError("an lm-eval task file needs a `task:` name", path=spec, field="task")
+    return name, p.resolve().parent
+
+
 def lm_eval_scores(
-    model_path: str | Path, tasks: Sequence[str], *, batch_size: int = 8, limit: int | None = None
+    model_path: str | Path,
+    tasks: Sequence[str],
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    device: str | None = None,
 ) -> dict[str, float | None]:
     """Scores from lm-eval-harness (`pip install trace-realign[eval]`), one number per task.
 
-    An adapter folder is passed as `peft=` on its base. Tested against a stand-in `lm_eval`
-    module only: lm-eval needs its datasets from the Hub, which the test machine cannot reach.
-    A task missing from lm-eval's results is None (null in JSON), never 0.
+    A task is one of the paper's benchmarks (`LM_EVAL_TASKS`, datasets from the Hub) or the path
+    of an lm-eval task YAML (e.g. `dataset_path: json` over a local file), reported under its
+    `task:` name. An adapter folder is passed as `peft=` on its base. A task missing from
+    lm-eval's results is None (null in JSON), never 0.
     """
-
-    unknown = [t for t in tasks if t not in LM_EVAL_TASKS]
+    local = {t: _local_task(t) for t in tasks}
+    unknown = [t for t in tasks if local[t] is None and t not in LM_EVAL_TASKS]
     if unknown:
         raise InputError(
-            f"unknown lm-eval task(s) {unknown}; choose from {sorted(LM_EVAL_TASKS)}", field="lm_eval"
+            f"unknown lm-eval task(s) {unknown}; choose from {sorted(LM_EVAL_TASKS)} or give a task YAML file",
+            field="lm_eval",
         )
     try:
         import lm_eval
@@ -216,15 +244,29 @@ def lm_eval_scores(
         model_args = f"pretrained={base},peft={Path(model_path).resolve()}"
     else:
         model_args = f"pretrained={model_path}"
+    names = {t: (local[t][0] if local[t] else LM_EVAL_TASKS[t]) for t in tasks}
+    kwargs: dict[str, Any] = {}
+    folders = sorted({str(v[1]) for v in local.values() if v})
+    if folders:
+        from lm_eval.tasks import TaskManager
+
+        # the built-in task index is large: read it only when a built-in task is asked for
+        kwargs["task_manager"] = TaskManager(
+            include_path=folders, include_defaults=any(v is None for v in local.values())
+        )
+    if device is not None:
+        kwargs["device"] = device
     results = lm_eval.simple_evaluate(
         model="hf",
         model_args=model_args,
-        tasks=[LM_EVAL_TASKS[t] for t in tasks],
+        tasks=[names[t] for t in tasks],
         batch_size=batch_size,
         limit=limit,
+        **kwargs,
     )["results"]
     scores = {}
     for t in tasks:
-        metrics = results.get(LM_EVAL_TASKS[t], {})
-        scores[t] = next((float(metrics[m]) for m in _LM_EVAL_METRICS if m in metrics), None)
+        metrics = results.get(names[t], {})
+        key = names[t] if local[t] else t
+        scores[key] = next((float(metrics[m]) for m in _LM_EVAL_METRICS if m in metrics), None)
     return scores

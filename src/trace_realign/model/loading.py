@@ -138,24 +138,31 @@ class Reference:
     """The reference model `π_ref` of a policy being trained.
 
     Under PEFT it is the same network with the adapter disabled (no second copy in memory);
-    for full fine-tuning it is a frozen copy taken when this object is made, so make it
-    before the first update. Use `with ref() as m:`; inside, `m` is in eval mode and the
-    caller should run it under `torch.no_grad()`.
+    for full fine-tuning it is a frozen copy taken when this object is made (so make it
+    before the first update), or `copy` when given (a copy loaded separately, as ZeRO-3 needs).
+    Use `with ref() as m:`; inside, `m` is in eval mode and the caller should run it under
+    `torch.no_grad()`. Under FSDP pass the wrapped policy, `ref(wrapped)`: the adapter is switched
+    off on the PEFT model and the pass goes through the wrapper, which gathers the shards.
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, copy_: Any = None) -> None:
         self.model = model
-        self.copy = None if is_peft(model) else copy.deepcopy(model).eval().requires_grad_(False)
+        if is_peft(model):
+            self.copy = None
+        else:
+            self.copy = copy_ if copy_ is not None else copy.deepcopy(model)
+            self.copy.eval().requires_grad_(False)
 
     @contextmanager
-    def __call__(self) -> Iterator[Any]:
+    def __call__(self, runner: Any = None) -> Iterator[Any]:
         if self.copy is not None:
             yield self.copy
             return
-        was_training = self.model.training
-        self.model.eval()
+        runner = runner if runner is not None else self.model
+        was_training = runner.training
+        runner.eval()
         try:
             with self.model.disable_adapter():
-                yield self.model
+                yield runner
         finally:
-            self.model.train(was_training)
+            runner.train(was_training)

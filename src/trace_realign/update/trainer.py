@@ -14,7 +14,9 @@ The 1/B makes it a mean, so the learning rate does not depend on the batch size.
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
 on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
 just a number) and any sequence whose `log π_ref` is not cached. With LoRA the reference is the
-same network with the adapter disabled; for full fine-tuning, a frozen copy.
+same network with the adapter disabled (under FSDP that pass runs through the sharded wrapper);
+for full fine-tuning, a frozen copy placed like the policy (`update.sharding`: sharded under FSDP
+and ZeRO-3, never replicated in full on every rank).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ class TraceTrainer(Trainer):
         processing_class: Any = None,
         *,
         ref_cache_dir: str | Path | None = None,
+        ref_model: Any = None,
         **kwargs: Any,
     ) -> None:
         from trace_realign.model.loading import Reference, is_peft
@@ -162,8 +165,9 @@ class TraceTrainer(Trainer):
         if args.gradient_checkpointing and is_peft(model):
             # the frozen embeddings give checkpointed blocks no input that requires grad otherwise
             model.enable_input_require_grads()
-        # made before any update, so a full fine-tuning copy is θ_ref
-        self.reference = Reference(model)
+        # made before any update, so a full fine-tuning copy is θ_ref; `ref_model` is a copy loaded
+        # apart (ZeRO-3 partitions the policy as it loads, and a partitioned model cannot be deep-copied)
+        self.reference = Reference(model, ref_model)
         super().__init__(
             model=model,
             args=args,
@@ -173,15 +177,23 @@ class TraceTrainer(Trainer):
             **kwargs,
         )
         self.model_accepts_loss_kwargs = False
-        if self.reference.copy is not None:
-            self.reference.copy.to(self.args.device)
         self.last_grad_norm: float | None = None
         self.stop_reason = ""
         self._sums = torch.zeros(len(METRICS), 2, dtype=torch.float64)
         self.add_callback(GradNormStop(self, args.grad_norm_stop))
         self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
-        if args.precompute_ref_log_probs:
+        if args.precompute_ref_log_probs and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            # The precompute runs on the main process alone, before the engine has placed the model:
+            # under FSDP that is a whole-model pass on the CPU, under ZeRO-3 (parameters partitioned
+            # as they load) a collective the other processes never join. The step's pass instead.
+            self.reference_stats["precompute_skipped"] = "FSDP/DeepSpeed: reference pass in every step"
+        elif args.precompute_ref_log_probs:
             self._precompute_reference(processing_class, ref_cache_dir)
+        if self.reference.copy is not None:
+            # after the precompute, which runs the whole copy on one process while the others wait
+            from trace_realign.update.sharding import prepare_reference
+
+            self.reference.copy = prepare_reference(self.reference.copy, self.accelerator)
 
     # ---- data ----------------------------------------------------------------------------
 
@@ -253,7 +265,9 @@ class TraceTrainer(Trainer):
         kl = torch.zeros(kind.numel(), device=pol.device, dtype=pol.dtype)
         if need.any():
             rows = need.nonzero().squeeze(-1)
-            with torch.no_grad(), self.reference() as ref_model:
+            # under FSDP the adapter-disabled pass must go through the wrapper that gathers the shards
+            runner = model if self.is_fsdp_enabled else None
+            with torch.no_grad(), self.reference(runner) as ref_model:
                 ref_logits = ref_model(
                     input_ids=ids[rows], attention_mask=attn[rows], use_cache=False, logits_to_keep=keep
                 ).logits
@@ -369,7 +383,14 @@ def train(
     dataset = TraceDataset(
         selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
-    trainer = TraceTrainer(model, config, dataset, tokenizer, ref_cache_dir=ref_cache_dir)
+    trainer = TraceTrainer(
+        model,
+        config,
+        dataset,
+        tokenizer,
+        ref_cache_dir=ref_cache_dir,
+        ref_model=_zero3_reference(model_name_or_path, config),
+    )
     checkpoint = config.resume_from_checkpoint
     out = Path(config.output_dir)
     if checkpoint is None and resume and out.is_dir():
@@ -406,6 +427,18 @@ def train(
     if trainer.is_world_process_zero():
         write_json_atomic(out / "run_summary.json", summary)
     return summary
+
+
+def _zero3_reference(model_name_or_path: str | Path, config: TraceConfig) -> Any:
+    """Full fine-tuning under ZeRO-3 loads `θ_ref` a second time from its path: the policy was
+    partitioned as it loaded (`zero.Init`), and a partitioned model cannot be deep-copied."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if config.use_peft or not is_deepspeed_zero3_enabled():
+        return None
+    from trace_realign.model.loading import load_model
+
+    return load_model(model_name_or_path)
 
 
 def _loss_label(preset: Preset, config: TraceConfig) -> str:
