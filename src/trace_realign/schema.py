@@ -51,10 +51,15 @@ class Verdict:
         return cls(Label(d["label"]), d.get("reason", ""), d.get("raw", ""))
 
 
+def canonical_hash(*parts: Any) -> str:
+    """SHA-256 (64 hex) of the canonical JSON of `parts`: sorted keys, no spaces, UTF-8."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def content_id(*parts: Any) -> str:
     """A stable 16-hex id of JSON-serialisable content."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return canonical_hash(*parts)[:16]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,17 @@ class LoraOptions:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """`model` in eval mode (dropout, LoRA dropout included, off), its training flag restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def adapter_base(path: str | Path) -> str | None:
     """The base model an adapter folder was trained on, or None when `path` is not an adapter."""
     cfg = Path(path) / "adapter_config.json"
@@ -152,10 +163,5 @@ class Reference:
         if self.copy is not None:
             yield self.copy
             return
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with self.model.disable_adapter():
-                yield self.model
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), self.model.disable_adapter():
+            yield self.model
