@@ -36,6 +36,12 @@ from trace_realign.cli import build_parser, main
             5,
         ),  # fmt: skip
         (["demo", "--no_progress"], "no_progress", True),
+        (
+            ["evaluate", "--model", "m", "--prompts", "p", "--policy", "p", "--judge", "j", "--out", "o"],
+            "dtype",
+            "float32",
+        ),  # the model options' default, as for score and train
+        (["run", "c.yaml", "--stages", "triage"], "stages", ["triage"]),
     ],
 )
 def test_both_spellings_of_a_flag(argv, attr, value):
@@ -58,15 +64,18 @@ def test_train_and_score_take_both_spellings(tmp_path):
 
 
 def test_score_and_train_share_model_defaults(tmp_path):
+    from dataclasses import fields
+
     from trace_realign.impact.cli import parse_score_args
-    from trace_realign.options import ModelConfig, model_options
+    from trace_realign.options import ModelConfig
     from trace_realign.update.cli import parse_train_args
 
     _, train = parse_train_args(
         ["--model", "m", "--weighted", "w", "--output_dir", str(tmp_path), "--use_cpu"]
     )
     _, score = parse_score_args(["--model", "m", "--triaged", "t", "--out", "o"])
-    assert model_options(train) == model_options(score) == model_options(ModelConfig())
+    for f in fields(ModelConfig):
+        assert getattr(train, f.name) == getattr(score, f.name) == getattr(ModelConfig(), f.name), f.name
     assert (train.max_length, train.seed, train.beta) == (score.max_length, score.seed, score.beta)
     assert train.loss_type == score.loss_type == ["sigmoid"]
 

@@ -74,22 +74,6 @@ class ModelConfig:
         default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Modules that get a LoRA adapter."}
     )
 
-    def lora_options(self) -> Any:
-        """The `model.loading.LoraOptions` of these settings."""
-        from trace_realign.model.loading import LoraOptions
-
-        return LoraOptions(self.lora_r, self.lora_alpha, self.lora_dropout, list(self.lora_target_modules))
-
-
-def model_options(source: Any) -> dict[str, Any]:
-    """The `ModelConfig` fields of a config object or mapping, by name (what score takes from train)."""
-    from dataclasses import fields
-
-    names = [f.name for f in fields(ModelConfig)]
-    if isinstance(source, dict):
-        return {n: source[n] for n in names if n in source}
-    return {n: getattr(source, n) for n in names}
-
 
 def deprecated(old: str, where: str = "") -> None:
     """Say once that `old` is deprecated and what replaces it."""

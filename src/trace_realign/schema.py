@@ -18,7 +18,7 @@ Prompt = str | list[Message]
 
 
 class Category(str, Enum):
-    """Stage-1 triage of an old pair under the new policy (method.md, table in Stage 1)."""
+    """Stage-1 triage of an old pair under the new policy (docs/method.md, table in Stage 1)."""
 
     INVERT = "INVERT"  # c_w = 0, c_l = 1
     PUNISH = "PUNISH"  # c_w = 0, c_l = 0

@@ -289,3 +289,20 @@ def test_entry_point_exit_codes_without_traceback(tmp_path):
     )
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("trace-realign triage: error:")
+
+
+def test_the_python_stage_gives_what_the_command_gives(tmp_path):
+    from trace_realign.triage.stage import run_triage
+
+    assert main(example_args(tmp_path / "cli")) == 0
+    summary = run_triage(
+        EXAMPLES_DIR / "pairs.jsonl",
+        EXAMPLES_DIR / "policy.md",
+        f"rules:{EXAMPLES_DIR / 'rules.yaml'}",
+        tmp_path / "py" / "triaged.jsonl",
+        cache=tmp_path / "py" / "verdicts.sqlite",
+        progress=False,
+    )
+    assert summary["counts"] == EXPECTED
+    cli_rows = (tmp_path / "cli" / "run" / "triaged.jsonl").read_text()
+    assert (tmp_path / "py" / "triaged.jsonl").read_text() == cli_rows

@@ -1,4 +1,4 @@
-"""Presets are the method table of method.md; TraceConfig options are flags and YAML keys."""
+"""Presets are the method table of docs/method.md; TraceConfig options are flags and YAML keys."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def plain_logp_and_logits(model, enc):
 
 
 def per_sample_loss(model, item, beta, alpha_kl, rpo_alpha=0.0):
-    """The hybrid loss of one example, written out from method.md's formulas one sequence at a time
+    """The hybrid loss of one example, written out from docs/method.md's formulas one sequence at a time
     (`rpo_alpha`: plus that times the per-token NLL of the preferred response)."""
     pol, ref, pol_rows, ref_rows = [], [], [], []
     for enc in item["seqs"]:
@@ -109,9 +109,16 @@ def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
-def test_rpo_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.7]},  # TRL 1.16's names
+        {"rpo_alpha": 0.7},  # the old name, mapped onto them
+    ],
+)
+def test_sft_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir, options):
     rows = weighted_rows(3, corrections=True)
-    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, rpo_alpha=0.7)
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, **options)
     model = trainer.model
     model.eval()
     got = trainer.batch_loss(model, trainer.data_collator(ds.items)).loss

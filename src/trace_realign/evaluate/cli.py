@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.options import DTYPES, ModelConfig
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -55,6 +56,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="wrap harmful prompts in the two jailbreak wrappers and report attack success (default: on)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=ModelConfig.dtype,
+        help=f"dtype a Hugging Face model is loaded in, as for score and train (default: {ModelConfig.dtype})",
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument(
@@ -114,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         cache=False if args.no_cache else (args.cache or None),
         progress=args.progress,
+        dtype=args.dtype,
     )
     console = Console()
     console.print(metrics_table(metrics))

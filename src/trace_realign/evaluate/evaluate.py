@@ -120,11 +120,11 @@ def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
     return judge
 
 
-def _backend(model: str | Path | Backend, batch_size: int) -> Backend:
+def _backend(model: str | Path | Backend, batch_size: int, dtype: str = "float32") -> Backend:
     return (
         model
         if hasattr(model, "generate") and hasattr(model, "identity")
-        else make_backend(model, batch_size=batch_size)
+        else make_backend(model, batch_size=batch_size, dtype=dtype)
     )
 
 
@@ -156,13 +156,15 @@ def evaluate_model(
     batch_size: int = 8,
     cache: str | Path | None | bool = None,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Evaluate `model` on held-out `prompts` under `policy` with `judge`; write and return metrics.
 
     `model` and each baseline are a path / Hub id / adapter folder / `openai:MODEL@URL` /
     `vllm:PATH`, or a ready backend (`evaluate.generate.HFBackend(...)`). A baseline adds a
     win rate of `model` over it (`winrate.pairwise_win_rate`). `mc_file`, `text_file` and
-    `lm_eval_tasks` add utility numbers (they need a Hugging Face model).
+    `lm_eval_tasks` add utility numbers (they need a Hugging Face model). `dtype` is the dtype
+    a Hugging Face model is loaded in (`options.ModelConfig.dtype`, as in score and train).
     """
     from trace_realign.cache import JudgeStats, judge_with_cache
     from trace_realign.evaluate.winrate import pairwise_win_rate
@@ -185,7 +187,7 @@ def evaluate_model(
         for c in (gen_cache, verdict_cache):
             if c is not None:
                 opened.callback(c.close)
-        backend = _backend(model, batch_size)
+        backend = _backend(model, batch_size, dtype)
         if (mc_file or text_file) and getattr(backend, "model", None) is None:
             raise InputError(
                 "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint",
@@ -250,7 +252,7 @@ def evaluate_model(
 
         metrics["win_rate"] = {}
         for base_name, base_model in (baselines or {}).items():
-            base_backend = _backend(base_model, batch_size)
+            base_backend = _backend(base_model, batch_size, dtype)
             base_responses = respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}")
             wr = pairwise_win_rate(
                 judge,

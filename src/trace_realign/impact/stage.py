@@ -160,7 +160,7 @@ def score(
         normalise_weights,
         process_state,
     )
-    from trace_realign.model.loading import apply_lora, load_model, load_tokenizer
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
     from trace_realign.model.tokenize import TruncationReport
 
     started = time.time()
@@ -180,7 +180,7 @@ def score(
     torch.manual_seed(config.seed)  # the LoRA A matrices, which the weights depend on
     tokenizer = load_tokenizer(model_name_or_path)
     model = load_model(model_name_or_path, dtype=config.dtype)
-    lora = config.lora_options()
+    lora = LoraOptions.from_config(config)
     if config.use_peft:
         model = apply_lora(model, lora)
     else:

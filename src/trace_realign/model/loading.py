@@ -31,6 +31,11 @@ class LoraOptions:
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
+    @classmethod
+    def from_config(cls, config: Any) -> LoraOptions:
+        """From an `options.ModelConfig` (`ScoreConfig`, `TraceConfig`): `lora_r`, `lora_alpha`, ..."""
+        return cls(config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules))
+
 
 @contextmanager
 def eval_mode(model: Any) -> Iterator[Any]:
@@ -107,10 +112,6 @@ def load_model(
     if device is not None:
         model.to(device)
     return model
-
-
-def load_model_and_tokenizer(path_or_id: str | Path, **kwargs: Any) -> tuple[Any, Any]:
-    return load_model(path_or_id, **kwargs), load_tokenizer(path_or_id)
 
 
 def apply_lora(model: Any, options: LoraOptions | None = None) -> Any:

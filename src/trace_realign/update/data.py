@@ -169,7 +169,7 @@ def select_examples(
     normalisation: str = "mean",
     path: str = "weighted file",
 ) -> Selection:
-    """The training examples of `preset` (method.md, table of methods) from validated rows.
+    """The training examples of `preset` (docs/method.md, table of methods) from validated rows.
 
     Raises `InputError` when nothing would be trained: no usable rows, impact weights missing on a
     conflict row (run `score`, or use trace-no-impact), or every impact weight 0 after clamping.

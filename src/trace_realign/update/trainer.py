@@ -127,7 +127,7 @@ def _positions_to_keep(labels: torch.Tensor) -> int:
 
 
 class GradNormStop(TrainerCallback):
-    """Stop when the norm of an update's gradient falls below ε (method.md: stop when ‖∇L‖ < ε)."""
+    """Stop when the norm of an update's gradient falls below ε (docs/method.md: stop when ‖∇L‖ < ε)."""
 
     def __init__(self, trainer: TraceTrainer, eps: float) -> None:
         self.trainer, self.eps = trainer, eps
@@ -368,13 +368,10 @@ def train(
         path=str(weighted_path),
     )
     tokenizer = load_tokenizer(model_name_or_path)
-    model = load_model(model_name_or_path)
+    model = load_model(model_name_or_path, dtype=config.dtype)
     if config.use_peft:
         set_seed(config.seed)  # LoRA's A matrices are random: same seed, same start
-        lora = LoraOptions(
-            config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules)
-        )
-        model = apply_lora(model, lora)
+        model = apply_lora(model, LoraOptions.from_config(config))
     dataset = TraceDataset(
         selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
