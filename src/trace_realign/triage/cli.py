@@ -25,6 +25,7 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.io import load_yaml
+from trace_realign.judges.spec import split_path_spec
 from trace_realign.triage.stage import OPTIONS, REQUIRED
 
 PATH_OPTIONS = ("policy", "out", "summary", "cache")
@@ -147,8 +148,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         spec = found.get(name)
         if isinstance(spec, dict) and "file" in spec:
             found[name] = {**spec, "file": _beside(path, spec["file"])}
-        elif isinstance(spec, str) and spec.startswith("rules:"):
-            found[name] = "rules:" + str(_beside(path, spec.removeprefix("rules:")))
+        elif isinstance(spec, str):  # the file behind rules:, hf:, file:, noisy:RATE:...
+            prefix, rest = split_path_spec(spec)
+            if prefix:
+                found[name] = prefix + str(_beside(path, rest))
     return {k: v for k, v in found.items() if v is not None}
 
 
