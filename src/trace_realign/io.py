@@ -81,17 +81,22 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     except FileNotFoundError:
         raise InputError(f"{what} not found", path=str(p)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"unparseable YAML ({getattr(exc, 'problem', None) or exc})",
-            path=str(p),
-            line=mark.line + 1 if mark else None,
-        ) from None
+        raise yaml_error(exc, p) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(f"expected a mapping of options, got {type(data).__name__}", path=str(p))
     return data
+
+
+def yaml_error(exc: Exception, path: str | Path) -> InputError:
+    """The `InputError` of a YAML syntax error: the file, the line, what the parser found."""
+    mark = getattr(exc, "problem_mark", None)
+    return InputError(
+        f"unparseable YAML ({getattr(exc, 'problem', None) or exc})",
+        path=str(path),
+        line=mark.line + 1 if mark is not None else None,
+    )
 
 
 def read_json(path: str | Path) -> Any:

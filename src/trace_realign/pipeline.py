@@ -16,9 +16,9 @@ Each stage is its Python function (`triage.stage.run_triage`, `impact.stage.scor
 `update.train`, `evaluate.evaluate_model`); the blocks are their options by name (`-` or `_`
 alike). Score takes the model, LoRA, loss, length and seed options of the train block unless
 the score block sets them: the impact weights must be gradients over the parameters and of the
-loss that training uses. Relative paths are read from the config file's folder. The run directory is laid out as
-docs/architecture.md says (config.yaml, triage/, score/, train/<method>/, eval/<name>/). Each stage
-records a fingerprint of its options and input files in `<stage dir>/.stage.json` when it
+loss that training uses. Relative paths are read from the config file's folder. The run
+directory is laid out as docs/architecture.md says (config.yaml, triage/, score/,
+train/<method>/, eval/<name>/). Each stage records a fingerprint of its options and input files in `<stage dir>/.stage.json` when it
 finishes; a rerun skips every stage whose fingerprint has not changed, so a crashed run continues
 with the stage that did not finish (and triage, score and train each resume inside themselves:
 verdict cache, scoring work folder, trainer checkpoints).

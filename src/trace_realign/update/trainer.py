@@ -6,9 +6,10 @@ Each step minimises, over a stratified batch of B examples (see `update.data`),
               + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
 
 With `"sft"` in `loss_type` every preference term also gets its `loss_weights` share of the
-per-token NLL of its preferred response (RPO; TRL 1.16's spelling of the old `rpo_alpha`): on a small model DPO alone can widen the margin on the later tokens of
-the preferred response and saturate while greedy decoding still opens the old way; the NLL term
-keeps raising the preferred response itself, its first tokens included.
+per-token NLL of its preferred response (RPO; TRL 1.16's spelling of the old `rpo_alpha`): on
+a small model DPO alone can widen the margin on the later tokens of the preferred response and
+saturate while greedy decoding still opens the old way; the NLL term keeps raising the preferred
+response itself, its first tokens included.
 
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
