@@ -14,7 +14,7 @@ from trace_realign.cli import main
 from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import KL, NPO, PREF, TraceDataset, read_weighted, select_examples
 from trace_realign.update.presets import PRESETS
-from trace_realign.update.trainer import TraceTrainer, train
+from trace_realign.update.trainer import TraceTrainer, hybrid_loss, train
 
 from .rows import weighted_rows, write_rows
 
@@ -313,3 +313,19 @@ def test_checkpointing_and_bf16_pass_through(tmp_path, tiny_model_dir, flags):
     summary = train(tiny_model_dir, path, config(tmp_path, "trace", max_steps=2, **flags))
     assert summary["global_step"] == 2 and all(summary["config"][k] for k in flags)
     assert all(math.isfinite(h["loss"]) for h in summary["log_history"] if "loss" in h)
+
+
+def test_hybrid_loss_reads_the_old_keyword_names():
+    pol = torch.tensor([-3.0, -4.0])
+    ref = torch.tensor([-3.5, -3.0])
+    batch = {"kind": torch.tensor([0]), "weight": torch.tensor([1.0]), "pos_idx": torch.tensor([0]),
+             "neg_idx": torch.tensor([1]), "npo_mask": torch.zeros(1, 2), "has_neg": torch.tensor([True])}  # fmt: skip
+    n_tokens = torch.tensor([5, 6])
+    for pair_loss, new, old in [
+        ("pref", {"sft_weight": 0.7}, {"rpo_alpha": 0.7}),
+        ("rdpo", {"label_smoothing": 0.2}, {"flip_rate": 0.2}),
+    ]:
+        common = {"beta": 0.3, "alpha_kl": 0.1, "pair_loss": pair_loss, "n_tokens": n_tokens}
+        a = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **new).loss
+        b = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **old).loss
+        assert a.item() == b.item()

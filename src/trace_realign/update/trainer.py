@@ -83,6 +83,8 @@ def hybrid_loss(
     preference_weight: float = 1.0,
     sft_weight: float = 0.0,
     n_tokens: torch.Tensor | None = None,
+    rpo_alpha: float | None = None,
+    flip_rate: float | None = None,
 ) -> HybridLoss:
     """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
 
@@ -92,7 +94,13 @@ def hybrid_loss(
     each preference term is `preference_weight · ℓ_pref + sft_weight · NLL(preferred)` (TRL's
     `loss_type [.., "sft"]` with `loss_weights`). `n_tokens`: `[S]` response tokens of each
     sequence, needed when `sft_weight > 0`. `pair_loss=None`: the preset builds no pairs.
+    `rpo_alpha` and `flip_rate` are the old names of `sft_weight` and `label_smoothing`
+    (options.DEPRECATED), still read for callers written before TRL 1.16's names.
     """
+    if rpo_alpha is not None:
+        sft_weight = rpo_alpha
+    if flip_rate is not None:
+        label_smoothing = flip_rate
     kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
     pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
     rp, rn = ref[batch["pos_idx"]].to(pol.dtype), ref[batch["neg_idx"]].to(pol.dtype)
