@@ -87,24 +87,18 @@ def run_triage(
 
     if limit is not None and int(limit) < 0:
         raise InputError("limit must be >= 0", field="limit")
-    opts = {
-        "data": data, "policy": policy, "judge": judge, "out": out, "summary": summary, "format": format,
-        "split": split, "dataset_config": dataset_config, "limit": limit, "skip_bad_rows": skip_bad_rows,
-        "concurrency": concurrency, "cache": cache, "no_cache": no_cache, "corrections": corrections,
-        "unknown_as": unknown_as, "dry_run": dry_run, "progress": progress,
-    }  # fmt: skip
     console = Console(stderr=False)
-    policy = Policy.from_file(opts["policy"])
+    new_policy = Policy.from_file(policy)
     load = load_pairs(
-        opts["data"],
-        format=opts["format"],
-        split=opts["split"],
-        name=opts["dataset_config"],
-        skip_bad=bool(opts["skip_bad_rows"]),
-        limit=None if opts["limit"] is None else int(opts["limit"]),
+        data,
+        format=format,
+        split=split,
+        name=dataset_config,
+        skip_bad=bool(skip_bad_rows),
+        limit=None if limit is None else int(limit),
     )
     if load.rows_read == 0:
-        raise InputError("no rows to triage", path=str(opts["data"]))
+        raise InputError("no rows to triage", path=str(data))
     for s in load.skipped[:SHOW_SKIPPED]:
         console.print(f"skipped {s}", style="yellow", highlight=False, soft_wrap=True)
     if len(load.skipped) > SHOW_SKIPPED:
@@ -112,50 +106,50 @@ def run_triage(
             f"... and {len(load.skipped) - SHOW_SKIPPED} more skipped rows, all listed in the summary"
         )
 
-    judge = make_judge(_with_concurrency(opts["judge"], opts["concurrency"]))
-    cache = None if opts["no_cache"] else VerdictCache(opts["cache"])
-    closers = [c for c in (getattr(judge, "close", None), cache and cache.close) if callable(c)]
+    the_judge = make_judge(_with_concurrency(judge, concurrency))
+    verdicts = None if no_cache else VerdictCache(cache)
+    closers = [c for c in (getattr(the_judge, "close", None), verdicts and verdicts.close) if callable(c)]
     try:
-        if opts["dry_run"]:
-            plan = plan_triage(load.pairs, judge, policy, cache)
+        if dry_run:
+            plan = plan_triage(load.pairs, the_judge, new_policy, verdicts)
             # only endpoint judges spend tokens; a local model or rules cost none
             cost = (
                 f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
-                if "openai:" in judge.identity
+                if "openai:" in the_judge.identity
                 else " (a local judge: no API tokens)"
             )
             console.print(
                 f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
                 f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
-                f"{plan['calls']} judge calls{cost} with judge {judge.identity}",
+                f"{plan['calls']} judge calls{cost} with judge {the_judge.identity}",
                 highlight=False,
                 soft_wrap=True,
             )
-            if opts["corrections"]:
+            if corrections:
                 console.print(
                     "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
                     highlight=False,
                 )
             return {"dry_run": plan}
-        corrections = None
-        if opts["corrections"]:
-            corrections, generations = _corrections(opts)
-            closers += [corrections.close] + ([generations.close] if generations is not None else [])
+        generator = None
+        if corrections:
+            generator, generations = _corrections(corrections, cache, no_cache, concurrency, progress)
+            closers += [generator.close] + ([generations.close] if generations is not None else [])
         result = triage_pairs(
             load.pairs,
-            judge,
-            policy,
-            cache,
-            corrections=corrections,
-            unknown_as=opts["unknown_as"],
-            progress=bool(opts["progress"]),
+            the_judge,
+            new_policy,
+            verdicts,
+            corrections=generator,
+            unknown_as=unknown_as,
+            progress=bool(progress),
         )
     finally:
         for close in closers:
             close()
 
-    out = Path(opts["out"])
-    summ_path = Path(opts["summary"]) if opts["summary"] else summary_path(out)
+    out = Path(out)
+    summ_path = Path(summary) if summary else summary_path(out)
     summ = summarise(result, load)
     summ["files"] = {"triaged": str(out), "summary": str(summ_path)}
     write_triaged(out, result.rows)
@@ -184,15 +178,20 @@ def _with_concurrency(spec: str | dict[str, Any], concurrency: int | None) -> st
     return {"spec": spec, "concurrency": int(concurrency)}
 
 
-def _corrections(opts: dict[str, Any]):
+def _corrections(
+    spec: str | dict[str, Any],
+    verdict_cache: str | Path | None,
+    no_cache: bool,
+    concurrency: int | None,
+    progress: bool,
+):
     """The oracle correction generator, its generations cached beside the verdict cache."""
     from trace_realign.cache import GENERATIONS_FILE, GenerationCache
     from trace_realign.triage.corrections import make_corrections
 
-    spec = opts["corrections"]
     spec = {**spec} if isinstance(spec, dict) else {"spec": spec}
-    spec.setdefault("progress", bool(opts["progress"]))
+    spec.setdefault("progress", bool(progress))
     cache = None
-    if not opts["no_cache"]:
-        cache = GenerationCache(Path(opts["cache"]).parent / GENERATIONS_FILE if opts["cache"] else None)
-    return make_corrections(spec, cache=cache, concurrency=opts["concurrency"]), cache
+    if not no_cache:
+        cache = GenerationCache(Path(verdict_cache).parent / GENERATIONS_FILE if verdict_cache else None)
+    return make_corrections(spec, cache=cache, concurrency=concurrency), cache
