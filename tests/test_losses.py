@@ -77,7 +77,7 @@ def test_robust_dpo_by_hand_and_reduces_to_dpo():
 
 
 def test_gradient_at_reference_is_half_beta_times_logprob_gradients():
-    # method.md: at θ_ref Δ = 0 and ∂ℓ_pref/∂logπ(y+) = −β/2, ∂/∂logπ(y−) = +β/2
+    # docs/method.md: at θ_ref Δ = 0 and ∂ℓ_pref/∂logπ(y+) = −β/2, ∂/∂logπ(y−) = +β/2
     beta = 0.3
     pos = torch.tensor([-4.0], requires_grad=True)
     neg = torch.tensor([-6.0], requires_grad=True)

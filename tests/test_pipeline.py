@@ -136,3 +136,53 @@ def test_fingerprint_follows_file_content(tmp_path):
     assert fingerprint({"data": str(f)}) == before
     f.write_text("two")
     assert fingerprint({"data": str(f)}) != before
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "file:{f}",  # oracle corrections written beforehand
+        "noisy:0.1:rules:{f}",  # a noisy rule judge
+        "noisy:0.1:noisy:0.2:rules:{f}",
+        "hf:{d}",  # a local model judge: its folder's config
+        "noisy:0.2:hf:{d}",
+    ],
+)
+def test_every_file_a_spec_names_is_in_the_fingerprint(tmp_path, spec):
+    import os
+
+    f, d = tmp_path / "x.yaml", tmp_path / "judge"
+    f.write_text("one")
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    opts = {"judge": spec.format(f=f, d=d), "corrections": {"spec": spec.format(f=f, d=d)}}
+    before = fingerprint("triage", opts)
+    f.write_text("two")
+    (d / "config.json").write_text('{"a": 1}')
+    st = (d / "config.json").stat()
+    os.utime(d / "config.json", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert fingerprint("triage", opts) != before
+
+
+def test_the_train_block_sets_what_score_shares_with_it():
+    from trace_realign.pipeline import _score_config, _score_options
+
+    train = {"lora_r": 8, "lora_alpha": 4, "max_length": 64, "seed": 3, "loss_type": ["ipo", "sft"],
+             "weight_normalisation": "none", "max_steps": 2, "learning_rate": 1e-3}  # fmt: skip
+    opts = _score_options({"lora_r": 16, "gold_size": 5, "no_progress": True}, train)
+    assert opts == {"lora_r": 16, "lora_alpha": 4, "max_length": 64, "seed": 3, "loss_type": ["ipo", "sft"],
+                    "gold_size": 5, "no_progress": True}  # fmt: skip
+    config = _score_config(opts)
+    assert config.score_options().variant == "ipo" and config.use_peft and config.lora_dropout == 0.1
+    with pytest.raises(InputError) as err:
+        _score_options({"gold_sise": 5}, train)
+    assert err.value.field == "score.gold_sise"
+
+
+def test_gamma_in_the_train_block_says_where_it_belongs(run_config):
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["train"]["gamma"] = 2.0
+    run_config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match="score block") as err:
+        run_pipeline(run_config, stages=("train",))
+    assert err.value.field == "train.gamma"

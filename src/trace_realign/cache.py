@@ -16,7 +16,6 @@ storing it lets a rerun retry exactly those items and nothing else.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 
 from trace_realign.judges.base import Judge, JudgeItem
 from trace_realign.judges.policy import Policy
-from trace_realign.schema import Label, Verdict
+from trace_realign.schema import Label, Verdict, canonical_hash
 
 VERDICTS_FILE = "verdicts.sqlite"
 GENERATIONS_FILE = "generations.sqlite"
@@ -36,8 +35,7 @@ GENERATIONS_FILE = "generations.sqlite"
 
 def cache_key(*parts: Any) -> str:
     """Full SHA-256 of the JSON of `parts` (64 hex): collisions must not silently share a verdict."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return canonical_hash(*parts)
 
 
 class _SqliteStore:

@@ -1,8 +1,10 @@
 """`trace-realign` command line: a thin layer over the Python API.
 
 Each subcommand lives beside the stage it drives and exposes `add_parser(subparsers)`
-and `run(args) -> int`. Expected failures (`TraceError`) print one line and exit with
-their code; nothing else is caught.
+and `run(args) -> int`; `run` parses and calls the stage's Python function. Every flag takes
+either spelling, `--flag_name` or `--flag-name` (`score` and `train` get this from
+`HfArgumentParser`, the others from `FlagParser`). Expected failures (`TraceError`) print one
+line and exit with their code; nothing else is caught.
 """
 
 from __future__ import annotations
@@ -26,8 +28,23 @@ COMMANDS = {
 }
 
 
+class FlagParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose long options also answer to their other spelling: `--dry-run`
+    and `--dry_run` are one flag. Subcommand parsers are of this class too."""
+
+    def add_argument(self, *names: str, **kwargs):  # type: ignore[override]
+        extra = []
+        for name in names:
+            if name.startswith("--"):
+                body = name[2:]
+                for other in (body.replace("-", "_"), body.replace("_", "-")):
+                    if other != body and f"--{other}" not in names and f"--{other}" not in extra:
+                        extra.append(f"--{other}")
+        return super().add_argument(*names, *extra, **kwargs)
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object]:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="trace-realign",
         description="Realign an aligned LLM to a changed policy with TRACE: triage, impact, update.",
     )

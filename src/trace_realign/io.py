@@ -29,7 +29,7 @@ def read_jsonl(
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))  # so the column counts within the line
             except json.JSONDecodeError as exc:
                 error = InputError(f"unparseable JSON ({exc.msg} at column {exc.colno})", path=str(p), line=n)
             else:
@@ -68,6 +68,35 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise InputError(f"{what} not found", path=str(p)) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{what} is not UTF-8 text ({exc.reason})", path=str(p)) from None
+
+
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """A YAML mapping; a missing or unparseable file, or one that is not a mapping, is an `InputError`
+    naming the file (and the line, for a syntax error). An empty file is an empty mapping."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", path=str(p)) from None
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, p) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"expected a mapping of options, got {type(data).__name__}", path=str(p))
+    return data
+
+
+def yaml_error(exc: Exception, path: str | Path) -> InputError:
+    """The `InputError` of a YAML syntax error: the file, the line, what the parser found."""
+    mark = getattr(exc, "problem_mark", None)
+    return InputError(
+        f"unparseable YAML ({getattr(exc, 'problem', None) or exc})",
+        path=str(path),
+        line=mark.line + 1 if mark is not None else None,
+    )
 
 
 def read_json(path: str | Path) -> Any:

@@ -1,4 +1,4 @@
-"""The loss math of TRACE on tensors, named as method.md names it.
+"""The loss math of TRACE on tensors, named as docs/method.md names it.
 
 Every function takes summed sequence log-probabilities (shape `[N]`) of the policy
 `π_θ` and of the reference `π_ref` and returns per-sequence losses (shape `[N]`): the
@@ -53,7 +53,7 @@ def preference_loss(
 def npo_loss(pol: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
     """`−log σ(−β log π_θ(y|x)/π_ref(y|x))` for one response.
 
-    PUNISH applies it to both responses: `npo_loss(y_w) + npo_loss(y_l)` is method.md's
+    PUNISH applies it to both responses: `npo_loss(y_w) + npo_loss(y_l)` is docs/method.md's
     `ℓ_NPO(x, y_w, y_l)`. (The NPO paper scales by `2/β`; TRACE's formula does not.)
     """
     return -F.logsigmoid(-beta * (pol - ref))

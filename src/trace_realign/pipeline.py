@@ -6,15 +6,19 @@
     policy: new_policy.md
     judge: rules:rules.yaml         # a judge spec, or a block as `triage --config` takes it
     triage: {corrections: ..., limit: 100}          # more `triage` options (optional)
-    score: {mode: fd, gold_size: 64, use_peft: true}  # `score` options (optional)
+    score: {mode: fd, gold_size: 64}                # `ScoreConfig` options (optional)
     methods: [trace, naive-oracle-dpo]              # each trains into train/<method>
     train: {max_steps: 100, per_device_train_batch_size: 4}  # TraceConfig options for every method
     evaluate: {prompts: heldout.jsonl}              # optional: `evaluate_model` options (`judge:` to
                                                     # evaluate with another judge than triage's)
 
-Relative paths are read from the config file's folder. The run directory is laid out as
-docs/architecture.md says (config.yaml, triage/, score/, train/<method>/, eval/<name>/). Each stage
-records a fingerprint of its options and input files in `<stage dir>/.stage.json` when it
+Each stage is its Python function (`triage.stage.run_triage`, `impact.stage.score`,
+`update.train`, `evaluate.evaluate_model`); the blocks are their options by name (`-` or `_`
+alike). Score takes the model, LoRA, loss, length and seed options of the train block unless
+the score block sets them: the impact weights must be gradients over the parameters and of the
+loss that training uses. Relative paths are read from the config file's folder. The run
+directory is laid out as docs/architecture.md says (config.yaml, triage/, score/,
+train/<method>/, eval/<name>/). Each stage records a fingerprint of its options and input files in `<stage dir>/.stage.json` when it
 finishes; a rerun skips every stage whose fingerprint has not changed, so a crashed run continues
 with the stage that did not finish (and triage, score and train each resume inside themselves:
 verdict cache, scoring work folder, trainer checkpoints).
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -33,8 +36,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from trace_realign.errors import InputError, TraceError
-from trace_realign.io import read_json, write_json_atomic, write_text_atomic
+from trace_realign.errors import InputError
+from trace_realign.io import load_yaml, read_json, write_json_atomic, write_text_atomic
+from trace_realign.judges.spec import split_path_spec
 
 TOP_LEVEL = {"run_dir", "model", "data", "policy", "judge", "triage", "score", "methods", "train", "evaluate"}
 STAGES = ("triage", "score", "train", "evaluate")
@@ -45,8 +49,6 @@ STAGES = ("triage", "score", "train", "evaluate")
 
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a run config, check its keys, and make its relative paths absolute."""
-    from trace_realign.update.cli import load_yaml
-
     path = Path(path).resolve()
     cfg = load_yaml(path)
     for key in cfg:
@@ -63,11 +65,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
-# what may stand before a path in a spec: a noise wrapper, then a rule or local-model judge, or a
-# corrections file
-_PATH_PREFIX = re.compile(r"(noisy:[0-9.eE+-]+:)?(rules:|hf:|file:)?")
-
-
 def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
     """Strings naming an existing file or folder relative to `base` become absolute (also after
     `rules:`, `hf:`, `file:` and `noisy:RATE:`); anything else (Hub ids, numbers, specs, method names)
@@ -79,8 +76,7 @@ def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
         if isinstance(value, list):
             return [fix(v) for v in value]
         if isinstance(value, str):
-            prefix = _PATH_PREFIX.match(value).group(0)
-            rest = value[len(prefix) :]
+            prefix, rest = split_path_spec(value)
             if rest and not Path(rest).is_absolute() and (base / rest).exists():
                 return prefix + str((base / rest).resolve())
         return value
@@ -95,7 +91,8 @@ def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def fingerprint(*parts: Any) -> str:
-    """A hash of options and of the content of every file they name (folders: names, sizes, times)."""
+    """A hash of options and of the content of every file they name, also inside a judge or
+    corrections spec (`rules:`, `hf:`, `file:`, `noisy:RATE:...`; folders: names, sizes, times)."""
     h = hashlib.sha256()
 
     def feed(v: Any) -> None:
@@ -108,7 +105,7 @@ def fingerprint(*parts: Any) -> str:
                 feed(x)
         else:
             h.update(json.dumps(v, default=str).encode())
-            path = Path(v.removeprefix("rules:")) if isinstance(v, str) and len(v) < 4096 else None
+            path = Path(split_path_spec(v)[1]) if isinstance(v, str) and len(v) < 4096 else None
             if path is not None and path.is_absolute() and path.is_file():
                 h.update(hashlib.sha256(path.read_bytes()).digest())
             elif path is not None and path.is_absolute() and path.is_dir():
@@ -153,80 +150,57 @@ def _stage(
 # ---- stages --------------------------------------------------------------------------------
 
 
-class StageError(TraceError):
-    """A stage's own command failed; it has printed why. Carries that command's exit code."""
-
-    def __init__(self, stage: str, code: int) -> None:
-        super().__init__(f"stage {stage} failed with exit code {code} (its message is above)")
-        self.exit_code = code
-
-
-def _cli(argv: list[str]) -> None:
-    """Run a stage's own command (its public interface), turning its exit code back into an error."""
-    from trace_realign.cli import main
-
-    code = main(argv)
-    if code:
-        raise StageError(argv[0], code)
+def _options(block: Any, name: str) -> dict[str, Any]:
+    """A stage's YAML block as keyword arguments (`-` or `_` alike)."""
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise InputError("expected a mapping of options", field=name)
+    return {str(k).replace("-", "_"): v for k, v in block.items()}
 
 
-def _score_argv(options: dict[str, Any]) -> list[str]:
-    """`score` flags from a YAML block, spelled as that command spells them (`gold_size` -> `--gold-size`)."""
-    from trace_realign.impact.cli import add_parser
+def _triage_options(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    from trace_realign.triage.stage import OPTIONS
 
-    parser = argparse.ArgumentParser(add_help=False)
-    add_parser(parser.add_subparsers())
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["score"]
-    by_dest = {a.dest: a for a in sub._actions if a.option_strings}
-    argv: list[str] = []
-    for key, value in options.items():
-        action = by_dest.get(str(key).replace("-", "_"))
-        if action is None or action.dest in ("model", "triaged", "out", "help"):
-            raise InputError("unknown or reserved score option", field=f"score.{key}")
-        flag = action.option_strings[-1]
-        if isinstance(action, argparse._StoreTrueAction):
-            argv += [flag] if value else []
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    opts = _options(cfg.get("triage"), "triage")
+    for key in opts:
+        if key not in OPTIONS or key in ("data", "policy", "judge", "out"):
+            raise InputError(
+                f"unknown or reserved triage option (known: {', '.join(OPTIONS)})", field=f"triage.{key}"
+            )
+    return {**opts, "data": cfg["data"], "policy": cfg["policy"], "judge": cfg["judge"], "out": str(out)}
 
 
-def _score_defaults(train: dict[str, Any]) -> dict[str, Any]:
-    """Score with the settings training will use, unless the score block says otherwise: the impact
-    weights are gradients over the same LoRA parameters and the same loss, and equal lengths let
-    training reuse the reference log-probabilities the score stage cached."""
+# score options that are not `ScoreConfig` fields
+_SCORE_CALL = {"summary": None, "ref_cache_dir": None, "no_ref_cache": False, "no_progress": False}
+
+
+def _score_options(score: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+    """The score block over what it shares with the train block (model, LoRA, loss, lengths, seed):
+    the impact weights are gradients over the LoRA parameters training trains and of its loss, and
+    equal lengths let training reuse the reference log-probabilities score cached."""
+    from trace_realign.impact.stage import ScoreConfig
     from trace_realign.update.config import TraceConfig
 
-    defaults = {f.name: f.default for f in fields(TraceConfig) if f.name in _SCORE_FROM_TRAIN}
-    defaults["lora_target_modules"] = ["q_proj", "v_proj"]
-    merged = {**defaults, **{k: v for k, v in train.items() if k in _SCORE_FROM_TRAIN}}
-    if merged.get("weight_normalisation") not in ("mean", "paper"):  # "none" is a training-only choice
-        merged.pop("weight_normalisation", None)
-    out = {_SCORE_FROM_TRAIN[k]: v for k, v in merged.items() if v is not None}
-    if not out.pop("use_peft", True):
-        out = {k: v for k, v in out.items() if not k.startswith("lora_")}
-    else:
-        out["use_peft"] = True
-    return out
+    known = {f.name for f in fields(ScoreConfig)}
+    for key in score:
+        if key not in known and key not in _SCORE_CALL:
+            raise InputError("unknown or reserved score option", field=f"score.{key}")
+    shared = known & {f.name for f in fields(TraceConfig)}
+    # TraceConfig's seed default (42) is TrainingArguments', and ScoreConfig's is the same
+    inherited = {k: v for k, v in train.items() if k in shared}
+    if inherited.get("weight_normalisation") == "none":  # a training-only choice
+        inherited.pop("weight_normalisation")
+    return {**inherited, **score}
 
 
-# train option -> the score option it should match
-_SCORE_FROM_TRAIN = {
-    "use_peft": "use_peft",
-    "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha",
-    "lora_dropout": "lora_dropout",
-    "lora_target_modules": "lora_target_modules",
-    "beta": "beta",
-    "loss_type": "loss",
-    "gamma": "gamma",
-    "weight_normalisation": "normalisation",
-    "max_length": "max_length",
-    "max_prompt_length": "max_prompt_length",
-    "seed": "seed",
-}
+def _score_config(options: dict[str, Any]) -> Any:
+    from trace_realign.impact.stage import ScoreConfig
+
+    try:
+        return ScoreConfig(**{k: v for k, v in options.items() if k not in _SCORE_CALL})
+    except TypeError as exc:
+        raise InputError(str(exc), field="score") from None
 
 
 def _train_config(options: dict[str, Any], method: str, output_dir: Path) -> Any:
@@ -234,6 +208,10 @@ def _train_config(options: dict[str, Any], method: str, output_dir: Path) -> Any
 
     known = {f.name for f in fields(TraceConfig)}
     for key in options:
+        if key == "gamma":  # it was a train option that training never read
+            raise InputError(
+                "gamma is an impact-scoring option: set it in the score block", field="train.gamma"
+            )
         if key not in known:
             raise InputError("unknown train option", field=f"train.{key}")
     opts = {"report_to": "none", **options, "method": method, "output_dir": str(output_dir)}
@@ -255,8 +233,12 @@ def run_pipeline(
     """
     import yaml
 
-    # a mapping's relative paths are relative to the working directory: made absolute here, since
-    # the stages read them from config files written under the run folder
+    from trace_realign.impact.stage import score
+    from trace_realign.triage.stage import run_triage
+    from trace_realign.update.trainer import train
+
+    # a mapping's relative paths are relative to the working directory: made absolute here, so
+    # that the config.yaml written into the run folder names the same files
     cfg = (
         load_config(config) if isinstance(config, (str, Path)) else _absolute_paths(dict(config), Path.cwd())
     )
@@ -269,37 +251,28 @@ def run_pipeline(
     triaged = run_dir / "triage" / "triaged.jsonl"
     weighted = run_dir / "score" / "weighted.jsonl"
 
-    triage_opts = {
-        **(cfg.get("triage") or {}),
-        "data": cfg["data"],
-        "policy": cfg["policy"],
-        "judge": cfg["judge"],
-        "out": str(triaged),
-    }
+    triage_opts = _triage_options(cfg, triaged)
     # the output path must not enter: once written, its content would change the fingerprint
     fp_triage = fingerprint("triage", {k: v for k, v in triage_opts.items() if k != "out"})
 
     def do_triage() -> None:
-        conf = run_dir / "triage" / "triage_config.yaml"
-        write_text_atomic(conf, yaml.safe_dump({"triage": triage_opts}, sort_keys=False, allow_unicode=True))
-        _cli(["triage", "--config", str(conf)])
+        run_triage(**triage_opts)
 
-    score_opts = {**_score_defaults(cfg.get("train") or {}), **(cfg.get("score") or {})}
-    score_argv = _score_argv(score_opts)
+    train_opts = _options(cfg.get("train"), "train")
+    score_opts = _score_options(_options(cfg.get("score"), "score"), train_opts)
+    score_config = _score_config(score_opts)
     fp_score = fingerprint("score", cfg["model"], score_opts, fp_triage)
 
     def do_score() -> None:
-        _cli(
-            [
-                "score",
-                "--model",
-                str(cfg["model"]),
-                "--triaged",
-                str(triaged),
-                "--out",
-                str(weighted),
-                *score_argv,
-            ]
+        score(
+            cfg["model"],
+            triaged,
+            weighted,
+            score_config,
+            summary_path=score_opts.get("summary"),
+            ref_cache_dir=score_opts.get("ref_cache_dir"),
+            ref_cache=not score_opts.get("no_ref_cache", False),
+            progress=not score_opts.get("no_progress", False),
         )
 
     if "triage" in stages:
@@ -307,7 +280,6 @@ def run_pipeline(
     if "score" in stages:
         _stage("score", run_dir / "score", fp_score, do_score, status, force)
     methods = list(cfg.get("methods") or ["trace"])
-    train_opts = dict(cfg.get("train") or {})
     fp_train: dict[str, str] = {}
     for method in methods:
         out = run_dir / "train" / method
@@ -327,8 +299,6 @@ def run_pipeline(
         write_json_atomic(started, {"fingerprint": fp_train[method]})
 
         def do_train(method: str = method, out: Path = out) -> None:
-            from trace_realign.update.trainer import train
-
             train(cfg["model"], weighted, _train_config(train_opts, method, out))
 
         _stage(f"train/{method}", out, fp_train[method], do_train, status, True)
@@ -347,12 +317,9 @@ def _evaluate(
     force: bool,
     result: dict[str, Any],
 ) -> None:
-    """Evaluate M_ref and every trained method with the evaluation engineer's `evaluate_model`."""
-    try:
-        from trace_realign.evaluate import evaluate_model
-    except ImportError:
-        status["evaluate"] = "not available in this version"
-        return
+    """Evaluate M_ref and every trained method with `evaluate_model`."""
+    from trace_realign.evaluate.evaluate import evaluate_model
+
     opts = dict(cfg["evaluate"])
     if "prompts" not in opts:
         raise InputError("missing", field="evaluate.prompts")

@@ -18,7 +18,7 @@ Prompt = str | list[Message]
 
 
 class Category(str, Enum):
-    """Stage-1 triage of an old pair under the new policy (method.md, table in Stage 1)."""
+    """Stage-1 triage of an old pair under the new policy (docs/method.md, table in Stage 1)."""
 
     INVERT = "INVERT"  # c_w = 0, c_l = 1
     PUNISH = "PUNISH"  # c_w = 0, c_l = 0
@@ -51,10 +51,15 @@ class Verdict:
         return cls(Label(d["label"]), d.get("reason", ""), d.get("raw", ""))
 
 
+def canonical_hash(*parts: Any) -> str:
+    """SHA-256 (64 hex) of the canonical JSON of `parts`: sorted keys, no spaces, UTF-8."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def content_id(*parts: Any) -> str:
     """A stable 16-hex id of JSON-serialisable content."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return canonical_hash(*parts)[:16]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The PKU-SafeRLHF adapter on rows in the dataset's real schema: method.md's pairing rules and metadata."""
+"""The PKU-SafeRLHF adapter on rows in the dataset's real schema: docs/method.md's pairing rules and metadata."""
 
 from __future__ import annotations
 

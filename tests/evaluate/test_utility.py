@@ -11,12 +11,12 @@ import torch
 
 from trace_realign.errors import InputError
 from trace_realign.evaluate.utility import MCItem, mc_scores, read_mc, text_perplexity
-from trace_realign.model.loading import load_model_and_tokenizer
+from trace_realign.model.loading import load_model, load_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    model, tok = load_model_and_tokenizer(tiny_model_dir)
+    model, tok = load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
     return model.eval(), tok
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from trace_realign.impact.gold import gold_batch, stratified_split
+from trace_realign.impact.gold import gold_batch
 from trace_realign.schema import Category, PreferencePair
 from trace_realign.triage.triage import TriagedPair
 
@@ -72,19 +72,3 @@ def test_sizes_when_categories_are_short(counts, size, expected):
     gold = gold_batch(rows(**counts), size=size, seed=3)
     assert Counter(g.source for g in gold) == expected
     assert len(gold) <= size
-
-
-def test_stratified_split_per_category():
-    triaged = rows(retain=20, invert=10, punish=5, unknown=1)
-    rest, held = stratified_split(triaged, 0.2, seed=0)
-    assert Counter(r.category for r in held) == {Category.RETAIN: 4, Category.INVERT: 2, Category.PUNISH: 1}
-    assert {r.id for r in rest} | {r.id for r in held} == {r.id for r in triaged}
-    assert not {r.id for r in rest} & {r.id for r in held}
-    order = [r.id for r in triaged]
-    assert [r.id for r in held] == sorted((r.id for r in held), key=order.index)  # input order kept
-    assert stratified_split(triaged, 0.2, seed=0) == (rest, held)
-    dict_rows = [r.to_dict() for r in triaged]
-    _, held_dicts = stratified_split(dict_rows, 0.2, seed=0)
-    assert [d["id"] for d in held_dicts] == [r.id for r in held]
-    with pytest.raises(ValueError):
-        stratified_split(triaged, 1.5)

@@ -79,20 +79,13 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
 
 def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_path):
     out = tmp_path / "w.jsonl"
-    assert (
-        main(
-            _args(
-                tiny_model_dir,
-                triaged,
-                out,
-                "--normalisation",
-                "paper",
-                "--summary",
-                str(tmp_path / "s.json"),
-            )
-        )
-        == 0
-    )
+    # `--normalisation` is the old name of `--weight_normalisation`: still read, with a warning
+    with pytest.warns(FutureWarning, match="normalisation is deprecated"):
+        code = main(
+            _args(tiny_model_dir, triaged, out, "--normalisation", "paper", "--use_peft", "false",
+                  "--summary", str(tmp_path / "s.json"))
+        )  # fmt: skip
+    assert code == 0
     weights = [json.loads(line)["impact_weight"] for line in out.read_text().splitlines()]
     assert sum(w for w in weights if w is not None) == pytest.approx(1.0)
     assert json.loads((tmp_path / "s.json").read_text())["use_peft"] is False
@@ -160,3 +153,15 @@ def test_tokenizer_that_cannot_place_the_boundary(tiny_model_dir, triaged, tmp_p
     tiny_llama(len(tok)).save_pretrained(broken)
     assert main(_args(broken, triaged, tmp_path / "o.jsonl")) == 2
     assert "cannot place the response boundary" in capsys.readouterr().err
+
+
+def test_the_python_stage_gives_what_the_command_gives(tiny_model_dir, triaged, tmp_path):
+    from trace_realign.impact.stage import ScoreConfig, score
+
+    cli_out, py_out = tmp_path / "cli" / "w.jsonl", tmp_path / "py" / "w.jsonl"
+    assert main(_args(tiny_model_dir, triaged, cli_out, "--lora_r", "4", "--no-ref-cache")) == 0
+    config = ScoreConfig(gold_size=6, batch_size=3, max_length=96, lora_r=4)
+    summary = score(tiny_model_dir, triaged, py_out, config, ref_cache=False, progress=False)
+    assert py_out.read_text() == cli_out.read_text()
+    assert summary == json.loads((py_out.parent / "summary.json").read_text())
+    assert summary["use_peft"] is True  # LoRA by default, as train

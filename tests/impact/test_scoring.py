@@ -139,7 +139,7 @@ def test_gold_gradient_identity_equals_real_reference(tok):
     assert fast.n_items == len(GOLD) and fast.norm > 0
     for n in fast.grad:
         torch.testing.assert_close(fast.grad[n], slow.grad[n], rtol=1e-5, atol=1e-9)
-    # with LoRA at B = 0 only the B matrices get a gradient (method.md)
+    # with LoRA at B = 0 only the B matrices get a gradient (docs/method.md)
     assert all(fast.grad[n].abs().sum() == 0 for n in fast.grad if "lora_A" in n)
 
 

@@ -12,7 +12,6 @@ from trace_realign.model.loading import (
     apply_lora,
     is_peft,
     load_model,
-    load_model_and_tokenizer,
     load_tokenizer,
     trainable_parameters,
 )
@@ -26,7 +25,8 @@ def _logits(model):
 
 
 def test_load_model_options(tiny_model_dir):
-    model, tok = load_model_and_tokenizer(tiny_model_dir, dtype="bfloat16", attn_implementation="eager")
+    model = load_model(tiny_model_dir, dtype="bfloat16", attn_implementation="eager")
+    tok = load_tokenizer(tiny_model_dir)
     assert next(model.parameters()).dtype == torch.bfloat16
     assert model.config._attn_implementation == "eager"
     assert tok.chat_template

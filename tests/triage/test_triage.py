@@ -26,7 +26,7 @@ POLICY = Policy("Refuse only what the new policy forbids.", name="new")
 
 
 def reference_category(c_w, c_l):
-    # the method.md table, written out case by case
+    # the docs/method.md table, written out case by case
     if c_w == 1:
         return Category.RETAIN
     if c_w == 0 and c_l == 1:

@@ -289,3 +289,46 @@ def test_entry_point_exit_codes_without_traceback(tmp_path):
     )
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("trace-realign triage: error:")
+
+
+def test_the_python_stage_gives_what_the_command_gives(tmp_path):
+    from trace_realign.triage.stage import run_triage
+
+    assert main(example_args(tmp_path / "cli")) == 0
+    summary = run_triage(
+        EXAMPLES_DIR / "pairs.jsonl",
+        EXAMPLES_DIR / "policy.md",
+        f"rules:{EXAMPLES_DIR / 'rules.yaml'}",
+        tmp_path / "py" / "triaged.jsonl",
+        cache=tmp_path / "py" / "verdicts.sqlite",
+        progress=False,
+    )
+    assert summary["counts"] == EXPECTED
+    cli_rows = (tmp_path / "cli" / "run" / "triaged.jsonl").read_text()
+    assert (tmp_path / "py" / "triaged.jsonl").read_text() == cli_rows
+
+
+def test_a_config_file_reads_every_spec_path_from_its_folder(tmp_path, monkeypatch):
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    for name in ("pairs.jsonl", "policy.md", "rules.yaml"):
+        shutil.copy(EXAMPLES_DIR / name, folder / name)
+    (folder / "triage.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "data": "pairs.jsonl",
+                "policy": "policy.md",
+                "judge": "noisy:0:rules:rules.yaml",
+                "out": "triaged.jsonl",
+                "cache": "v.sqlite",
+                "progress": False,
+            }  # fmt: skip
+        )
+    )
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    assert main(["triage", "--config", str(folder / "triage.yaml")]) == 0
+    assert len((folder / "triaged.jsonl").read_text().splitlines()) == 12

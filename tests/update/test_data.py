@@ -1,4 +1,4 @@
-"""Per-preset data selection (method.md's table), validation of the weighted file, batches, tensors."""
+"""Per-preset data selection (docs/method.md's table), validation of the weighted file, batches, tensors."""
 
 from __future__ import annotations
 

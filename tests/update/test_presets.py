@@ -1,4 +1,4 @@
-"""Presets are the method table of method.md; TraceConfig options are flags and YAML keys."""
+"""Presets are the method table of docs/method.md; TraceConfig options are flags and YAML keys."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def test_presets_are_the_method_table():
         "trace": ("triaged", "impact", True, "pref"),
         "trace-no-impact": ("triaged", "uniform", True, "pref"),
         "trace-no-kl": ("triaged", "impact", False, "pref"),
-        "trace-no-triage": ("flagged", "impact", False, "pref"),
-        "u2a": ("flagged", "impact", False, "pref"),
+        "trace-no-triage": ("flagged", "impact", False, None),
+        "u2a": ("flagged", "impact", False, None),
         "naive-oracle-dpo": ("relabelled", "uniform", False, "dpo"),
         "dpo-gold": ("relabelled-gold", "uniform", False, "dpo"),
         "rdpo": ("relabelled", "uniform", False, "rdpo"),
@@ -70,7 +70,10 @@ def test_yaml_options_and_flag_overrides(tmp_path):
     [
         (["--loss_type", "hinge"], "loss_type"),
         (["--sampling_proportions", "1", "1"], "sampling_proportions"),
-        (["--flip_rate", "0.5"], "flip_rate"),
+        (["--label_smoothing", "0.5"], "label_smoothing"),
+        (["--flip_rate", "0.5"], "label_smoothing"),  # the old name, mapped
+        (["--loss_type", "sigmoid", "ipo"], "loss_type"),
+        (["--loss_type", "sigmoid", "sft", "--loss_weights", "1"], "loss_weights"),
         (["--weight_normalisation", "l2"], "weight_normalisation"),
         (["--alpha_kl", "-1"], "alpha_kl"),
     ],
@@ -87,3 +90,34 @@ def test_model_and_output_dir_are_required(tmp_path):
         parse_train_args(["--weighted", "w", "--output_dir", str(tmp_path)])
     with pytest.raises(InputError, match="--output_dir is required"):
         parse_train_args(["--model", "m", "--weighted", "w"])
+
+
+def test_flags_take_dashes_or_underscores(tmp_path):
+    script, cfg = parse_train_args(
+        ["--model", "m", "--weighted", "w", "--output-dir", str(tmp_path), "--use-cpu",
+         "--per-device-train-batch-size", "3", "--ref-cache-dir", "c", "--lora-r", "8"]
+    )  # fmt: skip
+    assert cfg.output_dir == str(tmp_path) and cfg.per_device_train_batch_size == 3
+    assert script.ref_cache_dir == "c" and cfg.lora_r == 8
+
+
+def test_trl_names_and_the_old_ones_they_replace(tmp_path):
+    base = ["--model", "m", "--weighted", "w", "--output_dir", str(tmp_path), "--use_cpu"]
+    _, cfg = parse_train_args(
+        base + ["--loss_type", "ipo", "sft", "--loss_weights", "1", "2", "--label_smoothing", "0.2"]
+    )
+    assert (cfg.preference_loss, cfg.preference_weight, cfg.sft_weight, cfg.label_smoothing) == (
+        "ipo",
+        1.0,
+        2.0,
+        0.2,
+    )
+    with pytest.warns(FutureWarning, match="rpo_alpha is deprecated"):
+        _, old = parse_train_args(base + ["--rpo_alpha", "2", "--flip_rate", "0.2"])
+    assert (old.loss_type, old.loss_weights, old.label_smoothing) == (["sigmoid", "sft"], [1.0, 2.0], 0.2)
+    # old readers see the values in force
+    assert (old.rpo_alpha, old.flip_rate) == (2.0, 0.2) and (cfg.rpo_alpha, cfg.flip_rate) == (2.0, 0.2)
+    # YAML keys alike, and a single loss_type string is a list of one (as in TRL)
+    _, y = parse_train_args([], {"model": "m", "weighted": "w", "output_dir": str(tmp_path), "loss_type": "ipo",
+                                 "rpo_alpha": 0.5, "use_cpu": True}, "t.yaml")  # fmt: skip
+    assert (y.loss_type, y.loss_weights) == (["ipo", "sft"], [1.0, 0.5])

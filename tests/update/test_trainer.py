@@ -14,7 +14,7 @@ from trace_realign.cli import main
 from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import KL, NPO, PREF, TraceDataset, read_weighted, select_examples
 from trace_realign.update.presets import PRESETS
-from trace_realign.update.trainer import TraceTrainer, train
+from trace_realign.update.trainer import TraceTrainer, hybrid_loss, train
 
 from .rows import weighted_rows, write_rows
 
@@ -68,7 +68,7 @@ def plain_logp_and_logits(model, enc):
 
 
 def per_sample_loss(model, item, beta, alpha_kl, rpo_alpha=0.0):
-    """The hybrid loss of one example, written out from method.md's formulas one sequence at a time
+    """The hybrid loss of one example, written out from docs/method.md's formulas one sequence at a time
     (`rpo_alpha`: plus that times the per-token NLL of the preferred response)."""
     pol, ref, pol_rows, ref_rows = [], [], [], []
     for enc in item["seqs"]:
@@ -109,9 +109,16 @@ def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
 
 
-def test_rpo_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.7]},  # TRL 1.16's names
+        {"rpo_alpha": 0.7},  # the old name, mapped onto them
+    ],
+)
+def test_sft_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir, options):
     rows = weighted_rows(3, corrections=True)
-    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, rpo_alpha=0.7)
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, **options)
     model = trainer.model
     model.eval()
     got = trainer.batch_loss(model, trainer.data_collator(ds.items)).loss
@@ -306,3 +313,19 @@ def test_checkpointing_and_bf16_pass_through(tmp_path, tiny_model_dir, flags):
     summary = train(tiny_model_dir, path, config(tmp_path, "trace", max_steps=2, **flags))
     assert summary["global_step"] == 2 and all(summary["config"][k] for k in flags)
     assert all(math.isfinite(h["loss"]) for h in summary["log_history"] if "loss" in h)
+
+
+def test_hybrid_loss_reads_the_old_keyword_names():
+    pol = torch.tensor([-3.0, -4.0])
+    ref = torch.tensor([-3.5, -3.0])
+    batch = {"kind": torch.tensor([0]), "weight": torch.tensor([1.0]), "pos_idx": torch.tensor([0]),
+             "neg_idx": torch.tensor([1]), "npo_mask": torch.zeros(1, 2), "has_neg": torch.tensor([True])}  # fmt: skip
+    n_tokens = torch.tensor([5, 6])
+    for pair_loss, new, old in [
+        ("pref", {"sft_weight": 0.7}, {"rpo_alpha": 0.7}),
+        ("rdpo", {"label_smoothing": 0.2}, {"flip_rate": 0.2}),
+    ]:
+        common = {"beta": 0.3, "alpha_kl": 0.1, "pair_loss": pair_loss, "n_tokens": n_tokens}
+        a = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **new).loss
+        b = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **old).loss
+        assert a.item() == b.item()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from trace_realign.errors import InputError
+from trace_realign.io import read_jsonl
 from trace_realign.schema import Message, PreferencePair
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -206,22 +207,19 @@ def _records_from_rows(rows: Iterable[Any]) -> Iterator[Record]:
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    # Not io.read_jsonl: that one stops at the first bad line, and skip_bad must go on past it.
+    # a bad line becomes a Record carrying its error, in file order, so skip_bad can go on past it
+    bad: list[InputError] = []
     index = 0
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as exc:
-                yield Record(index, n, None, f"unparseable JSON ({exc.msg} at column {exc.colno})")
-            else:
-                if isinstance(row, dict):
-                    yield Record(index, n, row)
-                else:
-                    yield Record(index, n, None, f"expected a JSON object, got {type(row).__name__}")
+    for n, row in read_jsonl(path, on_bad_line=bad.append):
+        for error in bad:
+            yield Record(index, error.line or 0, None, error.detail)
             index += 1
+        bad.clear()
+        yield Record(index, n, row)
+        index += 1
+    for error in bad:
+        yield Record(index, error.line or 0, None, error.detail)
+        index += 1
 
 
 def _read_json(path: Path, split: str) -> Iterator[Record]:

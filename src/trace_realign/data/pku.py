@@ -1,6 +1,6 @@
 """Raw PKU-SafeRLHF rows -> preference pairs, with each response's safety metadata kept.
 
-The paper's rules (method.md): a row whose `safer_response_id` is not 0 or 1 is dropped and
+The paper's rules (docs/method.md): a row whose `safer_response_id` is not 0 or 1 is dropped and
 counted; with one safe and one unsafe response the safe one is chosen; with both safe or both
 unsafe the `safer_response_id` response is chosen.
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.options import DTYPES, ModelConfig
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -74,6 +75,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=SPEC",
         help="a second evaluation judge (repeatable; also typed:CUES.yaml): agreement under it and with --judge",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=ModelConfig.dtype,
+        help=f"dtype a Hugging Face model is loaded in, as for score and train (default: {ModelConfig.dtype})",
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument(
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         asr=args.asr,
         attack_judge=args.attack_judge,
         judges=parse_judges(args.judge2),
+        dtype=args.dtype,
     )
     console = Console()
     console.print(metrics_table(metrics))

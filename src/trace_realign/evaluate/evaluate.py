@@ -144,11 +144,11 @@ def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
     return judge
 
 
-def _backend(model: str | Path | Backend, batch_size: int) -> Backend:
+def _backend(model: str | Path | Backend, batch_size: int, dtype: str = "float32") -> Backend:
     return (
         model
         if hasattr(model, "generate") and hasattr(model, "identity")
-        else make_backend(model, batch_size=batch_size)
+        else make_backend(model, batch_size=batch_size, dtype=dtype)
     )
 
 
@@ -183,6 +183,7 @@ def evaluate_model(
     asr: str = "operational",
     attack_judge: Judge | str | dict[str, Any] | None = None,
     judges: Mapping[str, Judge | str | dict[str, Any]] | None = None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Evaluate `model` on held-out `prompts` under `policy` with `judge`; write and return metrics.
 
@@ -198,6 +199,8 @@ def evaluate_model(
     is asked with `stress.ATTACK_POLICY` as its policy. `judges` are second evaluation judges
     (name -> judge or spec): agreement, stress and their agreement with `judge` are reported for
     each under `metrics["judges"]`, and their verdicts stand in `responses.jsonl` under `labels`.
+    `dtype` is the dtype a Hugging Face model is loaded in (`options.ModelConfig.dtype`, as in
+    score and train).
     """
     from trace_realign.cache import JudgeStats, judge_with_cache
     from trace_realign.evaluate.winrate import pairwise_win_rate
@@ -224,7 +227,7 @@ def evaluate_model(
         for c in (gen_cache, verdict_cache):
             if c is not None:
                 opened.callback(c.close)
-        backend = _backend(model, batch_size)
+        backend = _backend(model, batch_size, dtype)
         if (mc_file or text_file) and getattr(backend, "model", None) is None:
             raise InputError(
                 "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint",
@@ -258,7 +261,7 @@ def evaluate_model(
         responses = respond(backend, [r["prompt"] for r in all_rows], f"generate {name or ''}".strip())
         base_answers = {}
         for base_name, base_model in (baselines or {}).items():
-            base_backend = _backend(base_model, batch_size)
+            base_backend = _backend(base_model, batch_size, dtype)
             base_answers[base_name] = (
                 base_backend.identity,
                 respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}"),

@@ -1,4 +1,4 @@
-"""Evaluation metrics as pure functions of verdicts and scores (method.md, "Metrics").
+"""Evaluation metrics as pure functions of verdicts and scores (docs/method.md, "Metrics").
 
 Unknown verdicts are counted and reported, and left out of every rate: an answer the judge
 could not read is neither compliant nor non-compliant. Every rate carries a 95% Wilson
@@ -14,7 +14,7 @@ from typing import Any
 from trace_realign.evaluate.stats import wilson_interval
 from trace_realign.schema import Category, Label
 
-# What agreement on the held-out prompts of each triage category measures (method.md, TPA).
+# What agreement on the held-out prompts of each triage category measures (docs/method.md, TPA).
 CATEGORY_METRIC = {
     Category.INVERT.value: "INVERT success",
     Category.PUNISH.value: "PUNISH compliance",

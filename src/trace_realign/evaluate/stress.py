@@ -1,4 +1,4 @@
-"""Adversarial stress: the two jailbreak wrappers of method.md around the harmful prompts.
+"""Adversarial stress: the two jailbreak wrappers of docs/method.md around the harmful prompts.
 
 A wrapped prompt keeps the original request word for word, so the judge still reads the
 response against what was really asked: the wrapper is only what the attacker adds. The

@@ -1,7 +1,7 @@
-"""The gold batch of Algorithm 2 and a split stratified by triage category.
+"""The gold batch of Algorithm 2.
 
 `gold_batch` builds D_gold, whose summed preference loss gives the global alignment direction
-g_J of the impact stage (method.md, "Gold batch (Algorithm 2)"):
+g_J of the impact stage (docs/method.md, "Gold batch (Algorithm 2)"):
 
 1. Y_compliant = {y_w : D_R} U {y_l : D_I}
 2. B_R = min(|D_R|, floor(B/3)), B_I = min(|D_I|, floor(B/3))
@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from trace_realign.schema import Category, Prompt
 from trace_realign.triage.triage import TriagedPair
@@ -73,31 +73,3 @@ def gold_batch(triaged: Sequence[TriagedPair], size: int, seed: int = 0) -> list
             y_plus, source_id = rng.choice(compliant)
             gold.append(GoldTriple(r.pair.prompt, y_plus, r.pair.chosen, Category.PUNISH, r.id, source_id))
     return gold
-
-
-Row = TypeVar("Row")
-
-
-def stratified_split(rows: Sequence[Row], fraction: float, seed: int = 0) -> tuple[list[Row], list[Row]]:
-    """Split off `round(fraction * n_c)` rows of each category c; returns (rest, split_off).
-
-    Rows are `TriagedPair`s or dicts with a `category` key; both parts keep the input order.
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    rng = random.Random(seed)
-    by_category: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        by_category.setdefault(_category_of(row), []).append(i)
-    chosen: set[int] = set()
-    for cat in sorted(by_category):  # sorted: the draw must not depend on which category came first
-        idx = by_category[cat]
-        chosen.update(rng.sample(idx, round(fraction * len(idx))))
-    rest = [r for i, r in enumerate(rows) if i not in chosen]
-    split_off = [r for i, r in enumerate(rows) if i in chosen]
-    return rest, split_off
-
-
-def _category_of(row: Any) -> str:
-    cat = row["category"] if isinstance(row, dict) else row.category
-    return cat.value if isinstance(cat, Category) else str(cat)

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trace_realign.io import cache_root
-from trace_realign.model.loading import is_peft
+from trace_realign.model.loading import eval_mode, is_peft
 from trace_realign.model.logprobs import batch_logprobs
 from trace_realign.model.tokenize import PLAIN_SEPARATOR, TruncationReport, collate, encode_many, pad_id
 from trace_realign.schema import Prompt, content_id
@@ -33,13 +33,8 @@ RefItem = tuple[str, Prompt, str]
 def reference_view(model: Any) -> Iterator[Any]:
     """`π_ref` from `model` without a copy: a PEFT model with its adapter switched off; any other
     model is taken to be at `θ_ref` already (for full fine-tuning, pass the frozen copy)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with model.disable_adapter() if is_peft(model) else nullcontext():
-            yield model
-    finally:
-        model.train(was_training)
+    with eval_mode(model), model.disable_adapter() if is_peft(model) else nullcontext():
+        yield model
 
 
 def _base_parameters(model: Any) -> Iterator[tuple[str, torch.Tensor]]:

@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 from trace_realign.errors import InputError
 from trace_realign.impact.reference import reference_logprobs
 from trace_realign.losses import PreferenceVariant, npo_loss, preference_loss
-from trace_realign.model.loading import is_peft, trainable_parameters
+from trace_realign.model.loading import eval_mode, is_peft, trainable_parameters
 from trace_realign.model.logprobs import sequence_logprobs
 from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
 from trace_realign.schema import Category, Prompt
+from trace_realign.triage.terms import category_term
 
 Mode = Literal["exact", "fd", "naive"]
 Normalisation = Literal["mean", "paper"]
@@ -107,15 +108,12 @@ def conflict_item(
     category: Category,
     correction: str | None = None,
 ) -> ScoredItem:
-    """The loss Algorithm 1 trains a conflict with: INVERT `ℓ_pref(x, y_l, y_w)`; PUNISH
-    `ℓ_pref(x, y_c, y_w)` with an oracle correction, else `ℓ_NPO(x, y_w, y_l)`."""
-    if category == Category.INVERT:
-        return ScoredItem(pair_id, prompt, rejected, chosen, "pref")
-    if category == Category.PUNISH:
-        if correction:
-            return ScoredItem(pair_id, prompt, correction, chosen, "pref")
-        return ScoredItem(pair_id, prompt, chosen, rejected, "npo")
-    raise ValueError(f"{category} pairs are not conflicts")
+    """The loss Algorithm 1 trains a conflict with (`triage.terms.category_term`): INVERT
+    `ℓ_pref(x, y_l, y_w)`; PUNISH `ℓ_pref(x, y_c, y_w)` with an oracle correction, else `ℓ_NPO(x, y_w, y_l)`."""
+    if category not in (Category.INVERT, Category.PUNISH):
+        raise ValueError(f"{category} pairs are not conflicts")
+    term = category_term(category, chosen, rejected, correction)
+    return ScoredItem(pair_id, prompt, term.a, term.b, term.kind)
 
 
 def item_loss(
@@ -174,17 +172,6 @@ def _logprobs(model: Any, batch: dict[str, torch.Tensor], params: Gradient | Non
     else:
         logits = torch.func.functional_call(model, params, (), kwargs, strict=False).logits
     return sequence_logprobs(logits, batch["labels"].to(device))
-
-
-@contextmanager
-def _scoring_state(model: Any) -> Iterator[None]:
-    """Eval mode (LoRA dropout off: the weights must be those of `θ_ref` itself), restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextmanager
@@ -249,7 +236,7 @@ def gold_gradient(
     rank, world = _distributed()
     shard = list(gold)[rank::world]
     acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    with _scoring_state(model):
+    with eval_mode(model):  # LoRA dropout off: the weights must be those of θ_ref itself
         for start in tqdm(range(0, len(shard), opts.batch_size), desc="g_J", disable=not progress):
             items = shard[start : start + opts.batch_size]
             n = len(items)
@@ -373,7 +360,7 @@ def conflict_impacts(
     g_J, gnorm = gold.grad, gold.norm
     h = fd_step(g_J, gold.n_items, opts) if opts.mode == "fd" and gnorm > 0 else 0.0
     bar = tqdm(total=len(pending), desc=f"impact ({opts.mode})", unit="pair", disable=not progress)
-    with _scoring_state(model), _eager_attention(model) if opts.mode == "exact" else _nothing():
+    with eval_mode(model), _eager_attention(model) if opts.mode == "exact" else _nothing():
         for start in range(0, len(pending), opts.batch_size):
             chunk = pending[start : start + opts.batch_size]
             n = len(chunk)

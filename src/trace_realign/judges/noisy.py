@@ -1,4 +1,4 @@
-"""Oracle noise: flip a share of another judge's verdicts (`noisy:RATE:SPEC`, method.md).
+"""Oracle noise: flip a share of another judge's verdicts (`noisy:RATE:SPEC`, docs/method.md).
 
 Whether an item is flipped depends only on the seed and the item (its prompt, response and, for
 label judges, its side), never on batch order or on what else is judged, so a rerun or a resumed

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from trace_realign.errors import InputError
-from trace_realign.io import read_text
+from trace_realign.io import read_text, yaml_error
 from trace_realign.judges.base import JudgeItem, OnVerdict
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
@@ -121,11 +121,7 @@ def parse_rules(text: str, path: str = "<rules>") -> tuple[list[Rule], Label, st
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise InputError(
-            f"unparseable YAML ({getattr(exc, 'problem', None) or exc})", path=path, line=line
-        ) from None
+        raise yaml_error(exc, path) from None
     if not isinstance(root, yaml.MappingNode):
         raise InputError(
             "expected a mapping with `rules:`", path=path, line=1 if root is None else _line(root)

@@ -17,6 +17,7 @@ generic (`concurrency`); any other unknown option is an error naming it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from trace_realign.errors import InputError
@@ -48,6 +49,18 @@ OPTIONS: dict[str, dict[str, type]] = {
     "labels": {"columns": str, "chosen": str, "rejected": str},
     "noisy": {"rate": float, "seed": int, "judge": object},
 }
+# What may stand before a file or folder in a spec: noise wrappers, then a rule judge's file, a local
+# model's folder, or a corrections file (`file:PATH`, triage.corrections).
+PATH_PREFIX = re.compile(r"(?:noisy:[0-9.eE+-]+:)*(?:rules:|hf:|file:)?")
+
+
+def split_path_spec(spec: str) -> tuple[str, str]:
+    """`"noisy:0.1:rules:x.yaml"` -> `("noisy:0.1:rules:", "x.yaml")`; a spec naming no path -> `(prefix, rest)`
+    all the same (`"openai:m"` -> `("", "openai:m")`): callers check whether the rest is a file."""
+    prefix = PATH_PREFIX.match(spec).group(0)
+    return prefix, spec[len(prefix) :]
+
+
 SPEC_HELP = (
     "openai:MODEL[@URL], hf:PATH, rules:FILE, labels:COL_CHOSEN,COL_REJECTED (or labels:pku), noisy:RATE:SPEC"
 )

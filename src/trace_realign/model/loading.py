@@ -31,6 +31,22 @@ class LoraOptions:
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
+    @classmethod
+    def from_config(cls, config: Any) -> LoraOptions:
+        """From an `options.ModelConfig` (`ScoreConfig`, `TraceConfig`): `lora_r`, `lora_alpha`, ..."""
+        return cls(config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules))
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """`model` in eval mode (dropout, LoRA dropout included, off), its training flag restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
 
 def adapter_base(path: str | Path) -> str | None:
     """The base model an adapter folder was trained on, or None when `path` is not an adapter."""
@@ -98,10 +114,6 @@ def load_model(
     return model
 
 
-def load_model_and_tokenizer(path_or_id: str | Path, **kwargs: Any) -> tuple[Any, Any]:
-    return load_model(path_or_id, **kwargs), load_tokenizer(path_or_id)
-
-
 def apply_lora(model: Any, options: LoraOptions | None = None) -> Any:
     """Wrap `model` in a fresh PEFT LoRA adapter; only the adapter is trainable.
 
@@ -159,10 +171,5 @@ class Reference:
             yield self.copy
             return
         runner = runner if runner is not None else self.model
-        was_training = runner.training
-        runner.eval()
-        try:
-            with self.model.disable_adapter():
-                yield runner
-        finally:
-            runner.train(was_training)
+        with eval_mode(runner), self.model.disable_adapter():
+            yield runner

@@ -87,15 +87,15 @@ SIZES: dict[str, DemoSize] = {
         mref=MrefSettings(),
         # chosen on the validation split (seed 0, 40 steps; agreement with the new policy, M_ref 47.9):
         # lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
-        # decoding still opens with a refusal); + rpo_alpha 1: 62.5 but RETAIN 41.7; + alpha_kl 1:
-        # 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); rpo_alpha 2 with alpha_kl 2: 72.9
+        # decoding still opens with a refusal); + sft weight 1: 62.5 but RETAIN 41.7; + alpha_kl 1:
+        # 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); sft weight 2 with alpha_kl 2: 72.9
         train_steps=40,
         train_batch_size=6,
         learning_rate=5e-4,
         gold_size=32,
         max_new_tokens=80,
         eval_batch_size=16,
-        extra_train={"rpo_alpha": 2.0, "alpha_kl": 2.0},
+        extra_train={"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 2.0], "alpha_kl": 2.0},
     ),
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(

@@ -19,7 +19,6 @@ settings; a rerun with the same inputs loads it instead of training again.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import time
@@ -173,8 +172,3 @@ def build_mref(
         shutil.rmtree(out)
     tmp.replace(out)
     return out
-
-
-def mref_info(path: str | Path) -> dict[str, Any]:
-    """What `build_mref` recorded about a cached `M_ref`."""
-    return json.loads((Path(path) / "mref.json").read_text(encoding="utf-8"))

@@ -1,4 +1,5 @@
-"""`trace-realign triage`: judge every old pair under the new policy and write triaged.jsonl.
+"""`trace-realign triage`: judge every old pair under the new policy and write triaged.jsonl
+(`triage.stage.run_triage` does the work; this module only reads flags and `--config`).
 
     trace-realign triage --data pairs.jsonl --policy new_policy.md --judge rules:rules.yaml \\
         --out runs/x/triage/triaged.jsonl
@@ -23,28 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.io import load_yaml
+from trace_realign.judges.spec import split_path_spec
+from trace_realign.triage.stage import OPTIONS, REQUIRED
 
-OPTIONS = {
-    "data": None,
-    "policy": None,
-    "judge": None,
-    "out": None,
-    "summary": None,
-    "format": "auto",
-    "split": "train",
-    "dataset_config": None,
-    "limit": None,
-    "skip_bad_rows": False,
-    "concurrency": None,
-    "cache": None,
-    "no_cache": False,
-    "corrections": None,
-    "unknown_as": None,
-    "dry_run": False,
-    "progress": True,
-}
 PATH_OPTIONS = ("policy", "out", "summary", "cache")
-SHOW_SKIPPED = 20  # skipped rows printed; the summary JSON lists every one
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -127,7 +111,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None:
             opts[key] = value
-    for key in ("data", "policy", "judge", "out"):
+    for key in REQUIRED:
         if opts[key] in (None, ""):
             raise InputError(f"missing: give --{key} or put '{key}:' in --config")
     if opts["limit"] is not None and int(opts["limit"]) < 0:
@@ -136,21 +120,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("config file not found", path=str(path)) from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise InputError(
-            f"unparseable YAML ({getattr(exc, 'problem', exc)})",
-            path=str(path),
-            line=None if line is None else line + 1,
-        ) from None
-    if not isinstance(doc, dict):
-        raise InputError("expected a mapping of options", path=str(path))
+    doc = load_yaml(path)
     found: dict[str, Any] = {}
     # Top-level keys may belong to other stages (a whole run config): take only ours from there.
     for key, value in doc.items():
@@ -178,8 +148,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         spec = found.get(name)
         if isinstance(spec, dict) and "file" in spec:
             found[name] = {**spec, "file": _beside(path, spec["file"])}
-        elif isinstance(spec, str) and spec.startswith("rules:"):
-            found[name] = "rules:" + str(_beside(path, spec.removeprefix("rules:")))
+        elif isinstance(spec, str):  # the file behind rules:, hf:, file:, noisy:RATE:...
+            prefix, rest = split_path_spec(spec)
+            if prefix:
+                found[name] = prefix + str(_beside(path, rest))
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -189,125 +161,8 @@ def _beside(config: Path, value: Any) -> Any:
     return value
 
 
-def summary_path(out: str | Path) -> Path:
-    """Where the summary of OUT goes by default (see the module doc)."""
-    out = Path(out)
-    if out.name == "triaged.jsonl":
-        return out.with_name("summary.json")
-    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
-
-
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from trace_realign.triage.stage import run_triage
 
-    from trace_realign.cache import VerdictCache
-    from trace_realign.data import load_pairs
-    from trace_realign.io import write_json_atomic
-    from trace_realign.judges.policy import Policy
-    from trace_realign.judges.spec import make_judge
-    from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
-
-    opts = resolve_options(args)
-    console = Console(stderr=False)
-    policy = Policy.from_file(opts["policy"])
-    load = load_pairs(
-        opts["data"],
-        format=opts["format"],
-        split=opts["split"],
-        name=opts["dataset_config"],
-        skip_bad=bool(opts["skip_bad_rows"]),
-        limit=None if opts["limit"] is None else int(opts["limit"]),
-    )
-    if load.rows_read == 0:
-        raise InputError("no rows to triage", path=str(opts["data"]))
-    for s in load.skipped[:SHOW_SKIPPED]:
-        console.print(f"skipped {s}", style="yellow", highlight=False, soft_wrap=True)
-    if len(load.skipped) > SHOW_SKIPPED:
-        console.print(
-            f"... and {len(load.skipped) - SHOW_SKIPPED} more skipped rows, all listed in the summary"
-        )
-
-    judge = make_judge(_with_concurrency(opts["judge"], opts["concurrency"]))
-    cache = None if opts["no_cache"] else VerdictCache(opts["cache"])
-    closers = [c for c in (getattr(judge, "close", None), cache and cache.close) if callable(c)]
-    try:
-        if opts["dry_run"]:
-            plan = plan_triage(load.pairs, judge, policy, cache)
-            # only endpoint judges spend tokens; a local model or rules cost none
-            cost = (
-                f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
-                if "openai:" in judge.identity
-                else " (a local judge: no API tokens)"
-            )
-            console.print(
-                f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
-                f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
-                f"{plan['calls']} judge calls{cost} with judge {judge.identity}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if opts["corrections"]:
-                console.print(
-                    "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
-                    highlight=False,
-                )
-            return 0
-        corrections = None
-        if opts["corrections"]:
-            corrections, generations = _corrections(opts)
-            closers += [corrections.close] + ([generations.close] if generations is not None else [])
-        result = triage_pairs(
-            load.pairs,
-            judge,
-            policy,
-            cache,
-            corrections=corrections,
-            unknown_as=opts["unknown_as"],
-            progress=bool(opts["progress"]),
-        )
-    finally:
-        for close in closers:
-            close()
-
-    out = Path(opts["out"])
-    summ_path = Path(opts["summary"]) if opts["summary"] else summary_path(out)
-    summary = summarise(result, load)
-    summary["files"] = {"triaged": str(out), "summary": str(summ_path)}
-    write_triaged(out, result.rows)
-    write_json_atomic(summ_path, summary)
-    print_summary(summary, console)
-    unknown = summary["unknown"]
-    if unknown["pairs"]:
-        # unknowns are never cached, so running the same command again asks only for them
-        console.print(
-            f"{unknown['pairs']} pairs are UNKNOWN ({unknown['verdicts']} verdicts the judge could not give) and "
-            "are left out of training: rerun to retry just those, or pass --unknown-as to keep them",
-            style="yellow",
-            highlight=False,
-            soft_wrap=True,
-        )
-    console.print(f"wrote {out} and {summ_path}", highlight=False, soft_wrap=True)
+    run_triage(**resolve_options(args))
     return 0
-
-
-def _with_concurrency(spec: str | dict[str, Any], concurrency: int | None) -> str | dict[str, Any]:
-    """Pass --concurrency to the judge through its spec (a block gets a `concurrency` key)."""
-    if concurrency is None:
-        return spec
-    if isinstance(spec, dict):
-        return {**spec, "concurrency": int(concurrency)}
-    return {"spec": spec, "concurrency": int(concurrency)}
-
-
-def _corrections(opts: dict[str, Any]):
-    """The oracle correction generator, its generations cached beside the verdict cache."""
-    from trace_realign.cache import GENERATIONS_FILE, GenerationCache
-    from trace_realign.triage.corrections import make_corrections
-
-    spec = opts["corrections"]
-    spec = {**spec} if isinstance(spec, dict) else {"spec": spec}
-    spec.setdefault("progress", bool(opts["progress"]))
-    cache = None
-    if not opts["no_cache"]:
-        cache = GenerationCache(Path(opts["cache"]).parent / GENERATIONS_FILE if opts["cache"] else None)
-    return make_corrections(spec, cache=cache, concurrency=opts["concurrency"]), cache

@@ -1,4 +1,4 @@
-"""Oracle corrections for PUNISH pairs: `y_c <- O(x, pi_new)` (method.md, Stage 1 table).
+"""Oracle corrections for PUNISH pairs: `y_c <- O(x, pi_new)` (docs/method.md, Stage 1 table).
 
 A PUNISH pair has no compliant response to prefer, so the oracle writes one: the prompt is
 sent to a model told to follow the new policy, and its answer becomes `y_c`. Anything that maps

@@ -1,4 +1,4 @@
-"""Stage 1: triage every old pair under the new policy (method.md, "Stage 1 - triage").
+"""Stage 1: triage every old pair under the new policy (docs/method.md, "Stage 1 - triage").
 
 `c_w = pi_new(y_w|x)` and `c_l = pi_new(y_l|x)` come from the judge; `categorise` maps them to
 INVERT (0, 1), PUNISH (0, 0) or RETAIN (c_w = 1, whatever c_l). A verdict the judge could not give
@@ -33,7 +33,7 @@ CorrectionFn = Callable[[Policy, Sequence[PreferencePair]], list[str | None]]
 
 
 def categorise(c_w: int | None, c_l: int | None) -> Category:
-    """Triage rule of method.md. `c_w = 1` alone decides RETAIN, so `c_l` may then be unknown."""
+    """Triage rule of docs/method.md. `c_w = 1` alone decides RETAIN, so `c_l` may then be unknown."""
     for name, c in (("c_w", c_w), ("c_l", c_l)):
         if c not in (0, 1, None) or isinstance(c, bool):
             raise ValueError(f"{name} must be 1, 0 or None, got {c!r}")
@@ -125,7 +125,7 @@ def triage_pairs(
     """Judge y_w and y_l of every pair under `policy` and categorise the pair.
 
     `cache=None` judges without storing (tests, one-off notebooks). `corrections`, when given, is
-    asked for an oracle correction y_c of every PUNISH pair (method.md, `y_c <- O(x, pi_new)`).
+    asked for an oracle correction y_c of every PUNISH pair (docs/method.md, `y_c <- O(x, pi_new)`).
     """
     if unknown_as is not None and unknown_as not in UNKNOWN_AS:
         raise InputError(f"unknown_as must be one of {', '.join(UNKNOWN_AS)}, got '{unknown_as}'")

@@ -5,7 +5,9 @@
 
 Every `TraceConfig` field, `TrainingArguments` included, is a flag and a YAML key
 (`--per_device_train_batch_size`, `--gradient_accumulation_steps`, `--report_to`, `--deepspeed`,
-`--bf16`, ...), parsed by `HfArgumentParser` as TRL's scripts do. Under several processes:
+`--bf16`, ...), parsed by `HfArgumentParser` as TRL's scripts do; `--flag_name` and `--flag-name` are
+the same flag. The model and LoRA options (`options.ModelConfig`) are those `score` takes. The work
+is done by `update.train()`. Under several processes:
 `accelerate launch -m trace_realign.cli train ...`.
 """
 
@@ -15,10 +17,10 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.io import load_yaml
 
 
 @dataclass
@@ -49,29 +51,6 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(accepts_extra=True)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping of options; an unreadable file or a non-mapping is an `InputError`."""
-    import yaml
-
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("config file not found", path=str(p)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"unparseable YAML ({getattr(exc, 'problem', exc)})",
-            path=str(p),
-            line=mark.line + 1 if mark else None,
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"expected a mapping of options, got {type(data).__name__}", path=str(p))
-    return data
-
-
 def parse_train_args(
     argv: list[str], yaml_options: dict[str, Any] | None = None, yaml_path: str | None = None
 ) -> tuple[TrainScriptArguments, Any]:
@@ -99,7 +78,8 @@ def parse_train_args(
     for name in ("model", "weighted"):
         if not getattr(script, name):
             raise InputError(f"--{name} is required (or `{name}:` in the config file)", field=name)
-    given = "output_dir" in (yaml_options or {}) or any(a.split("=")[0] == "--output_dir" for a in argv)
+    flags = {a.split("=")[0] for a in argv}
+    given = "output_dir" in (yaml_options or {}) or bool(flags & {"--output_dir", "--output-dir"})
     if not given:
         raise InputError("--output_dir is required (or `output_dir:` in the config file)", field="output_dir")
     return script, config
@@ -114,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         HfArgumentParser((TrainScriptArguments, TraceConfig), prog="trace-realign train").print_help()
         return 0
     options = load_yaml(args.config) if args.config else None
+    if options:
+        options = {str(k).replace("-", "_"): v for k, v in options.items()}
     script, config = parse_train_args(list(args.extra), options, args.config)
     from trace_realign.update.trainer import train
 

@@ -3,9 +3,11 @@
 Every field is at once a Python attribute, a command-line flag (`--beta 0.3`) and a YAML key
 (`beta: 0.3`), parsed by `HfArgumentParser` as TRL's scripts do, so the usual Trainer flags
 (`--per_device_train_batch_size`, `--gradient_accumulation_steps`, `--report_to`, `--deepspeed`,
-`--bf16`, `--gradient_checkpointing`) work unchanged. LoRA and length options carry TRL's names.
-Defaults are the paper's (method.md): β 0.3, α_KL 0.1, γ 1, LoRA r 32 / α 16 / dropout 0.1 on
-q/v, lr 1e-4, cosine schedule.
+`--bf16`, `--gradient_checkpointing`) work unchanged. The model and LoRA options come from
+`options.ModelConfig`, shared with `score`; loss options carry TRL 1.16's names (`loss_type` as a
+list with `"sft"` and `loss_weights`, `label_smoothing`); the old names are mapped in
+`options.fold_deprecated`. Defaults are the paper's (docs/method.md): β 0.3, α_KL 0.1, LoRA r 32 /
+α 16 / dropout 0.1 on q/v, lr 1e-4, cosine schedule.
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from trace_realign.errors import InputError
+from trace_realign.options import (
+    MAX_LENGTH,
+    ModelConfig,
+    fold_deprecated,
+    loss_weight,
+    preference_loss_type,
+    sft_weight,
+)
 
-LOSS_TYPES = ("sigmoid", "ipo")
 NORMALISATIONS = ("mean", "paper", "none")
 
 
 @dataclass
-class TraceConfig(TrainingArguments):
+class TraceConfig(TrainingArguments, ModelConfig):
     """Options of `TraceTrainer`. `method` names a preset (see `update.presets.PRESETS`)."""
 
     method: str = field(
@@ -34,25 +43,17 @@ class TraceConfig(TrainingArguments):
     alpha_kl: float = field(
         default=0.1, metadata={"help": "α_KL, the weight of the RETAIN KL to the reference."}
     )
-    rpo_alpha: float = field(
-        default=0.0,
+    loss_type: list[str] = field(
+        default_factory=lambda: ["sigmoid"],
         metadata={
-            "help": "Weight of the per-token NLL of the preferred response added to each preference term "
-            "(RPO, Pang et al. 2024; TRL's rpo_alpha). 0, the default, is the paper's objective."
+            "help": "ℓ_pref: 'sigmoid' (DPO, the paper's 'IPO') or 'ipo' (the true IPO (Δ − 1/(2β))²), and "
+            "optionally 'sft': the per-token NLL of the preferred response added to every preference term "
+            "(RPO, Pang et al. 2024). ['sigmoid'], the default, is the paper's objective."
         },
     )
-    gamma: float = field(
-        default=1.0,
-        metadata={
-            "help": "γ of the impact weights (w ← w/γ before clamping). Used by the score stage; the weights a "
-            "weighted file carries are already divided by it."
-        },
-    )
-    loss_type: str = field(
-        default="sigmoid",
-        metadata={
-            "help": "ℓ_pref: 'sigmoid' (DPO, the paper's 'IPO') or 'ipo' (the true IPO (Δ − 1/(2β))²)."
-        },
+    loss_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "One weight per loss_type entry (default: 1 each), as in TRL's DPOConfig."},
     )
     weight_normalisation: str = field(
         default="mean",
@@ -74,12 +75,23 @@ class TraceConfig(TrainingArguments):
             "help": "ε: stop when the gradient norm of an update falls below it (0 turns the rule off)."
         },
     )
-    flip_rate: float = field(
-        default=0.1, metadata={"help": "ε of robust DPO (rdpo): the assumed label flip rate."}
+    label_smoothing: float = field(
+        default=0.1,
+        metadata={"help": "ε of robust DPO (rdpo): the assumed label flip rate (read by rdpo only)."},
     )
-    max_length: int | None = field(default=512, metadata={"help": "Longest prompt+response, in tokens."})
+    max_length: int | None = field(
+        default=MAX_LENGTH, metadata={"help": "Longest prompt+response, in tokens."}
+    )
+    # old names (options.DEPRECATED): accepted with a deprecation message, folded into the above
+    rpo_alpha: float | None = field(
+        default=None, metadata={"help": "Deprecated: loss_type [sigmoid, sft] with loss_weights [1, A]."}
+    )
+    flip_rate: float | None = field(default=None, metadata={"help": "Deprecated: label_smoothing."})
     max_prompt_length: int | None = field(
-        default=None, metadata={"help": "Prompt tokens kept when truncating (default max_length // 2)."}
+        default=None,
+        metadata={
+            "help": "Deprecated (TRL 1.16 removed it): prompt tokens kept when cutting (max_length // 2)."
+        },
     )
     precompute_ref_log_probs: bool = field(
         default=True,
@@ -87,13 +99,6 @@ class TraceConfig(TrainingArguments):
             "help": "Compute the reference log-probabilities once before training (cached on disk) instead "
             "of a reference forward pass each step. The RETAIN KL still needs reference logits each step."
         },
-    )
-    use_peft: bool = field(default=True, metadata={"help": "Train a LoRA adapter (else full fine-tuning)."})
-    lora_r: int = field(default=32, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "v_proj"], metadata={"help": "Modules that get a LoRA adapter."}
     )
     save_merged: bool = field(
         default=False, metadata={"help": "Also save the model with the adapter merged in."}
@@ -110,7 +115,22 @@ class TraceConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        fold_deprecated(self)
         self.validate()
+
+    @property
+    def preference_loss(self) -> str:
+        """The ℓ_pref of `loss_type`: sigmoid or ipo."""
+        return preference_loss_type(self)
+
+    @property
+    def preference_weight(self) -> float:
+        return loss_weight(self, self.preference_loss)
+
+    @property
+    def sft_weight(self) -> float:
+        """Weight of the NLL of the preferred response (`"sft"` in `loss_type`); 0 when absent."""
+        return sft_weight(self)
 
     def validate(self) -> None:
         """Raise `InputError` naming the field of the first bad option."""
@@ -120,8 +140,6 @@ class TraceConfig(TrainingArguments):
             raise InputError(
                 f"unknown method {self.method!r}: use one of {', '.join(PRESETS)}", field="method"
             )
-        if self.loss_type not in LOSS_TYPES:
-            raise InputError(f"unknown loss_type {self.loss_type!r}: use sigmoid or ipo", field="loss_type")
         if self.weight_normalisation not in NORMALISATIONS:
             raise InputError(
                 f"unknown weight_normalisation {self.weight_normalisation!r}: use mean, paper or none",
@@ -131,12 +149,12 @@ class TraceConfig(TrainingArguments):
             raise InputError(f"beta must be positive, got {self.beta}", field="beta")
         if self.alpha_kl < 0:
             raise InputError(f"alpha_kl must be >= 0, got {self.alpha_kl}", field="alpha_kl")
-        if self.rpo_alpha < 0:
-            raise InputError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}", field="rpo_alpha")
-        if self.gamma <= 0:
-            raise InputError(f"gamma must be positive, got {self.gamma}", field="gamma")
-        if not 0.0 <= self.flip_rate < 0.5:
-            raise InputError(f"flip_rate must lie in [0, 0.5), got {self.flip_rate}", field="flip_rate")
+        if any(w < 0 for w in self.loss_weights or []):
+            raise InputError(f"loss_weights must be >= 0, got {self.loss_weights}", field="loss_weights")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise InputError(
+                f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}", field="label_smoothing"
+            )
         props = self.sampling_proportions
         if len(props) != 3 or any(p < 0 for p in props) or sum(props) <= 0:
             raise InputError(

@@ -5,7 +5,7 @@
 2. `select_examples` turns rows into `Example`s as the method's preset says (`update.presets`):
    a preference pair `(y+, y−)`, an NPO pair (one or both responses unlearned), or a RETAIN
    anchor `y_w` for the KL.
-3. `TraceDataset` encodes every example once (the impact engineer's `model.tokenize`), and
+3. `TraceDataset` encodes every example once (`model.tokenize`), and
    holds its cached reference log-probabilities; `collate` pads a batch into tensors.
 4. `StratifiedSampler` orders indices so that each batch of `batch_size` consecutive indices
    draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23).
@@ -28,12 +28,14 @@ from trace_realign.impact.scoring import normalise_weights
 from trace_realign.io import read_jsonl
 from trace_realign.model.tokenize import Encoded, TruncationReport, collate, encode, pad_id
 from trace_realign.schema import Category, Prompt, content_id
+from trace_realign.triage.terms import category_term
 from trace_realign.update.presets import Preset
 
 # Example kinds, as integers so a batch carries them as one tensor
 PREF, NPO, KL = 0, 1, 2
 KIND_NAMES = {PREF: "pref", NPO: "npo", KL: "kl"}
-# Stratum of each category in `sampling_proportions` and in the batch tensor `category`
+KIND = {name: kind for kind, name in KIND_NAMES.items()}
+# Stratum of each category in `sampling_proportions` and in the batch tensor `stratum`
 STRATA = (Category.INVERT, Category.PUNISH, Category.RETAIN)
 STRATUM = {c: i for i, c in enumerate(STRATA)}
 
@@ -167,7 +169,7 @@ def select_examples(
     normalisation: str = "mean",
     path: str = "weighted file",
 ) -> Selection:
-    """The training examples of `preset` (method.md, table of methods) from validated rows.
+    """The training examples of `preset` (docs/method.md, table of methods) from validated rows.
 
     Raises `InputError` when nothing would be trained: no usable rows, impact weights missing on a
     conflict row (run `score`, or use trace-no-impact), or every impact weight 0 after clamping.
@@ -184,20 +186,14 @@ def select_examples(
 
     if preset.selection == "triaged":
         for r in usable:
-            if r.category is Category.INVERT:
-                out.append(Example(PREF, r.category, r.id, r.prompt, r.rejected, r.chosen, 1.0))
-            elif r.category is Category.PUNISH:
-                if r.correction is not None:
-                    out.append(Example(PREF, r.category, r.id, r.prompt, r.correction, r.chosen, 1.0))
-                    counts["punish_with_correction"] += 1
-                else:
-                    out.append(
-                        Example(NPO, r.category, r.id, r.prompt, r.chosen, r.rejected, 1.0, True, True)
-                    )
-            elif alpha_kl > 0 and preset.use_kl:
-                out.append(Example(KL, r.category, r.id, r.prompt, r.chosen, None, 1.0))
-            else:
+            term = category_term(r.category, r.chosen, r.rejected, r.correction)
+            if term.kind == "kl" and not (alpha_kl > 0 and preset.use_kl):
                 counts["retain_not_drawn_alpha_kl_0"] += 1
+                continue
+            npo = term.kind == "npo"
+            out.append(Example(KIND[term.kind], r.category, r.id, r.prompt, term.a, term.b, 1.0, npo, npo))
+            if r.category is Category.PUNISH and term.kind == "pref":
+                counts["punish_with_correction"] += 1
     elif preset.selection == "flagged":
         for r in usable:
             fw, fl = _flags(r)

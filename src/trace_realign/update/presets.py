@@ -1,4 +1,4 @@
-"""The methods compared in method.md, as settings of the one `TraceTrainer`.
+"""The methods compared in docs/method.md, as settings of the one `TraceTrainer`.
 
 | name               | data used (`selection`)                          | loss                       | weights | KL  |
 |--------------------|--------------------------------------------------|----------------------------|---------|-----|
@@ -47,7 +47,8 @@ class Preset:
     - `weights`: `"impact"` uses the file's `impact_weight`, `"uniform"` gives every example 1.
     - `use_kl`: False forces α_KL = 0 (and RETAIN is then not drawn at all).
     - `pair_loss`: `"pref"` is ℓ_pref with the config's `loss_type`; `"dpo"` is the DPO sigmoid loss
-      whatever `loss_type` says; `"rdpo"` is robust DPO with the config's `flip_rate`.
+      whatever `loss_type` says; `"rdpo"` is robust DPO with the config's `label_smoothing`; None for
+      the presets that build no preference pairs (NPO only).
     - `stratified`: draw each batch from INVERT, PUNISH and RETAIN in the configured proportions.
     """
 
@@ -55,7 +56,7 @@ class Preset:
     selection: Selection
     weights: Literal["impact", "uniform"]
     use_kl: bool
-    pair_loss: Literal["pref", "dpo", "rdpo"]
+    pair_loss: Literal["pref", "dpo", "rdpo"] | None
     stratified: bool
     summary: str
 
@@ -68,8 +69,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset("trace-no-impact", "triaged", "uniform", True, "pref", True, "TRACE with uniform weights"),
         Preset("trace-no-kl", "triaged", "impact", False, "pref", True, "TRACE without the RETAIN KL"),
-        Preset("trace-no-triage", "flagged", "impact", False, "pref", False, "NPO on every flagged response"),
-        Preset("u2a", "flagged", "impact", False, "pref", False, "Unlearning-to-Align, first-order weights"),
+        Preset("trace-no-triage", "flagged", "impact", False, None, False, "NPO on every flagged response"),
+        Preset("u2a", "flagged", "impact", False, None, False, "Unlearning-to-Align, first-order weights"),
         Preset(
             "naive-oracle-dpo", "relabelled", "uniform", False, "dpo", False, "DPO on the relabelled pairs"
         ),

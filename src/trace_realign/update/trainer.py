@@ -5,10 +5,11 @@ Each step minimises, over a stratified batch of B examples (see `update.data`),
     L = (1/B) [ Σ_INVERT w_i ℓ_pref(x_i, y_l, y_w) + Σ_PUNISH w_j (ℓ_pref(x_j, y_c, y_w) or ℓ_NPO)
               + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
 
-With `rpo_alpha > 0` every preference term also gets `rpo_alpha` times the per-token NLL of its
-preferred response (RPO): on a small model DPO alone can widen the margin on the later tokens of
-the preferred response and saturate while greedy decoding still opens the old way; the NLL term
-keeps raising the preferred response itself, its first tokens included.
+With `"sft"` in `loss_type` every preference term also gets its `loss_weights` share of the
+per-token NLL of its preferred response (RPO; TRL 1.16's spelling of the old `rpo_alpha`): on
+a small model DPO alone can widen the margin on the later tokens of the preferred response and
+saturate while greedy decoding still opens the old way; the NLL term keeps raising the preferred
+response itself, its first tokens included.
 
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
@@ -79,28 +80,44 @@ def hybrid_loss(
     beta: float,
     alpha_kl: float,
     loss_type: str = "sigmoid",
-    pair_loss: str = "pref",
-    flip_rate: float = 0.0,
-    rpo_alpha: float = 0.0,
+    pair_loss: str | None = "pref",
+    label_smoothing: float = 0.0,
+    preference_weight: float = 1.0,
+    sft_weight: float = 0.0,
     n_tokens: torch.Tensor | None = None,
+    rpo_alpha: float | None = None,
+    flip_rate: float | None = None,
 ) -> HybridLoss:
     """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
 
     `pol`, `ref`: `[S]` summed log-probabilities of every sequence of the batch; `kl`: `[B]` token KL
     of each example's first sequence (used only where `kind == KL`); `batch`: the collated tensors.
-    `n_tokens`: `[S]` response tokens of each sequence, needed when `rpo_alpha > 0`.
+    `loss_type` is the preference loss (sigmoid or ipo), `label_smoothing` the robust-DPO flip rate;
+    each preference term is `preference_weight · ℓ_pref + sft_weight · NLL(preferred)` (TRL's
+    `loss_type [.., "sft"]` with `loss_weights`). `n_tokens`: `[S]` response tokens of each
+    sequence, needed when `sft_weight > 0`. `pair_loss=None`: the preset builds no pairs.
+    `rpo_alpha` and `flip_rate` are the old names of `sft_weight` and `label_smoothing`
+    (options.DEPRECATED), still read for callers written before TRL 1.16's names.
     """
+    if rpo_alpha is not None:
+        sft_weight = rpo_alpha
+    if flip_rate is not None:
+        label_smoothing = flip_rate
     kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
     pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
     rp, rn = ref[batch["pos_idx"]].to(pol.dtype), ref[batch["neg_idx"]].to(pol.dtype)
-    if pair_loss == "rdpo":
-        pref = robust_dpo_loss(pp, rp, pn, rn, beta, flip_rate)
+    if pair_loss is None:
+        pref = torch.zeros_like(pp)
+    elif pair_loss == "rdpo":
+        pref = robust_dpo_loss(pp, rp, pn, rn, beta, label_smoothing)
     else:
         pref = preference_loss(pp, rp, pn, rn, beta, "sigmoid" if pair_loss == "dpo" else loss_type)
-    if rpo_alpha > 0:
+    if preference_weight != 1.0:
+        pref = preference_weight * pref
+    if sft_weight > 0 and pair_loss is not None:
         if n_tokens is None:
-            raise ValueError("rpo_alpha > 0 needs the response token counts (n_tokens)")
-        pref = pref + rpo_alpha * (-pp / n_tokens[batch["pos_idx"]].clamp(min=1).to(pol.dtype))
+            raise ValueError("an sft term needs the response token counts (n_tokens)")
+        pref = pref + sft_weight * (-pp / n_tokens[batch["pos_idx"]].clamp(min=1).to(pol.dtype))
     npo_mask = batch["npo_mask"].to(pol.dtype)
     npo_neg = npo_mask[:, 1] * batch["has_neg"].to(pol.dtype)
     npo = npo_loss(pp, rp, beta) * npo_mask[:, 0] + npo_loss(pn, rn, beta) * npo_neg
@@ -121,7 +138,7 @@ def _positions_to_keep(labels: torch.Tensor) -> int:
 
 
 class GradNormStop(TrainerCallback):
-    """Stop when the norm of an update's gradient falls below ε (method.md: stop when ‖∇L‖ < ε)."""
+    """Stop when the norm of an update's gradient falls below ε (docs/method.md: stop when ‖∇L‖ < ε)."""
 
     def __init__(self, trainer: TraceTrainer, eps: float) -> None:
         self.trainer, self.eps = trainer, eps
@@ -284,10 +301,11 @@ class TraceTrainer(Trainer):
             inputs,
             beta=self.args.beta,
             alpha_kl=self.alpha_kl,
-            loss_type=self.args.loss_type,
+            loss_type=self.args.preference_loss,
             pair_loss=self.preset.pair_loss,
-            flip_rate=self.args.flip_rate,
-            rpo_alpha=self.args.rpo_alpha,
+            label_smoothing=self.args.label_smoothing,
+            preference_weight=self.args.preference_weight,
+            sft_weight=self.args.sft_weight,
             n_tokens=mask.sum(-1),
         )
 
@@ -373,13 +391,10 @@ def train(
         path=str(weighted_path),
     )
     tokenizer = load_tokenizer(model_name_or_path)
-    model = load_model(model_name_or_path)
+    model = load_model(model_name_or_path, dtype=config.dtype)
     if config.use_peft:
         set_seed(config.seed)  # LoRA's A matrices are random: same seed, same start
-        lora = LoraOptions(
-            config.lora_r, config.lora_alpha, config.lora_dropout, list(config.lora_target_modules)
-        )
-        model = apply_lora(model, lora)
+        model = apply_lora(model, LoraOptions.from_config(config))
     dataset = TraceDataset(
         selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
@@ -442,11 +457,17 @@ def _zero3_reference(model_name_or_path: str | Path, config: TraceConfig) -> Any
 
 
 def _loss_label(preset: Preset, config: TraceConfig) -> str:
+    if preset.pair_loss is None:
+        return "none (no preference pairs: NPO only)"
     if preset.pair_loss == "rdpo":
-        return f"robust DPO (flip rate {config.flip_rate})"
-    if preset.pair_loss == "dpo" or config.loss_type == "sigmoid":
-        return "sigmoid (DPO; the paper's 'IPO')"
-    return "ipo ((Δ - 1/(2β))²)"
+        label = f"robust DPO (flip rate {config.label_smoothing})"
+    elif preset.pair_loss == "dpo" or config.preference_loss == "sigmoid":
+        label = "sigmoid (DPO; the paper's 'IPO')"
+    else:
+        label = "ipo ((Δ - 1/(2β))²)"
+    if config.sft_weight > 0:
+        label += f" + {config.sft_weight:g} × sft (NLL of the preferred response)"
+    return label
 
 
 def _last_logged(history: list[dict[str, Any]]) -> dict[str, float]:

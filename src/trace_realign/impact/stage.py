@@ -1,0 +1,404 @@
+"""The impact-scoring stage: `score()` turns a triaged file into `weighted.jsonl`.
+
+    from trace_realign.impact.stage import ScoreConfig, score
+    summary = score("models/m_ref", "run/triage/triaged.jsonl", "run/score/weighted.jsonl",
+                    ScoreConfig(gold_size=64))
+
+`trace-realign score` (impact/cli.py) parses its flags into `ScoreConfig` and calls `score`.
+It writes `weighted.jsonl` (every triaged row plus `impact_weight`: a float for INVERT and PUNISH
+rows, null otherwise) and a summary JSON. Work in progress lives in a hidden folder next to
+`--out` (`g_J` and the raw impacts, appended batch by batch), so a killed run resumes where it
+stopped when rerun with the same settings; the folder is removed once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trace_realign.errors import InputError
+from trace_realign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
+from trace_realign.options import MAX_LENGTH, ModelConfig, fold_deprecated, preference_loss_type
+from trace_realign.schema import Category, content_id
+
+TOP_N = 10
+HISTOGRAM_BINS = 10
+
+
+@dataclass
+class ScoreConfig(ModelConfig):
+    """Options of the impact-scoring stage. The model, LoRA, loss, length and seed options carry the
+    names and defaults `TraceConfig` (train) uses, so scoring sees the parameters and the loss that
+    training will; `trace-realign run` passes the train block's values on."""
+
+    mode: str = field(
+        default="fd",
+        metadata={"help": "fd (central difference), exact (forward-mode AD) or naive (one backward per pair).",
+                  "choices": ["fd", "exact", "naive"]},
+    )  # fmt: skip
+    gold_size: int = field(default=64, metadata={"help": "Gold batch size B (Algorithm 2)."})
+    beta: float = field(default=0.3, metadata={"help": "β of the preference and NPO losses."})
+    loss_type: list[str] = field(
+        default_factory=lambda: ["sigmoid"],
+        metadata={"help": "ℓ_pref: sigmoid (DPO, the paper's 'IPO') or ipo (true IPO). An 'sft' entry "
+                  "(training's NLL term) is accepted and not scored: the weights score ℓ_pref alone."},
+    )  # fmt: skip
+    loss_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "As in train; scoring ignores them (the normalisation removes a scale)."},
+    )
+    gamma: float = field(default=1.0, metadata={"help": "Damping: w ← w/γ before clamping."})
+    weight_normalisation: str = field(
+        default="mean",
+        metadata={"help": "mean: mean weight 1 over conflicts (default); paper: weights sum to 1.",
+                  "choices": ["mean", "paper"]},
+    )  # fmt: skip
+    batch_size: int = field(default=8, metadata={"help": "Pairs per forward pass."})
+    max_length: int | None = field(
+        default=MAX_LENGTH, metadata={"help": "Longest prompt+response, in tokens."}
+    )
+    seed: int = field(
+        default=42,
+        metadata={
+            "help": "Gold batch draw and LoRA initialisation (42: TrainingArguments' default, as train)."
+        },
+    )
+    # old names (options.DEPRECATED): accepted with a deprecation message
+    loss: str | None = field(default=None, metadata={"help": "Deprecated: loss_type."})
+    normalisation: str | None = field(default=None, metadata={"help": "Deprecated: weight_normalisation."})
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated (TRL 1.16 removed it): prompt tokens kept when cutting (max_length // 2)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        fold_deprecated(self)
+        if self.gold_size < 1:
+            raise InputError(f"gold batch size must be at least 1, got {self.gold_size}", field="gold_size")
+
+    def score_options(self) -> Any:
+        """The `impact.scoring.ScoreOptions` of these settings (validated there)."""
+        from trace_realign.impact.scoring import ScoreOptions
+
+        return ScoreOptions(
+            mode=self.mode,
+            beta=self.beta,
+            variant=preference_loss_type(self),
+            gamma=self.gamma,
+            normalisation=self.weight_normalisation,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_conflicts(path: str | Path) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The raw rows of a triaged file (kept whole for the output) and their `TriagedPair`s."""
+    from trace_realign.triage.triage import read_triaged
+
+    triaged = read_triaged(path)
+    rows = [row for _, row in read_jsonl(path)]
+    seen: dict[str, int] = {}
+    for n, t in enumerate(triaged, start=1):
+        for name in ("prompt", "chosen", "rejected"):
+            value = getattr(t.pair, name)
+            if name != "prompt" and not isinstance(value, str):
+                raise InputError("expected a string", path=str(path), line=n, field=name)
+        if t.id in seen and t.category in (Category.INVERT, Category.PUNISH):
+            raise InputError(f"duplicate id (also on row {seen[t.id]})", path=str(path), line=n, field="id")
+        seen.setdefault(t.id, n)
+    if not any(t.category in (Category.INVERT, Category.PUNISH) for t in triaged):
+        counts = {c.value: sum(t.category is c for t in triaged) for c in Category}
+        raise InputError(
+            f"no conflicts to score: no INVERT or PUNISH rows (categories: {counts})",
+            path=str(path),
+            field="category",
+        )
+    return rows, triaged
+
+
+def score(
+    model_name_or_path: str | Path,
+    triaged_path: str | Path,
+    out: str | Path,
+    config: ScoreConfig | None = None,
+    *,
+    summary_path: str | Path | None = None,
+    ref_cache_dir: str | Path | None = None,
+    ref_cache: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score the conflicts of `triaged_path` against `model_name_or_path` (M_ref); write `out`
+    (weighted.jsonl) and the summary (default: summary.json beside `out`); return the summary.
+
+    `ref_cache` fills the reference log-prob cache (in `ref_cache_dir`, default the cache root)
+    that `train` reads. Under several processes (`accelerate launch`) only the main one writes, and
+    the others return an empty dict.
+    """
+    import torch
+
+    from trace_realign.impact.gold import gold_batch
+    from trace_realign.impact.reference import model_fingerprint, open_cache, reference_logprobs
+    from trace_realign.impact.scoring import (
+        GoldDirection,
+        ScoredItem,
+        conflict_impacts,
+        conflict_item,
+        gold_gradient,
+        normalise_weights,
+        process_state,
+    )
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
+    from trace_realign.model.tokenize import TruncationReport
+
+    started = time.time()
+    config = config or ScoreConfig()
+    triaged_path, out = Path(triaged_path), Path(out)
+    summary_path = Path(summary_path) if summary_path else out.with_name("summary.json")
+    opts = config.score_options()
+    rows, triaged = load_conflicts(triaged_path)
+    conflicts = [
+        conflict_item(t.id, t.pair.prompt, t.pair.chosen, t.pair.rejected, t.category, t.correction)
+        for t in triaged
+        if t.category in (Category.INVERT, Category.PUNISH)
+    ]
+    gold_triples = gold_batch(triaged, config.gold_size, seed=config.seed)
+    gold = [ScoredItem(g.pair_id, g.prompt, g.y_plus, g.y_minus, "pref") for g in gold_triples]
+
+    torch.manual_seed(config.seed)  # the LoRA A matrices, which the weights depend on
+    tokenizer = load_tokenizer(model_name_or_path)
+    model = load_model(model_name_or_path, dtype=config.dtype)
+    lora = LoraOptions.from_config(config)
+    if config.use_peft:
+        model = apply_lora(model, lora)
+    else:
+        model.requires_grad_(True)
+
+    settings = {
+        "model": str(model_name_or_path),
+        "model_fingerprint": model_fingerprint(model),
+        "triaged": _file_hash(triaged_path),
+        "mode": opts.mode,
+        "beta": opts.beta,
+        "loss": opts.variant,
+        "gold_size": config.gold_size,
+        "seed": config.seed,
+        "use_peft": config.use_peft,
+        "lora": vars(lora) if config.use_peft else None,
+        "max_length": opts.max_length,
+        "max_prompt_length": opts.max_prompt_length,
+        "dtype": config.dtype,
+    }
+    work = out.with_name(f".{out.name}.partial")
+    run_id = content_id(settings)
+    state = process_state()
+    if state.is_main_process:
+        stale = work.exists() and (
+            not (work / "settings.json").exists() or read_json(work / "settings.json") != settings
+        )
+        if stale:
+            shutil.rmtree(work)  # left by a run with other settings: its numbers do not apply
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / "settings.json", settings)
+    state.wait_for_everyone()
+
+    report = TruncationReport()
+    gold_file = work / "g_J.pt"
+    if gold_file.exists():
+        saved = torch.load(gold_file, weights_only=True, map_location="cpu")
+        direction = GoldDirection(saved["grad"], int(saved["n_items"]))
+    else:
+        direction = gold_gradient(
+            model,
+            tokenizer,
+            gold,
+            opts,
+            exact_reference=opts.mode == "naive",
+            report=report,
+            progress=progress,
+        )
+        if state.is_main_process:
+            torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
+
+    done: dict[str, float] = {}
+    for part in sorted(work.glob("raw.rank*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut short by a kill: recomputed
+            done[rec["id"]] = float(rec["raw"])
+    resumed = sum(c.id in done for c in conflicts)
+    if resumed and progress:
+        print(f"resuming: {resumed}/{len(conflicts)} conflicts already scored")
+    raw_file = work / f"raw.rank{state.process_index}.jsonl"
+
+    def save(batch: dict[str, float]) -> None:
+        with raw_file.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps({"id": k, "raw": v}) + "\n" for k, v in batch.items())
+
+    raw = conflict_impacts(
+        model,
+        tokenizer,
+        conflicts,
+        direction,
+        opts,
+        done=done,
+        on_batch=save,
+        report=report,
+        progress=progress,
+    )
+    weights = dict(
+        zip(
+            raw,
+            normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation),
+            strict=True,
+        )
+    )
+    if not state.is_main_process:
+        _leave(state)
+        return {}
+
+    ref_store = None
+    if ref_cache:
+        # the trainer needs log π_ref of exactly these sequences; computed once here, read there
+        ref_store = open_cache(
+            model,
+            tokenizer,
+            max_length=opts.max_length,
+            max_prompt_length=opts.max_prompt_length,
+            cache_dir=ref_cache_dir,
+        )
+        reference_logprobs(
+            model,
+            tokenizer,
+            [(c.id, c.prompt, r) for c in conflicts for r in (c.a, c.b)],
+            batch_size=2 * opts.batch_size,
+            max_length=opts.max_length,
+            max_prompt_length=opts.max_prompt_length,
+            cache=ref_store,
+            progress=progress,
+        )
+
+    out_rows = []
+    for row, t in zip(rows, triaged, strict=True):
+        conflict = t.category in (Category.INVERT, Category.PUNISH)
+        # read_triaged fills an id the file lacked; rows join on that id downstream
+        out_rows.append({**row, "id": t.id, "impact_weight": weights[t.id] if conflict else None})
+    summary = _summary(
+        triaged,
+        conflicts,
+        raw,
+        weights,
+        opts,
+        config,
+        gold_triples,
+        direction,
+        report,
+        run_id,
+        time.time() - started,
+    )
+    summary["reference_cache"] = str(ref_store.path) if ref_store is not None else None
+    write_jsonl_atomic(out, out_rows)
+    write_json_atomic(summary_path, summary)
+    shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        print(
+            f"scored {len(conflicts)} conflicts ({opts.mode}, {opts.normalisation} normalisation): "
+            f"{summary['zero_weight_share']:.0%} clamped to zero; wrote {out} and {summary_path}"
+        )
+    _leave(state)
+    return summary
+
+
+def _leave(state: Any) -> None:
+    """Wait until every process is done (the main one writes the outputs), then close the process
+    group: a process that exits while another still holds the group can make that one abort."""
+    state.wait_for_everyone()
+    state.destroy_process_group()
+
+
+def _histogram(values: list[float]) -> dict[str, Any]:
+    top = max(values, default=0.0)
+    if top <= 0:
+        return {"edges": [0.0, 0.0], "counts": [len(values)]}
+    width = top / HISTOGRAM_BINS
+    counts = [0] * HISTOGRAM_BINS
+    for v in values:
+        counts[min(HISTOGRAM_BINS - 1, int(v / width))] += 1
+    return {"edges": [i * width for i in range(HISTOGRAM_BINS + 1)], "counts": counts}
+
+
+def _summary(
+    triaged, conflicts, raw, weights, opts, config, gold_triples, direction, report, run_id, wall
+) -> dict:
+    by_id = {t.id: t for t in triaged}
+    values = [weights[c.id] for c in conflicts]
+    kinds = {
+        "INVERT": sum(by_id[c.id].category is Category.INVERT for c in conflicts),
+        "PUNISH_npo": sum(c.kind == "npo" for c in conflicts),
+        "PUNISH_corrected": sum(
+            by_id[c.id].category is Category.PUNISH and c.kind == "pref" for c in conflicts
+        ),
+    }
+    top = sorted(conflicts, key=lambda c: weights[c.id], reverse=True)[:TOP_N]
+    raw_values = list(raw.values())
+    return {
+        "run_id": run_id,
+        "mode": opts.mode,
+        "normalisation": opts.normalisation,
+        "normalisation_note": (
+            "paper: weights sum to 1 over conflicts"
+            if opts.normalisation == "paper"
+            else "mean: mean weight 1 over conflicts (N * w / sum|w|)"
+        ),
+        "loss": opts.variant,
+        "loss_note": "sigmoid is the DPO loss the paper calls IPO"
+        if opts.variant == "sigmoid"
+        else "true IPO",
+        "beta": opts.beta,
+        "gamma": opts.gamma,
+        "use_peft": config.use_peft,
+        "seed": config.seed,
+        "conflicts": len(conflicts),
+        "conflict_kinds": kinds,
+        "gold_size_requested": config.gold_size,
+        "gold_size": len(gold_triples),
+        "gold_sources": {
+            c.value: sum(g.source is c for g in gold_triples) for c in Category if c != Category.UNKNOWN
+        },
+        "g_J_norm": direction.norm,
+        "raw_impact": {
+            "min": min(raw_values),
+            "max": max(raw_values),
+            "mean": sum(raw_values) / len(raw_values),
+        },
+        "zero_weight_share": sum(v == 0 for v in values) / len(values),
+        "all_weights_zero": all(v == 0 for v in values),
+        "weight_histogram": _histogram(values),
+        "top_impact": [
+            {
+                "id": c.id,
+                "category": by_id[c.id].category.value,
+                "impact_weight": weights[c.id],
+                "raw_impact": raw[c.id],
+                "prompt": by_id[c.id].pair.prompt_text[:120],
+            }
+            for c in top
+        ],
+        "truncation": report.to_dict(),
+        "wall_time_s": round(wall, 2),
+        "finite": all(math.isfinite(v) for v in raw_values),
+    }

@@ -1,0 +1,197 @@
+"""The triage stage: `run_triage()` judges every old pair under the new policy (Stage 1).
+
+    from trace_realign.triage.stage import run_triage
+    summary = run_triage("pairs.jsonl", "new_policy.md", "rules:rules.yaml", "run/triage/triaged.jsonl")
+
+Writes the triaged rows (docs/architecture.md) and the summary JSON, and prints the summary as
+tables. Every verdict is committed to the verdict cache as it arrives, so a run stopped by
+Ctrl-C, a kill or an unreachable judge (`JudgeUnavailableError`, exit 3) resumes where it stopped
+when called again. `trace-realign triage` (triage/cli.py) parses flags and a YAML file into these
+arguments; `trace-realign run` calls it directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trace_realign.errors import InputError
+
+# every option of `run_triage` and its default; the CLI and `trace-realign run` check names against it
+OPTIONS: dict[str, Any] = {
+    "data": None,
+    "policy": None,
+    "judge": None,
+    "out": None,
+    "summary": None,
+    "format": "auto",
+    "split": "train",
+    "dataset_config": None,
+    "limit": None,
+    "skip_bad_rows": False,
+    "concurrency": None,
+    "cache": None,
+    "no_cache": False,
+    "corrections": None,
+    "unknown_as": None,
+    "dry_run": False,
+    "progress": True,
+}
+REQUIRED = ("data", "policy", "judge", "out")
+SHOW_SKIPPED = 20  # skipped rows printed; the summary JSON lists every one
+
+
+def summary_path(out: str | Path) -> Path:
+    """Where the summary of OUT goes by default: `summary.json` beside OUT when OUT is named
+    `triaged.jsonl` (the run-directory layout), otherwise `<OUT stem>.summary.json`."""
+    out = Path(out)
+    if out.name == "triaged.jsonl":
+        return out.with_name("summary.json")
+    return out.with_name(out.name.removesuffix(".jsonl") + ".summary.json")
+
+
+def run_triage(
+    data: str | Path,
+    policy: str | Path,
+    judge: str | dict[str, Any],
+    out: str | Path,
+    *,
+    summary: str | Path | None = None,
+    format: str = "auto",
+    split: str = "train",
+    dataset_config: str | None = None,
+    limit: int | None = None,
+    skip_bad_rows: bool = False,
+    concurrency: int | None = None,
+    cache: str | Path | None = None,
+    no_cache: bool = False,
+    corrections: str | dict[str, Any] | None = None,
+    unknown_as: str | None = None,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Judge every pair of `data` under `policy` with `judge`; write `out` (triaged.jsonl) and the
+    summary (default: see `summary_path`); print the summary tables; return the summary.
+
+    `judge` and `corrections` are spec strings or blocks (judges/spec.py, triage/corrections.py).
+    `dry_run` judges nothing: it prints and returns the plan (calls, tokens).
+    """
+    from rich.console import Console
+
+    from trace_realign.cache import VerdictCache
+    from trace_realign.data import load_pairs
+    from trace_realign.io import write_json_atomic
+    from trace_realign.judges.policy import Policy
+    from trace_realign.judges.spec import make_judge
+    from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
+
+    if limit is not None and int(limit) < 0:
+        raise InputError("limit must be >= 0", field="limit")
+    console = Console(stderr=False)
+    new_policy = Policy.from_file(policy)
+    load = load_pairs(
+        data,
+        format=format,
+        split=split,
+        name=dataset_config,
+        skip_bad=bool(skip_bad_rows),
+        limit=None if limit is None else int(limit),
+    )
+    if load.rows_read == 0:
+        raise InputError("no rows to triage", path=str(data))
+    for s in load.skipped[:SHOW_SKIPPED]:
+        console.print(f"skipped {s}", style="yellow", highlight=False, soft_wrap=True)
+    if len(load.skipped) > SHOW_SKIPPED:
+        console.print(
+            f"... and {len(load.skipped) - SHOW_SKIPPED} more skipped rows, all listed in the summary"
+        )
+
+    the_judge = make_judge(_with_concurrency(judge, concurrency))
+    verdicts = None if no_cache else VerdictCache(cache)
+    closers = [c for c in (getattr(the_judge, "close", None), verdicts and verdicts.close) if callable(c)]
+    try:
+        if dry_run:
+            plan = plan_triage(load.pairs, the_judge, new_policy, verdicts)
+            # only endpoint judges spend tokens; a local model or rules cost none
+            cost = (
+                f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
+                if "openai:" in the_judge.identity
+                else " (a local judge: no API tokens)"
+            )
+            console.print(
+                f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
+                f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
+                f"{plan['calls']} judge calls{cost} with judge {the_judge.identity}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if corrections:
+                console.print(
+                    "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
+                    highlight=False,
+                )
+            return {"dry_run": plan}
+        generator = None
+        if corrections:
+            generator, generations = _corrections(corrections, cache, no_cache, concurrency, progress)
+            closers += [generator.close] + ([generations.close] if generations is not None else [])
+        result = triage_pairs(
+            load.pairs,
+            the_judge,
+            new_policy,
+            verdicts,
+            corrections=generator,
+            unknown_as=unknown_as,
+            progress=bool(progress),
+        )
+    finally:
+        for close in closers:
+            close()
+
+    out = Path(out)
+    summ_path = Path(summary) if summary else summary_path(out)
+    summ = summarise(result, load)
+    summ["files"] = {"triaged": str(out), "summary": str(summ_path)}
+    write_triaged(out, result.rows)
+    write_json_atomic(summ_path, summ)
+    print_summary(summ, console)
+    unknown = summ["unknown"]
+    if unknown["pairs"]:
+        # unknowns are never cached, so running the same command again asks only for them
+        console.print(
+            f"{unknown['pairs']} pairs are UNKNOWN ({unknown['verdicts']} verdicts the judge could not give) and "
+            "are left out of training: rerun to retry just those, or pass --unknown-as to keep them",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"wrote {out} and {summ_path}", highlight=False, soft_wrap=True)
+    return summ
+
+
+def _with_concurrency(spec: str | dict[str, Any], concurrency: int | None) -> str | dict[str, Any]:
+    """Pass --concurrency to the judge through its spec (a block gets a `concurrency` key)."""
+    if concurrency is None:
+        return spec
+    if isinstance(spec, dict):
+        return {**spec, "concurrency": int(concurrency)}
+    return {"spec": spec, "concurrency": int(concurrency)}
+
+
+def _corrections(
+    spec: str | dict[str, Any],
+    verdict_cache: str | Path | None,
+    no_cache: bool,
+    concurrency: int | None,
+    progress: bool,
+):
+    """The oracle correction generator, its generations cached beside the verdict cache."""
+    from trace_realign.cache import GENERATIONS_FILE, GenerationCache
+    from trace_realign.triage.corrections import make_corrections
+
+    spec = {**spec} if isinstance(spec, dict) else {"spec": spec}
+    spec.setdefault("progress", bool(progress))
+    cache = None
+    if not no_cache:
+        cache = GenerationCache(Path(verdict_cache).parent / GENERATIONS_FILE if verdict_cache else None)
+    return make_corrections(spec, cache=cache, concurrency=concurrency), cache
