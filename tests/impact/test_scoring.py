@@ -249,3 +249,18 @@ def test_scores_equal_the_plain_full_logits_path(tok, lora, monkeypatch):
         assert all(p.grad is None for p in model.parameters())  # g_J left no .grad behind
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+def test_gold_gradient_does_not_depend_on_its_backward_batches(tok):
+    """g_J is a sum over the gold items: smaller backward passes (the memory bound) give the same sum."""
+    model = make_model(tok, lora=True)
+    grads = [
+        gold_gradient(model, tok, GOLD, ScoreOptions(batch_size=8, grad_batch_size=k), progress=False).grad
+        for k in (1, 2, 5)
+    ]
+    assert ScoreOptions(batch_size=8).gradient_batch_size == 4
+    for g in grads[1:]:
+        for n, t in g.items():
+            assert torch.allclose(t, grads[0][n], rtol=1e-6, atol=1e-6 * grads[0][n].abs().max().item()), n
+    with pytest.raises(InputError, match="grad batch size"):
+        ScoreOptions(grad_batch_size=0)

@@ -66,6 +66,10 @@ class ScoreOptions:
     gamma: float = 1.0
     normalisation: Normalisation = "mean"
     batch_size: int = 8
+    # pairs per backward pass of g_J (default batch_size // 2): a backward keeps every layer's
+    # activations of its batch, a forward-only pass (fd, reference) frees them layer by layer, so the
+    # gradient's batches set the stage's peak memory unless they are smaller
+    grad_batch_size: int | None = None
     max_length: int | None = None
     max_prompt_length: int | None = None
     # fd: how far (nats per gold sequence) the step along g_J moves log-probabilities (see `fd_step`)
@@ -85,6 +89,15 @@ class ScoreOptions:
             raise InputError(f"beta must be positive, got {self.beta}", field="beta")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}", field="batch_size")
+        if self.grad_batch_size is not None and self.grad_batch_size < 1:
+            raise InputError(
+                f"grad batch size must be at least 1, got {self.grad_batch_size}", field="grad_batch_size"
+            )
+
+    @property
+    def gradient_batch_size(self) -> int:
+        """Pairs per backward pass of `g_J`."""
+        return self.grad_batch_size or max(1, self.batch_size // 2)
 
 
 @dataclass
@@ -262,8 +275,9 @@ def gold_gradient(
     for p in params.values():
         p.grad = None
     with _scoring_state(model):
-        for start in tqdm(range(0, len(shard), opts.batch_size), desc="g_J", disable=not progress):
-            items = shard[start : start + opts.batch_size]
+        step = opts.gradient_batch_size
+        for start in tqdm(range(0, len(shard), step), desc="g_J", disable=not progress):
+            items = shard[start : start + step]
             n = len(items)
             batch = _batch(tokenizer, items, opts, report)
             lp = _logprobs(model, batch)
