@@ -135,3 +135,8 @@ def test_models_with_capped_logits_take_the_plain_path(tiny_model_dir):
     assert _parts(model) is not None
     model.config.final_logit_softcapping = 30.0
     assert _parts(model) is None
+    # a forward wrapped on the instance (accelerate's autocast for bf16 does this) is not bypassed
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model._original_forward = model.forward
+    model.forward = lambda *a, **k: model._original_forward(*a, **k)
+    assert _parts(model) is None

@@ -101,10 +101,26 @@ def chunked_head_logprobs(
     return out.index_add(0, seq, per_row)
 
 
+def _wrapped(module: Any) -> bool:
+    """Whether calling `module` does more than its class's forward: an instance-level forward (as
+    accelerate's mixed-precision autocast installs) or forward hooks, which the decoder-and-head
+    route would bypass."""
+    state = vars(module)
+    return (
+        "forward" in state
+        or "_original_forward" in state
+        or bool(getattr(module, "_forward_hooks", None))
+        or bool(getattr(module, "_forward_pre_hooks", None))
+    )
+
+
 def _parts(model: Any) -> tuple[Any, Any] | None:
     """`(decoder, lm_head)` of a causal LM (PEFT-wrapped or not), or None when its logits are more than
-    `lm_head(hidden)` (soft-capped or scaled, as in Gemma 2 or Cohere): those take the plain path."""
+    `lm_head(hidden)` (soft-capped or scaled, as in Gemma 2 or Cohere) or its forward is wrapped (see
+    `_wrapped`): those take the plain path."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _wrapped(model) or _wrapped(base):
+        return None
     cfg = getattr(base, "config", None)
     if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
         return None
