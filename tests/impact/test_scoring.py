@@ -203,3 +203,64 @@ def test_impact_weights_end_to_end_and_errors(tok):
     )
     with pytest.raises(InputError, match="response boundary"):
         impact_weights(model, broken, conflicts(), GOLD, progress=False)
+
+
+@pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
+def test_scores_equal_the_plain_full_logits_path(tok, lora, monkeypatch):
+    """The memory work (chunked log-probabilities, g_J accumulated in .grad, fd moving the weights in
+    place) changes no score: g_J and every mode's impacts equal those of full-vocabulary logits (1e-6)."""
+    from trace_realign.impact import scoring
+    from trace_realign.model.logprobs import forward_logits, sequence_logprobs
+
+    def plain(model, batch):
+        return sequence_logprobs(forward_logits(model, batch), batch["labels"])
+
+    model = make_model(tok, lora)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    items = conflicts()
+    results = {}
+    for path in ("chunked", "plain"):
+        if path == "plain":
+            monkeypatch.setattr(scoring, "response_logprobs", plain)
+        for mode in ("exact", "fd"):
+            opts = ScoreOptions(mode=mode, beta=BETA, batch_size=4)
+            gold = gold_gradient(model, tok, GOLD, opts, progress=False)
+            raw = conflict_impacts(model, tok, items, gold, opts, progress=False)
+            results[path, mode] = (gold.grad, torch.tensor(list(raw.values()), dtype=torch.float64))
+    for mode in ("exact", "fd"):
+        (g_new, w_new), (g_old, w_old) = results["chunked", mode], results["plain", mode]
+        for n in g_old:
+            assert torch.allclose(g_new[n], g_old[n], rtol=1e-6, atol=1e-6 * g_old[n].abs().max().item()), n
+        change = ((w_new - w_old).norm() / w_old.norm()).item()
+        if mode == "exact":
+            assert change < 1e-6
+        else:
+            # a central difference divides float32 rounding of the log-probabilities by 2h: any change in
+            # summation order moves fd by ~1e-4 (as batch size and order do); it must stay well inside
+            # fd's own error against the exact values, and no worse than the plain path's
+            exact = results["plain", "exact"][1]
+            err_new = ((w_new - exact).norm() / exact.norm()).item()
+            err_old = ((w_old - exact).norm() / exact.norm()).item()
+            assert change < 1e-3 and err_new < 5e-3 and err_new < 2 * err_old + 1e-6, (
+                change,
+                err_new,
+                err_old,
+            )
+        assert all(p.grad is None for p in model.parameters())  # g_J left no .grad behind
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_gold_gradient_does_not_depend_on_its_backward_batches(tok):
+    """g_J is a sum over the gold items: smaller backward passes (the memory bound) give the same sum."""
+    model = make_model(tok, lora=True)
+    grads = [
+        gold_gradient(model, tok, GOLD, ScoreOptions(batch_size=8, grad_batch_size=k), progress=False).grad
+        for k in (1, 2, 5)
+    ]
+    assert ScoreOptions(batch_size=8).gradient_batch_size == 4
+    for g in grads[1:]:
+        for n, t in g.items():
+            assert torch.allclose(t, grads[0][n], rtol=1e-6, atol=1e-6 * grads[0][n].abs().max().item()), n
+    with pytest.raises(InputError, match="grad batch size"):
+        ScoreOptions(grad_batch_size=0)

@@ -53,3 +53,90 @@ def test_padding_never_counts(tiny_model_dir):
     assert alone[0].item() == pytest.approx(
         _loop_reference(logits, torch.tensor([encs[0].labels]))[0], rel=1e-5
     )
+
+
+def _plain_batch_logprobs(model, batch):
+    """The plain path: full-vocabulary logits at every position, then `sequence_logprobs`."""
+    from trace_realign.model.logprobs import forward_logits
+
+    return sequence_logprobs(forward_logits(model, batch), batch["labels"])
+
+
+def _tiny_batch(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    items = [
+        ("Hi", "Hello there, friend."),
+        ("A much longer prompt than the other", "ok"),
+        ("Q", "a b c d e f"),
+    ]
+    return collate(encode_many(tok, items), pad_id(tok))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 512])
+def test_chunked_head_logprobs_equal_the_full_logits(chunk_rows):
+    from trace_realign.model.logprobs import chunked_head_logprobs
+
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 5, dtype=torch.float64)
+    head = torch.nn.Linear(5, 13, bias=False).double()
+    labels = torch.randint(0, 13, (3, 7))
+    labels[:, :2] = IGNORE_INDEX
+    labels[1, 5:] = IGNORE_INDEX
+    labels[2, :] = IGNORE_INDEX
+    got = chunked_head_logprobs(head, hidden, labels, chunk_rows)
+    want = sequence_logprobs(head(hidden), labels)
+    assert torch.allclose(got, want.to(got.dtype), rtol=0, atol=1e-6 * want.abs().max().item())
+    assert got[2].item() == 0.0
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_batch_logprobs_and_their_gradient_equal_the_plain_path(tiny_model_dir, lora):
+    """The chunked, checkpointed head gives the plain path's log-probabilities and gradients (1e-6)."""
+    from transformers import AutoModelForCausalLM
+
+    from trace_realign.model.loading import LoraOptions, apply_lora, trainable_parameters
+    from trace_realign.model.logprobs import response_logprobs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    if lora:
+        model = apply_lora(model, LoraOptions(r=4, alpha=8, dropout=0.0))
+        with torch.no_grad():  # B away from 0, so the adapter changes the outputs
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.1)
+    else:
+        model.requires_grad_(True)
+    params = list(trainable_parameters(model).values())
+    batch = _tiny_batch(tiny_model_dir)
+    weights = torch.tensor([1.0, -2.0, 0.5])
+
+    plain = _plain_batch_logprobs(model, batch)
+    g_plain = torch.autograd.grad((weights * plain).sum(), params)
+    for chunk_rows in (2, 512):
+        chunked = response_logprobs(model, batch, chunk_rows=chunk_rows)
+        g_chunked = torch.autograd.grad((weights * chunked).sum(), params)
+        assert torch.allclose(chunked, plain, rtol=1e-6, atol=1e-6)
+        for a, b in zip(g_chunked, g_plain, strict=True):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6 * b.abs().max().item() + 1e-12)
+    with torch.no_grad():
+        assert torch.allclose(batch_logprobs(model, batch), plain.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_models_with_capped_logits_take_the_plain_path(tiny_model_dir):
+    """A model whose logits are not just `lm_head(hidden)` (Gemma 2's soft-capping) is not chunked."""
+    from transformers import AutoModelForCausalLM
+
+    from trace_realign.model.logprobs import _parts
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert _parts(model) is not None
+    model.config.final_logit_softcapping = 30.0
+    assert _parts(model) is None
+    # a forward wrapped on the instance (accelerate's autocast for bf16 does this) is not bypassed
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model._original_forward = model.forward
+    model.forward = lambda *a, **k: model._original_forward(*a, **k)
+    assert _parts(model) is None

@@ -175,6 +175,61 @@ def test_stratified_sampler_batches_and_determinism():
     assert Counter(i < 2 for i in s2) == {True: 2, False: 2}
 
 
+def _padding(batches, lengths):
+    """Padded positions over an epoch: each batch pads every member to its longest."""
+    total = 0
+    for b in batches:
+        members = [i for part in b for i in part]
+        total += sum(max(lengths[i] for i in members) - lengths[i] for i in members)
+    return total
+
+
+@pytest.mark.parametrize("proportions", [[1, 1, 1], [3, 1, 2]])
+def test_length_grouping_keeps_strata_and_exposure_and_cuts_padding(proportions):
+    g = torch.Generator().manual_seed(0)
+    groups = [list(range(0, 30)), list(range(30, 37)), list(range(37, 60))]
+    lengths = torch.randint(10, 200, (60,), generator=g).tolist()
+    plain = StratifiedSampler(groups, proportions, batch_size=4, seed=3)
+    grouped = StratifiedSampler(groups, proportions, batch_size=4, seed=3, lengths=lengths, length_window=50)
+    for epoch in range(3):
+        plain.set_epoch(epoch)
+        grouped.set_epoch(epoch)
+        a, b = plain.batches(), grouped.batches()
+        # the same per-stratum counts in every batch position multiset, and the same draws per example
+        assert sorted(tuple(map(len, x)) for x in a) == sorted(tuple(map(len, x)) for x in b)
+        assert Counter(i for x in a for part in x for i in part) == Counter(
+            i for x in b for part in x for i in part
+        )
+        for x in b:
+            for s, part in enumerate(x):
+                assert all(i in groups[s] for i in part)
+        assert list(grouped) == [i for x in b for part in x for i in part]
+        assert _padding(b, lengths) < 0.5 * _padding(a, lengths)
+    # still a shuffle: the order depends on the epoch, and the same seed gives the same order
+    grouped.set_epoch(0)
+    first = list(grouped)
+    assert list(StratifiedSampler(groups, proportions, 4, seed=3, lengths=lengths)) == first
+    grouped.set_epoch(1)
+    assert list(grouped) != first
+
+
+def test_natural_sampler_draws_every_example_once_per_epoch():
+    lengths = [5, 50, 7, 60, 9, 70, 11, 80]
+    for lens in (None, lengths):
+        s = StratifiedSampler.natural(8, batch_size=4, seed=1, lengths=lens)
+        assert sorted(s) == list(range(8))
+    batches = StratifiedSampler.natural(8, 4, seed=1, lengths=lengths).batches()
+    assert sorted(sorted(b[0]) for b in batches) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+
+
+def test_dataset_lengths_are_the_longest_sequence(tmp_path, tiny_model_dir):
+    from trace_realign.model.loading import load_tokenizer
+
+    sel = selection(tmp_path, "trace")
+    ds = TraceDataset(sel, load_tokenizer(tiny_model_dir))
+    assert ds.lengths() == [max(len(e.input_ids) for e in it["seqs"]) for it in ds.items]
+
+
 def test_collate_maps_examples_to_their_sequences(tmp_path, tiny_model_dir):
     from trace_realign.model.loading import load_tokenizer
 

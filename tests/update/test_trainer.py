@@ -329,3 +329,22 @@ def test_hybrid_loss_reads_the_old_keyword_names():
         a = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **new).loss
         b = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **old).loss
         assert a.item() == b.item()
+
+
+def test_sampler_options_reach_the_batches(tmp_path, tiny_model_dir):
+    """Stratified batches by default, grouped by length; `sampler: natural` draws each example once."""
+    from trace_realign.errors import InputError
+
+    rows = weighted_rows()
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows)
+    s = trainer._get_train_sampler()
+    assert s.lengths == ds.lengths() and len(s.groups) == 3
+    trainer, ds = make_trainer(
+        tmp_path, tiny_model_dir, rows, sampler="natural", train_sampling_strategy="random"
+    )
+    s = trainer._get_train_sampler()
+    assert s.lengths is None and s.groups == [list(range(len(ds)))]
+    assert sorted(list(s)[: len(ds)]) == list(range(len(ds)))
+    for bad in ({"sampler": "uniformish"}, {"train_sampling_strategy": "batch_rebalance"}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            config(tmp_path, **bad)

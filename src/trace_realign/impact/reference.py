@@ -51,7 +51,10 @@ def model_fingerprint(model: Any) -> str:
     h = hashlib.blake2b(digest_size=8)
     for name, p in _base_parameters(model):
         h.update(f"{name}:{p.dtype}:{tuple(p.shape)}".encode())
-        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+        t = p.detach()
+        t = t if t.dtype == torch.float32 else t.float()
+        # the tensor's own buffer, not a bytes copy: copies of every weight pushed the score stage's peak
+        h.update(t.cpu().contiguous().numpy())
     return h.hexdigest()
 
 

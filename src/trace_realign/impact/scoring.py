@@ -35,7 +35,7 @@ from trace_realign.errors import InputError
 from trace_realign.impact.reference import reference_logprobs
 from trace_realign.losses import PreferenceVariant, npo_loss, preference_loss
 from trace_realign.model.loading import eval_mode, is_peft, trainable_parameters
-from trace_realign.model.logprobs import sequence_logprobs
+from trace_realign.model.logprobs import response_logprobs
 from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
 from trace_realign.schema import Category, Prompt
 from trace_realign.triage.terms import category_term
@@ -67,6 +67,10 @@ class ScoreOptions:
     gamma: float = 1.0
     normalisation: Normalisation = "mean"
     batch_size: int = 8
+    # pairs per backward pass of g_J (default batch_size // 2): a backward keeps every layer's
+    # activations of its batch, a forward-only pass (fd, reference) frees them layer by layer, so the
+    # gradient's batches set the stage's peak memory unless they are smaller
+    grad_batch_size: int | None = None
     max_length: int | None = None
     max_prompt_length: int | None = None
     # fd: how far (nats per gold sequence) the step along g_J moves log-probabilities (see `fd_step`)
@@ -86,6 +90,15 @@ class ScoreOptions:
             raise InputError(f"beta must be positive, got {self.beta}", field="beta")
         if self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}", field="batch_size")
+        if self.grad_batch_size is not None and self.grad_batch_size < 1:
+            raise InputError(
+                f"grad batch size must be at least 1, got {self.grad_batch_size}", field="grad_batch_size"
+            )
+
+    @property
+    def gradient_batch_size(self) -> int:
+        """Pairs per backward pass of `g_J`."""
+        return self.grad_batch_size or max(1, self.batch_size // 2)
 
 
 @dataclass
@@ -160,18 +173,26 @@ def _batch(tokenizer: Any, items: Sequence[ScoredItem], opts: ScoreOptions, repo
     return collate(encs, pad_id(tokenizer))
 
 
+class _ResponseLogprobs(torch.nn.Module):
+    """`response_logprobs` of a model as a module's forward, so `torch.func.functional_call` can swap
+    its parameters (named `model.<name>`) for the forward-mode pass of `exact`."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return response_logprobs(self.model, batch)
+
+
 def _logprobs(model: Any, batch: dict[str, torch.Tensor], params: Gradient | None = None) -> torch.Tensor:
-    device = next(model.parameters()).device
-    kwargs = {
-        "input_ids": batch["input_ids"].to(device),
-        "attention_mask": batch["attention_mask"].to(device),
-        "use_cache": False,
-    }
+    """Summed response log-probabilities `[N]`, without full-vocabulary logits (`response_logprobs`)."""
     if params is None:
-        logits = model(**kwargs).logits
-    else:
-        logits = torch.func.functional_call(model, params, (), kwargs, strict=False).logits
-    return sequence_logprobs(logits, batch["labels"].to(device))
+        return response_logprobs(model, batch)
+    wrapped = _ResponseLogprobs(model)
+    return torch.func.functional_call(
+        wrapped, {f"model.{n}": p for n, p in params.items()}, (batch,), strict=False
+    )
 
 
 @contextmanager
@@ -235,10 +256,15 @@ def gold_gradient(
         raise InputError("the model has no trainable parameters to score over", field="use_peft")
     rank, world = _distributed()
     shard = list(gold)[rank::world]
-    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    # g_J accumulates in place in each parameter's .grad (backward adds to it as each gradient is
+    # produced), so at most one gradient-sized tensor is alive rather than the sum and a batch's copy
+    saved_grads = {n: p.grad for n, p in params.items()}
+    for p in params.values():
+        p.grad = None
     with eval_mode(model):  # LoRA dropout off: the weights must be those of θ_ref itself
-        for start in tqdm(range(0, len(shard), opts.batch_size), desc="g_J", disable=not progress):
-            items = shard[start : start + opts.batch_size]
+        step = opts.gradient_batch_size
+        for start in tqdm(range(0, len(shard), step), desc="g_J", disable=not progress):
+            items = shard[start : start + step]
             n = len(items)
             batch = _batch(tokenizer, items, opts, report)
             lp = _logprobs(model, batch)
@@ -255,10 +281,13 @@ def gold_gradient(
             else:
                 ref = lp.detach()
             loss = item_loss("pref", lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.variant).sum()
-            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-            for (name, _), g in zip(params.items(), grads, strict=True):
-                if g is not None:
-                    acc[name] += g.float()
+            loss.backward(inputs=list(params.values()))
+            del loss, lp, ref
+    acc = {}
+    for n, p in params.items():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        acc[n] = g.detach().float()
+        p.grad = saved_grads[n]
     return GoldDirection(_sum_across_processes(acc) if world > 1 else acc, len(gold))
 
 
@@ -281,19 +310,38 @@ def fd_step(g_J: Gradient, n_gold: int, opts: ScoreOptions) -> float:
 
 
 def _directional_fd(model: Any, batch: dict[str, torch.Tensor], g_J: Gradient, h: float) -> torch.Tensor:
+    """`(log π(θ + h g_J) − log π(θ − h g_J)) / 2h`, moving the trainable parameters in place.
+
+    `θ → θ + d → θ − d → θ` (with `d = h g_J` formed one parameter at a time) is exact in floating
+    point where `θ = 0` or `d = 0`: under LoRA at `θ_ref` that is every parameter (`B = 0`, and
+    `g_J` is 0 on `A`), so no copy is made. Any other parameter (full fine-tuning) is copied
+    first and restored from the copy, so scoring never leaves a rounding trace in the weights.
+    """
     params = trainable_parameters(model)
-    saved = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        saved = {n: p.clone() for n, p in params.items() if p.any() and g_J[n].any()}
+    at = dict.fromkeys(params, 0)  # where each in-place parameter stands: θ + at·d
     out = []
     try:
         with torch.no_grad():
-            for sign in (1.0, -1.0):
+            for sign in (1, -1):
                 for n, p in params.items():
-                    p.copy_(saved[n] + (sign * h) * g_J[n].to(p))
+                    if n in saved:
+                        p.copy_(saved[n]).add_(g_J[n].to(p), alpha=sign * h)
+                        continue
+                    d = g_J[n].to(p) * h
+                    while at[n] != sign:
+                        p.add_(d) if at[n] < sign else p.sub_(d)
+                        at[n] += 1 if at[n] < sign else -1
                 out.append(_logprobs(model, batch).double())
     finally:
         with torch.no_grad():
             for n, p in params.items():
-                p.copy_(saved[n])
+                if n in saved:
+                    p.copy_(saved[n])
+                elif at[n]:
+                    d = g_J[n].to(p) * h
+                    p.sub_(d) if at[n] > 0 else p.add_(d)
     return ((out[0] - out[1]) / (2 * h)).float()
 
 

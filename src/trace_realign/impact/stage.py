@@ -60,6 +60,12 @@ class ScoreConfig(ModelConfig):
                   "choices": ["mean", "paper"]},
     )  # fmt: skip
     batch_size: int = field(default=8, metadata={"help": "Pairs per forward pass."})
+    grad_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Gold pairs per g_J backward (default: half of batch_size; its activations set the peak)."
+        },
+    )
     max_length: int | None = field(
         default=MAX_LENGTH, metadata={"help": "Longest prompt+response, in tokens."}
     )
@@ -95,6 +101,7 @@ class ScoreConfig(ModelConfig):
             gamma=self.gamma,
             normalisation=self.weight_normalisation,
             batch_size=self.batch_size,
+            grad_batch_size=self.grad_batch_size,
             max_length=self.max_length,
             max_prompt_length=self.max_prompt_length,
         )

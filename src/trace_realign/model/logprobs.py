@@ -2,6 +2,11 @@
 
 Logits at position `t` predict token `t + 1`, so labels are shifted by one. Positions whose
 label is `IGNORE_INDEX` (prompt and padding) never count.
+
+`sequence_logprobs` works on logits a caller already has. `batch_logprobs` (and
+`response_logprobs`) run the model and project only the response positions through the LM head,
+in chunks, so no `[N, T, V]` logits tensor is ever held: on a 49k vocabulary those logits, not the
+weights, set the peak memory of scoring.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from trace_realign.model.tokenize import IGNORE_INDEX
 
@@ -46,6 +52,111 @@ def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def batch_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed response log-probabilities of a collated batch under `model`, `[N]` (grad as the caller set)."""
-    logits = forward_logits(model, batch)
-    return sequence_logprobs(logits, batch["labels"].to(logits.device))
+    """Summed response log-probabilities of a collated batch under `model`, `[N]` (grad as the caller set).
+
+    Never holds the full-vocabulary logits of the batch: see `response_logprobs`."""
+    return response_logprobs(model, batch)
+
+
+# ---- without full-vocabulary logits --------------------------------------------------------------
+
+# Rows of logits (one per scored position) projected through the LM head at a time: 512 rows of a 49k
+# vocabulary are 100 MB in float32, where a batch of 16 sequences of 200 tokens would be 630 MB.
+CHUNK_ROWS = 512
+
+
+def _head_logprobs(head: Any, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`log softmax(head(hidden))[target]` per row, `[M]`."""
+    logits = head(hidden).float()
+    return torch.gather(logits, -1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_head_logprobs(
+    head: Any, hidden: torch.Tensor, labels: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
+    """Summed response log-probabilities `[N]` from the final hidden states `[N, T, H]`, the same
+    numbers as `sequence_logprobs(head(hidden), labels)` without its `[N, T, V]` logits.
+
+    Only the positions that predict a response token go through `head` (prompt and padding never
+    do), `chunk_rows` of them at a time. Under autograd each chunk is checkpointed: its logits are
+    freed after the forward pass and recomputed in the backward one, so the graph keeps the hidden
+    states (`H` numbers per position) rather than the logits (`V`).
+    """
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    rows = mask.nonzero(as_tuple=True)
+    h = hidden[:, :-1][rows]  # [M, H]: the scored positions only
+    t = target[rows]
+    seq = rows[0]
+    keep_graph = torch.is_grad_enabled() and h.requires_grad
+    parts = []
+    for start in range(0, h.shape[0], chunk_rows):
+        hc, tc = h[start : start + chunk_rows], t[start : start + chunk_rows]
+        if keep_graph:
+            parts.append(checkpoint(_head_logprobs, head, hc, tc, use_reentrant=False))
+        else:
+            parts.append(_head_logprobs(head, hc, tc))
+    per_row = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    out = torch.zeros(labels.shape[0], dtype=per_row.dtype, device=per_row.device)
+    return out.index_add(0, seq, per_row)
+
+
+def _wrapped(module: Any) -> bool:
+    """Whether calling `module` does more than its class's forward: an instance-level forward (as
+    accelerate's mixed-precision autocast installs) or forward hooks, which the decoder-and-head
+    route would bypass."""
+    state = vars(module)
+    return (
+        "forward" in state
+        or "_original_forward" in state
+        or bool(getattr(module, "_forward_hooks", None))
+        or bool(getattr(module, "_forward_pre_hooks", None))
+    )
+
+
+def _parts(model: Any) -> tuple[Any, Any] | None:
+    """`(decoder, lm_head)` of a causal LM (PEFT-wrapped or not), or None when its logits are more than
+    `lm_head(hidden)` (soft-capped or scaled, as in Gemma 2 or Cohere) or its forward is wrapped (see
+    `_wrapped`): those take the plain path."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if _wrapped(model) or _wrapped(base):
+        return None
+    cfg = getattr(base, "config", None)
+    if cfg is None or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
+        return None
+    get_decoder = getattr(base, "get_decoder", None)
+    decoder = get_decoder() if get_decoder is not None else None
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head
+
+
+def response_logprobs(
+    model: Any, batch: dict[str, torch.Tensor], *, chunk_rows: int = CHUNK_ROWS
+) -> torch.Tensor:
+    """Summed response log-probabilities `[N]` of a collated batch, computed through the decoder and
+    `chunked_head_logprobs` (grad as the caller set). Models whose logits are not a plain LM head over
+    the last hidden state fall back to the full logits, with `logits_to_keep` trimming the prompt."""
+    device = next(model.parameters()).device
+    ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    labels = batch["labels"].to(device)
+    parts = _parts(model)
+    if parts is None:
+        keep = positions_to_keep(labels)
+        logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
+        return sequence_logprobs(logits, labels[:, labels.shape[1] - keep :])
+    decoder, head = parts
+    hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
+    return chunked_head_logprobs(head, hidden, labels, chunk_rows)
+
+
+def positions_to_keep(labels: torch.Tensor) -> int:
+    """How many final positions hold every logit that predicts a response token (`logits_to_keep`).
+
+    The logit at position t predicts label t + 1, so the first response label at position p needs
+    the logit at p - 1; keeping the last `T - p + 1` positions covers the earliest such p in the batch.
+    """
+    scored = (labels != IGNORE_INDEX).any(0).nonzero()
+    first = int(scored[0]) if scored.numel() else labels.shape[1] - 1
+    return labels.shape[1] - max(first - 1, 0)

@@ -27,6 +27,9 @@ from trace_realign.options import (
 )
 
 NORMALISATIONS = ("mean", "paper", "none")
+SAMPLERS = ("stratified", "natural")
+# TrainingArguments.train_sampling_strategy values this trainer implements (in its own sampler)
+SAMPLING_STRATEGIES = ("group_by_length", "random")
 
 
 @dataclass
@@ -67,6 +70,24 @@ class TraceConfig(TrainingArguments, ModelConfig):
         metadata={
             "help": "Shares of INVERT, PUNISH and RETAIN in each stratified batch (Algorithm 1 line 23); "
             "a missing category's share goes to the others."
+        },
+    )
+    sampler: str = field(
+        default="stratified",
+        metadata={
+            "help": "How batches are drawn: 'stratified' (each batch takes INVERT, PUNISH and RETAIN in "
+            "sampling_proportions, for the methods that stratify) or 'natural' (every example once per epoch "
+            "in random order, the data's own proportions, for every method).",
+            "choices": list(SAMPLERS),
+        },
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={
+            "help": "TrainingArguments' option, applied inside either sampler: 'group_by_length' (the default "
+            "here) puts examples of similar length in the same batch, keeping each batch's strata and each "
+            "example's draws per epoch, so batches pay less for padding; 'random' does not group.",
+            "choices": list(SAMPLING_STRATEGIES),
         },
     )
     grad_norm_stop: float = field(
@@ -160,6 +181,14 @@ class TraceConfig(TrainingArguments, ModelConfig):
             raise InputError(
                 f"sampling_proportions needs three shares >= 0 (INVERT PUNISH RETAIN), not all 0; got {props}",
                 field="sampling_proportions",
+            )
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {self.sampler!r}: use stratified or natural", field="sampler")
+        if self.train_sampling_strategy not in SAMPLING_STRATEGIES:
+            raise InputError(
+                f"train_sampling_strategy {self.train_sampling_strategy!r} is not supported here: "
+                "use group_by_length or random",
+                field="train_sampling_strategy",
             )
         if self.grad_norm_stop < 0:
             raise InputError(

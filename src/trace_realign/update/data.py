@@ -8,7 +8,9 @@
 3. `TraceDataset` encodes every example once (`model.tokenize`), and
    holds its cached reference log-probabilities; `collate` pads a batch into tensors.
 4. `StratifiedSampler` orders indices so that each batch of `batch_size` consecutive indices
-   draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23).
+   draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23), or, as
+   `StratifiedSampler.natural`, every example once per epoch; either can group batches by
+   length, so that a batch does not pay for padding to one long outlier.
 """
 
 from __future__ import annotations
@@ -327,6 +329,13 @@ class StratifiedSampler(Sampler[int]):
     and reshuffled when used up, so a small stratum repeats within an epoch rather than running
     dry. The order depends only on `seed` and the epoch (`set_epoch`), so a resumed run sees the
     same batches as an uninterrupted one, and every DDP process builds the same order.
+
+    With `lengths` (one per example: its longest sequence, in tokens) the batches are grouped by
+    length, so a batch pads to a length its members share rather than to one long outlier:
+    within each window of `length_window` batches, the examples each stratum drew for that window
+    are handed back to the same stratum's slots shortest first, and the window's batches are then
+    shuffled. Every batch keeps its per-stratum counts and every example its draws per epoch; only
+    which examples share a batch changes.
     """
 
     def __init__(
@@ -335,14 +344,26 @@ class StratifiedSampler(Sampler[int]):
         proportions: Sequence[float],
         batch_size: int,
         seed: int = 0,
+        *,
+        lengths: Sequence[int] | None = None,
+        length_window: int = 50,
     ) -> None:
         self.groups = [list(g) for g in groups]
         self.proportions = effective_proportions(proportions, self.groups)
         self.batch_size = batch_size
         self.seed = seed
         self.epoch = 0
+        self.lengths = list(lengths) if lengths is not None else None
+        self.length_window = max(1, length_window)
         n = sum(len(g) for g in self.groups)
         self.num_batches = max(1, math.ceil(n / batch_size))
+
+    @classmethod
+    def natural(
+        cls, n: int, batch_size: int, seed: int = 0, *, lengths: Sequence[int] | None = None
+    ) -> StratifiedSampler:
+        """Every example once per epoch in a random order (one stratum): the data's own proportions."""
+        return cls([list(range(n))], [1.0], batch_size, seed, lengths=lengths)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -350,13 +371,39 @@ class StratifiedSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.num_batches * self.batch_size
 
-    def __iter__(self) -> Iterator[int]:
+    def batches(self) -> list[list[list[int]]]:
+        """This epoch's batches, each as one list of indices per stratum."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         streams = [_cycle(g, gen) for g in self.groups]
-        for counts in batch_counts(self.proportions, self.batch_size, self.num_batches):
-            for stream, k in zip(streams, counts, strict=True):
-                for _ in range(k):
-                    yield next(stream)
+        out = [
+            [[next(stream) for _ in range(k)] for stream, k in zip(streams, counts, strict=True)]
+            for counts in batch_counts(self.proportions, self.batch_size, self.num_batches)
+        ]
+        if self.lengths is not None:
+            out = self._grouped_by_length(out, gen)
+        return out
+
+    def _grouped_by_length(
+        self, batches: list[list[list[int]]], gen: torch.Generator
+    ) -> list[list[list[int]]]:
+        lengths = self.lengths
+        assert lengths is not None
+        out = []
+        for start in range(0, len(batches), self.length_window):
+            window = [[list(part) for part in b] for b in batches[start : start + self.length_window]]
+            for s in range(len(self.groups)):
+                # draw order breaks ties, so equal lengths stay randomly mixed (a stable sort)
+                drawn = sorted((i for b in window for i in b[s]), key=lambda i: lengths[i])
+                for b in window:
+                    k = len(b[s])
+                    b[s], drawn = drawn[:k], drawn[k:]
+            out += [window[j] for j in torch.randperm(len(window), generator=gen).tolist()]
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        for batch in self.batches():
+            for part in batch:
+                yield from part
 
 
 def _cycle(group: list[int], gen: torch.Generator) -> Iterator[int]:
@@ -407,6 +454,10 @@ class TraceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def lengths(self) -> list[int]:
+        """Each example's longest sequence, in tokens: what a batch holding it pads to at least."""
+        return [max(len(enc.input_ids) for enc in it["seqs"]) for it in self.items]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.items[i]

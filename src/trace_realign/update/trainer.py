@@ -155,7 +155,8 @@ class TraceTrainer(Trainer):
     """A `transformers.Trainer` whose loss is TRACE's hybrid update, or a baseline's (`args.method`).
 
     `train_dataset` is a `TraceDataset`; batches come from a `StratifiedSampler` when the method's
-    preset is stratified. With `args.precompute_ref_log_probs` the reference log-probabilities of
+    preset is stratified and `args.sampler` is `stratified`, else in the data's own proportions, and
+    are grouped by length under `train_sampling_strategy="group_by_length"`. With `args.precompute_ref_log_probs` the reference log-probabilities of
     every preference/NPO response are computed once before training, through the shared on-disk
     cache of `impact.reference` (so the score stage's values are reused), and the per-step
     reference forward pass then runs only on RETAIN anchors.
@@ -218,11 +219,14 @@ class TraceTrainer(Trainer):
         from trace_realign.update.data import StratifiedSampler
 
         ds = train_dataset if train_dataset is not None else self.train_dataset
-        groups = ds.selection.by_stratum() if self.preset.stratified else [list(range(len(ds)))]
-        proportions = self.args.sampling_proportions if self.preset.stratified else [1.0]
-        return StratifiedSampler(
-            groups, proportions, self.args.per_device_train_batch_size, seed=self.args.seed
-        )
+        lengths = ds.lengths() if self.args.train_sampling_strategy == "group_by_length" else None
+        batch_size, seed = self.args.per_device_train_batch_size, self.args.seed
+        if self.preset.stratified and self.args.sampler == "stratified":
+            groups = ds.selection.by_stratum()
+            return StratifiedSampler(
+                groups, self.args.sampling_proportions, batch_size, seed, lengths=lengths
+            )
+        return StratifiedSampler.natural(len(ds), batch_size, seed, lengths=lengths)
 
     def _precompute_reference(self, tokenizer: Any, cache_dir: str | Path | None) -> None:
         from trace_realign.impact.reference import item_key, open_cache, reference_logprobs
