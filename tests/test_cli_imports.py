@@ -38,10 +38,19 @@ def loaded_after(argv: list[str], tmp_path) -> dict:
     return json.loads(line.removeprefix("MODULES "))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["triage", "--help"], ["score", "--help"]])
-def test_help_does_not_import_torch(argv, tmp_path):
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["--help"], []),
+        (["triage", "--help"], []),
+        # score's options are parsed by transformers' HfArgumentParser (one vocabulary with train):
+        # that light module may load, torch and the rest may not
+        (["score", "--help"], ["transformers"]),
+    ],
+)
+def test_help_does_not_import_torch(argv, allowed, tmp_path):
     got = loaded_after(argv, tmp_path)
-    assert got["code"] == 0 and got["loaded"] == [], got
+    assert got["code"] == 0 and got["loaded"] == allowed, got
 
 
 def test_triage_with_a_rules_judge_does_not_import_torch(tmp_path):
