@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,11 @@ class TraceTrainer(Trainer):
         processing_class: Any = None,
         *,
         ref_cache_dir: str | Path | None = None,
+        objective: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """`objective`: J's preferred pairs (`ScoredItem`s, see `update.u2a.objective_items`), needed by
+        the methods whose weights the trainer estimates itself (`trace-no-triage`, `u2a`)."""
         from trace_realign.model.loading import Reference, is_peft
 
         self.preset: Preset = get_preset(args.method)
@@ -179,6 +183,22 @@ class TraceTrainer(Trainer):
         self.stop_reason = ""
         self._sums = torch.zeros(len(METRICS), 2, dtype=torch.float64)
         self.add_callback(GradNormStop(self, args.grad_norm_stop))
+        # weights by example, set by `reweighting` when the method estimates them itself (else the data's)
+        self.example_weights: torch.Tensor | None = None
+        self.reweighting = None
+        if self.preset.weights in ("npo-impact", "u2a"):
+            from trace_realign.errors import InputError
+            from trace_realign.update.u2a import ImpactWeights, example_item
+
+            if not objective:
+                raise InputError(
+                    f"method {self.preset.name} needs J's preferred pairs (objective=...)",
+                    field="u2a_objective",
+                )
+            items = [example_item(e) for e in train_dataset.selection.examples]
+            schedule = "u2a" if self.preset.weights == "u2a" else "once"
+            self.reweighting = ImpactWeights(self, items, objective, schedule)
+            self.add_callback(self.reweighting)
         self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
         if args.precompute_ref_log_probs:
             self._precompute_reference(processing_class, ref_cache_dir)
@@ -227,9 +247,26 @@ class TraceTrainer(Trainer):
         ds.set_reference([(i, slot, v) for (i, slot, *_), v in zip(todo, values.tolist(), strict=True)])
         self.reference_stats = {"precomputed": len(todo) - hits, "from_cache": hits, "cache": str(cache.path)}
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """`Trainer.train`, restoring the estimated weights (ω) of the checkpoint it resumes from."""
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint and self.reweighting is not None:
+            self.reweighting.load(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     # ---- loss ----------------------------------------------------------------------------
 
+    def _estimated_weights(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with each example's weight read from `example_weights`, when the trainer estimates them."""
+        if self.example_weights is None:
+            return inputs
+        return {**inputs, "weight": self.example_weights.to(inputs["weight"].device)[inputs["example"]]}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = self._estimated_weights(inputs)
         out = self.batch_loss(model, inputs)
         if model.training:
             self._accumulate(out, inputs)
@@ -237,6 +274,7 @@ class TraceTrainer(Trainer):
 
     def batch_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> HybridLoss:
         """One policy forward pass over every sequence of the batch, a reference pass where needed."""
+        inputs = self._estimated_weights(inputs)
         ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         # Project through the LM head only from the first position that predicts a response token: on a
         # 49k vocabulary the prompt positions' logits would cost time and memory for nothing.
@@ -312,6 +350,8 @@ class TraceTrainer(Trainer):
                 if n > 0:
                     logs[name] = total / n
             self._sums.zero_()
+        if "loss" in logs and self.reweighting is not None:
+            logs.update(self.reweighting.pop_logs())
         super().log(logs, start_time)
 
     def _get_grad_norm(self, model, grad_norm=None):
@@ -369,7 +409,14 @@ def train(
     dataset = TraceDataset(
         selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
-    trainer = TraceTrainer(model, config, dataset, tokenizer, ref_cache_dir=ref_cache_dir)
+    objective = None
+    if preset.weights in ("npo-impact", "u2a"):
+        from trace_realign.update.u2a import objective_items
+
+        objective = objective_items(rows, config.u2a_objective, config.u2a_objective_size, seed=config.seed)
+    trainer = TraceTrainer(
+        model, config, dataset, tokenizer, ref_cache_dir=ref_cache_dir, objective=objective
+    )
     checkpoint = config.resume_from_checkpoint
     out = Path(config.output_dir)
     if checkpoint is None and resume and out.is_dir():
@@ -393,6 +440,8 @@ def train(
         "data": selection.counts,
         "notes": selection.notes,
         "weights": weight_summary(selection),
+        # weights the trainer estimated itself (trace-no-triage's NPO impact, U2A's rounds)
+        "reweighting": trainer.reweighting.summary() if trainer.reweighting is not None else None,
         "truncation": dataset.truncation.to_dict(),
         "reference": trainer.reference_stats,
         "resumed_from": checkpoint,
