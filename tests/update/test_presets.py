@@ -73,6 +73,9 @@ def test_yaml_options_and_flag_overrides(tmp_path):
         (["--flip_rate", "0.5"], "flip_rate"),
         (["--weight_normalisation", "l2"], "weight_normalisation"),
         (["--alpha_kl", "-1"], "alpha_kl"),
+        (["--u2a_objective", "everything"], "u2a_objective"),
+        (["--u2a_gamma", "0"], "u2a_gamma"),
+        (["--u2a_top_k", "0"], "u2a_top_k"),
     ],
 )
 def test_bad_options_name_their_field(tmp_path, flags, field):
