@@ -10,6 +10,9 @@ preferred response (RPO): on a small model DPO alone can widen the margin on the
 the preferred response and saturate while greedy decoding still opens the old way; the NLL term
 keeps raising the preferred response itself, its first tokens included.
 
+`trace-no-triage` and `u2a` get their weights from the trainer itself (`update.u2a.ImpactWeights`,
+a callback): the impact of their own NPO terms, and for U2A re-estimated every K steps.
+
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
 on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
