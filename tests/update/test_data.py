@@ -74,13 +74,27 @@ def test_no_impact_is_uniform_and_no_kl_drops_retain(tmp_path):
     assert R not in {e.category for e in selection(tmp_path, "trace", alpha_kl=0.0).examples}
 
 
-@pytest.mark.parametrize("method", ["trace-no-triage", "u2a"])
-def test_no_triage_unlearns_every_flagged_response(tmp_path, method):
-    sel = selection(tmp_path, method)
+def test_no_triage_unlearns_every_flagged_response(tmp_path):
+    sel = selection(tmp_path, "trace-no-triage")
     assert {e.kind for e in sel.examples} == {NPO}
     flags = {e.category: (e.npo_pos, e.npo_neg) for e in sel.examples}
     assert flags == {I: (True, False), P: (True, True), R: (False, True)}
-    assert all(e.weight == 1.0 for e in sel.examples if e.category is R)  # no impact weight: fallback 1
+    # the file's impact weights are TRACE's loss's: the trainer weighs these NPO terms itself
+    assert all(e.weight == 1.0 for e in sel.examples)
+
+
+def test_u2a_unlearns_single_flagged_responses(tmp_path):
+    rows = weighted_rows()
+    sel = selection(tmp_path, "u2a", rows)
+    assert {e.kind for e in sel.examples} == {NPO} and all(e.neg is None for e in sel.examples)
+    assert shape(sel) == {(I, NPO): 4, (P, NPO): 8, (R, NPO): 4}
+    by_id = {r["id"]: r for r in rows}
+    got = sorted((e.row_id, e.pos) for e in sel.examples)
+    want = sorted(
+        [(r["id"], r["chosen"]) for r in rows if r["c_w"] == 0]
+        + [(r["id"], r["rejected"]) for r in rows if r["c_l"] == 0]
+    )
+    assert got == want and len(by_id) == 12
 
 
 def test_naive_oracle_dpo_swaps_invert_keeps_retain_drops_punish(tmp_path):

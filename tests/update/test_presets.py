@@ -15,8 +15,8 @@ def test_presets_are_the_method_table():
         "trace": ("triaged", "impact", True, "pref"),
         "trace-no-impact": ("triaged", "uniform", True, "pref"),
         "trace-no-kl": ("triaged", "impact", False, "pref"),
-        "trace-no-triage": ("flagged", "impact", False, None),
-        "u2a": ("flagged", "impact", False, None),
+        "trace-no-triage": ("flagged", "npo-impact", False, None),
+        "u2a": ("negatives", "u2a", False, None),
         "naive-oracle-dpo": ("relabelled", "uniform", False, "dpo"),
         "dpo-gold": ("relabelled-gold", "uniform", False, "dpo"),
         "rdpo": ("relabelled", "uniform", False, "rdpo"),
@@ -76,6 +76,9 @@ def test_yaml_options_and_flag_overrides(tmp_path):
         (["--loss_type", "sigmoid", "sft", "--loss_weights", "1"], "loss_weights"),
         (["--weight_normalisation", "l2"], "weight_normalisation"),
         (["--alpha_kl", "-1"], "alpha_kl"),
+        (["--u2a_objective", "everything"], "u2a_objective"),
+        (["--u2a_gamma", "0"], "u2a_gamma"),
+        (["--u2a_top_k", "0"], "u2a_top_k"),
     ],
 )
 def test_bad_options_name_their_field(tmp_path, flags, field):

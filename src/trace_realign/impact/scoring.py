@@ -483,3 +483,249 @@ def impact_weights(
     raw = conflict_impacts(model, tokenizer, conflicts, g_J, opts, progress=progress)
     weights = normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation)
     return dict(zip(raw, weights, strict=True))
+
+
+# ---- at the current parameters (U2A's rounds; the NPO impact of trace-no-triage) ------------
+#
+# Everything above holds at θ_ref only, where every log-ratio is 0 and the loss coefficients are
+# constants. Below, the same directional derivatives are taken at whatever parameters the model
+# holds now, and each item's coefficients `∂ℓ_i/∂log π(a)`, `∂ℓ_i/∂log π(b)` come from its current
+# log-ratios against the frozen reference log-probabilities passed in. At θ_ref the two agree.
+#
+# Items may also be `kind="npo_a"`: NPO on the single response `a` (`b` is not used, not encoded).
+
+SINGLE = "npo_a"
+
+
+def current_item_loss(
+    kind: str,
+    pol_a: torch.Tensor,
+    ref_a: torch.Tensor,
+    pol_b: torch.Tensor,
+    ref_b: torch.Tensor,
+    beta: float,
+    variant: PreferenceVariant = "sigmoid",
+) -> torch.Tensor:
+    """`item_loss`, plus `npo_a` (NPO on `a` alone; `pol_b`, `ref_b` ignored)."""
+    if kind == SINGLE:
+        return npo_loss(pol_a, ref_a, beta)
+    return item_loss(kind, pol_a, ref_a, pol_b, ref_b, beta, variant)
+
+
+def current_coefficients(
+    kinds: Sequence[str],
+    pol_a: torch.Tensor,
+    ref_a: torch.Tensor,
+    pol_b: torch.Tensor,
+    ref_b: torch.Tensor,
+    beta: float,
+    variant: PreferenceVariant = "sigmoid",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(∂ℓ_i/∂log π(a_i), ∂ℓ_i/∂log π(b_i))` `[N]` (float64) at the given log-probabilities.
+
+    Taken by autograd from the loss functions, as `reference_coefficients` does; with every
+    log-ratio 0 they equal those constants. `b`'s coefficient is 0 for `npo_a`.
+    """
+    a = pol_a.detach().double().cpu().requires_grad_(True)
+    b = pol_b.detach().double().cpu().requires_grad_(True)
+    ra, rb = ref_a.detach().double().cpu(), ref_b.detach().double().cpu()
+    total = a.new_zeros(())
+    for kind in sorted(set(kinds)):
+        m = torch.tensor([k == kind for k in kinds])
+        total = total + current_item_loss(kind, a[m], ra[m], b[m], rb[m], beta, variant).sum()
+    ga, gb = torch.autograd.grad(total, (a, b), allow_unused=True)
+    return (
+        ga if ga is not None else torch.zeros_like(a),
+        gb if gb is not None else torch.zeros_like(b),
+    )
+
+
+def _current_batch(tokenizer: Any, items: Sequence[ScoredItem], opts: ScoreOptions, report):
+    """Every `a`, then the `b` of every two-response item; `b_rows[i]` is -1 for `npo_a`."""
+    seqs = [(it.prompt, it.a) for it in items]
+    b_rows = []
+    for it in items:
+        if it.kind == SINGLE:
+            b_rows.append(-1)
+        else:
+            b_rows.append(len(seqs))
+            seqs.append((it.prompt, it.b))
+    encs = encode_many(
+        tokenizer, seqs, max_length=opts.max_length, max_prompt_length=opts.max_prompt_length, report=report
+    )
+    return collate(encs, pad_id(tokenizer)), torch.tensor(b_rows)
+
+
+def _split(values: torch.Tensor, b_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item: `a`'s value and `b`'s (0 where there is no `b`)."""
+    n = b_rows.numel()
+    va = values[:n]
+    vb = torch.where(b_rows >= 0, values[b_rows.clamp(min=0)], torch.zeros_like(va))
+    return va, vb
+
+
+def _as_ref(ref: Sequence[tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.tensor([[float(x) for x in r] for r in ref], dtype=torch.float64).reshape(-1, 2)
+    return t[:, 0], t[:, 1]
+
+
+def objective_gradient(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ScoredItem],
+    ref: Sequence[tuple[float, float]],
+    opts: ScoreOptions,
+    *,
+    report: TruncationReport | None = None,
+) -> tuple[GoldDirection, float]:
+    """`∇_θ Σ_i ℓ(x_i, a_i, b_i)` at the current parameters, and the mean loss `J`.
+
+    `ref[i]` holds the frozen reference log-probabilities of `a_i` and `b_i` (`b`'s is unused for
+    `npo_a`). Eval mode (no dropout), as in `gold_gradient`; processes split the items and sum.
+    """
+    if not items:
+        raise InputError("the objective J has no pairs", field="u2a_objective")
+    params = trainable_parameters(model)
+    if not params:
+        raise InputError("the model has no trainable parameters to score over", field="use_peft")
+    ref_a, ref_b = _as_ref(ref)
+    rank, world = _distributed()
+    order = list(range(len(items)))[rank::world]
+    acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    with eval_mode(model):
+        for start in range(0, len(order), opts.batch_size):
+            idx = order[start : start + opts.batch_size]
+            chunk = [items[i] for i in idx]
+            batch, b_rows = _current_batch(tokenizer, chunk, opts, report)
+            lp = _logprobs(model, batch)
+            pa, pb = _split(lp, b_rows.to(lp.device))
+            ra, rb = ref_a[idx].to(lp), ref_b[idx].to(lp)
+            loss = lp.new_zeros(())
+            for kind in sorted({it.kind for it in chunk}):
+                m = torch.tensor([it.kind == kind for it in chunk], device=lp.device)
+                loss = (
+                    loss + current_item_loss(kind, pa[m], ra[m], pb[m], rb[m], opts.beta, opts.variant).sum()
+                )
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            for (name, _), g in zip(params.items(), grads, strict=True):
+                if g is not None:
+                    acc[name] += g.float()
+            loss_sum += float(loss.detach())
+    if world > 1:
+        from accelerate.utils import reduce
+
+        acc = _sum_across_processes(acc)
+        loss_sum = reduce(loss_sum.to(next(iter(acc.values())).device), reduction="sum").cpu()
+    return GoldDirection(acc, len(items)), float(loss_sum) / len(items)
+
+
+def _value_and_directional(
+    model: Any, batch: dict[str, torch.Tensor], g: Gradient, mode: Mode, h: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence log-probabilities at the current parameters and their derivative along `g`.
+
+    `exact`: one forward-mode pass gives both. `fd`: two passes at `θ ± h g`; their mean is the
+    log-probability to `O(h²)`, their difference the derivative."""
+    if mode == "exact":
+        params = {n: p.detach() for n, p in trainable_parameters(model).items()}
+        tangents = {n: g[n].to(p) for n, p in params.items()}
+        lp, d = torch.func.jvp(lambda ps: _logprobs(model, batch, ps), (params,), (tangents,))
+        return lp.detach().double(), d.detach().double()
+    params = trainable_parameters(model)
+    saved = {n: p.detach().clone() for n, p in params.items()}
+    out = []
+    try:
+        with torch.no_grad():
+            for sign in (1.0, -1.0):
+                for n, p in params.items():
+                    p.copy_(saved[n] + (sign * h) * g[n].to(p))
+                out.append(_logprobs(model, batch).double())
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(saved[n])
+    return (out[0] + out[1]) / 2, (out[0] - out[1]) / (2 * h)
+
+
+def current_impacts(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ScoredItem],
+    ref: Sequence[tuple[float, float]],
+    direction: GoldDirection,
+    opts: ScoreOptions,
+    *,
+    report: TruncationReport | None = None,
+    progress: bool = False,
+) -> tuple[list[float], list[float]]:
+    """`⟨g, ∇ℓ_i⟩` for every item at the current parameters, and each current loss `ℓ_i`.
+
+    `ref[i]`: frozen reference log-probabilities of `a_i`, `b_i`. The coefficients of `∇log π`
+    come from the current log-ratios (`current_coefficients`), the directional derivatives from
+    `exact` (forward mode) or `fd` (central difference, step `fd_step`); `naive` is one backward
+    per item, flattened and dotted with `g` (the slow oracle). Processes split the items.
+    """
+    ref_a, ref_b = _as_ref(ref)
+    g, gnorm = direction.grad, direction.norm
+    rank, world = _distributed()
+    order = list(range(len(items)))[rank::world]
+    mine: dict[int, tuple[float, float]] = {}
+    h = fd_step(g, direction.n_items, opts) if opts.mode == "fd" and gnorm > 0 else 0.0
+    params = trainable_parameters(model)
+    bar = tqdm(total=len(order), desc=f"impact at θ ({opts.mode})", disable=not progress)
+    with eval_mode(model), _eager_attention(model) if opts.mode == "exact" else _nothing():
+        for start in range(0, len(order), opts.batch_size):
+            idx = order[start : start + opts.batch_size]
+            chunk = [items[i] for i in idx]
+            kinds = [it.kind for it in chunk]
+            ra, rb = ref_a[idx], ref_b[idx]
+            if opts.mode == "naive":
+                flat_g = torch.cat([g[n].flatten().double() for n in params])
+                for i, it in zip(idx, chunk, strict=True):
+                    batch, b_rows = _current_batch(tokenizer, [it], opts, report)
+                    lp = _logprobs(model, batch)
+                    pa, pb = _split(lp, b_rows.to(lp.device))
+                    loss = current_item_loss(
+                        it.kind, pa, ref_a[[i]].to(lp), pb, ref_b[[i]].to(lp), opts.beta, opts.variant
+                    ).sum()
+                    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+                    flat = torch.cat(
+                        [
+                            (gr if gr is not None else torch.zeros_like(p)).flatten().double()
+                            for gr, p in zip(grads, params.values(), strict=True)
+                        ]
+                    )
+                    mine[i] = (float(flat @ flat_g.to(flat.device)), float(loss.detach()))
+            else:
+                batch, b_rows = _current_batch(tokenizer, chunk, opts, report)
+                if gnorm == 0:
+                    with torch.no_grad():
+                        lp = _logprobs(model, batch).double().cpu()
+                    d = torch.zeros_like(lp)
+                else:
+                    lp, d = _value_and_directional(model, batch, g, opts.mode, h)
+                    lp, d = lp.cpu(), d.cpu()
+                pa, pb = _split(lp, b_rows)
+                da, db = _split(d, b_rows)
+                ca, cb = current_coefficients(kinds, pa, ra, pb, rb, opts.beta, opts.variant)
+                values = ca * da + cb * db
+                with torch.no_grad():
+                    losses = [
+                        float(
+                            current_item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.variant)
+                        )
+                        for j, k in enumerate(kinds)
+                    ]
+                for j, i in enumerate(idx):
+                    mine[i] = (float(values[j]), losses[j])
+            bar.update(len(idx))
+    bar.close()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        merged: dict[int, tuple[float, float]] = {}
+        for part in gather_object([mine]):
+            merged.update(part)
+        mine = merged
+    return [mine[i][0] for i in range(len(items))], [mine[i][1] for i in range(len(items))]

@@ -180,6 +180,18 @@ def training_section(runs: list[Run]) -> list[Block]:
     out.append(
         Table(["method", "preference loss", "steps", "stopped by", "final loss", "wall time (s)"], rows)
     )
+    for r in runs:
+        for method, s in r.training.items():
+            rw = s.get("reweighting") or {}
+            if rw.get("schedule") == "u2a" and rw.get("rounds"):
+                js = " → ".join(num(h.get("J")) for h in rw["rounds"])
+                w = rw.get("omega") or {}
+                out.append(
+                    Text(
+                        f"{method}: J by round {js}; final ω over {w.get('n', 0)} kept negatives: min {num(w.get('min'))}, "
+                        f"median {num(w.get('median'))}, max {num(w.get('max'))}, effective n {num(w.get('effective_n'), '.1f')}."
+                    )
+                )
     return out
 
 

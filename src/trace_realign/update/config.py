@@ -30,6 +30,7 @@ NORMALISATIONS = ("mean", "paper", "none")
 SAMPLERS = ("stratified", "natural")
 # TrainingArguments.train_sampling_strategy values this trainer implements (in its own sampler)
 SAMPLING_STRATEGIES = ("group_by_length", "random")
+U2A_OBJECTIVES = ("gold", "relabelled")
 
 
 @dataclass
@@ -125,6 +126,63 @@ class TraceConfig(TrainingArguments, ModelConfig):
         default=False, metadata={"help": "Also save the model with the adapter merged in."}
     )
 
+    # ---- U2A (method u2a; docs/u2a.md). Names follow the public U2A scripts where they have one;
+    # trace-no-triage uses u2a_objective, u2a_objective_size and u2a_scoring for its one estimate.
+    u2a_rounds: int = field(
+        default=3,
+        metadata={
+            "help": "U2A: rounds of weight re-estimation after the first (U2A's max_steps, 3 in its scripts)."
+        },
+    )
+    u2a_steps_per_round: int = field(
+        default=0,
+        metadata={
+            "help": "U2A: K, the training steps between two estimates of ω. 0: the run's steps split evenly over "
+            "the first phase and the rounds (max_steps / (u2a_rounds + 1))."
+        },
+    )
+    u2a_eta: float = field(
+        default=1e-2, metadata={"help": "U2A: η of the update ω ← ω·exp(η·δω) (U2A's weights_lr, 1e-2)."}
+    )
+    u2a_gamma: float = field(
+        default=1.0, metadata={"help": "U2A: γ of the implicit gradient, H⁻¹ ≈ I/γ (δω = ⟨∇J, ∇ℓ_i⟩/γ)."}
+    )
+    u2a_top_k: int = field(
+        default=1024, metadata={"help": "U2A: negatives kept by the first estimate of δω (largest first)."}
+    )
+    u2a_sparsity: float = field(
+        default=0.0,
+        metadata={
+            "help": "U2A: λ of the sparsity term λ·Σ√ω_i on the outer objective (subtracts λ/(2√ω_i) from δω_i); "
+            "0, as U2A's NPO scripts run it, turns it off."
+        },
+    )
+    u2a_es_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "U2A: stop when J falls by no more than this between two rounds (U2A's es_threshold); "
+            "0 stops as soon as J stops improving."
+        },
+    )
+    u2a_objective: str = field(
+        default="gold",
+        metadata={
+            "help": "J's data: 'gold' (the gold batch of Algorithm 2 built from the rows) or 'relabelled' "
+            "(INVERT pairs swapped and RETAIN pairs, as naive-oracle-dpo trains on)."
+        },
+    )
+    u2a_objective_size: int = field(
+        default=64,
+        metadata={"help": "Pairs in J (gold batch size B; a random subset of the relabelled pairs)."},
+    )
+    u2a_scoring: str = field(
+        default="fd",
+        metadata={
+            "help": "How δω is computed: fd (two forward passes), exact (forward-mode AD) or naive (loop)."
+        },
+    )
+    u2a_batch_size: int = field(default=8, metadata={"help": "Sequences' items per scoring forward pass."})
+
     # TrainingArguments defaults changed to the paper's / this trainer's needs
     learning_rate: float = field(default=1e-4, metadata={"help": "The initial learning rate."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "The learning rate schedule."})
@@ -196,5 +254,40 @@ class TraceConfig(TrainingArguments, ModelConfig):
             )
         if self.max_length is not None and self.max_length < 2:
             raise InputError(f"max_length must be at least 2, got {self.max_length}", field="max_length")
+        self._validate_u2a()
         if self.remove_unused_columns:
             raise InputError("TraceTrainer needs remove_unused_columns=False", field="remove_unused_columns")
+
+    def _validate_u2a(self) -> None:
+        if self.u2a_rounds < 0:
+            raise InputError(f"u2a_rounds must be >= 0, got {self.u2a_rounds}", field="u2a_rounds")
+        if self.u2a_steps_per_round < 0:
+            raise InputError(
+                f"u2a_steps_per_round must be >= 0, got {self.u2a_steps_per_round}",
+                field="u2a_steps_per_round",
+            )
+        if self.u2a_eta < 0:
+            raise InputError(f"u2a_eta must be >= 0, got {self.u2a_eta}", field="u2a_eta")
+        if self.u2a_gamma <= 0:
+            raise InputError(f"u2a_gamma must be positive, got {self.u2a_gamma}", field="u2a_gamma")
+        if self.u2a_top_k < 1:
+            raise InputError(f"u2a_top_k must be at least 1, got {self.u2a_top_k}", field="u2a_top_k")
+        if self.u2a_sparsity < 0:
+            raise InputError(f"u2a_sparsity must be >= 0, got {self.u2a_sparsity}", field="u2a_sparsity")
+        if self.u2a_objective not in U2A_OBJECTIVES:
+            raise InputError(
+                f"unknown u2a_objective {self.u2a_objective!r}: use gold or relabelled", field="u2a_objective"
+            )
+        if self.u2a_objective_size < 1:
+            raise InputError(
+                f"u2a_objective_size must be at least 1, got {self.u2a_objective_size}",
+                field="u2a_objective_size",
+            )
+        if self.u2a_scoring not in ("fd", "exact", "naive"):
+            raise InputError(
+                f"unknown u2a_scoring {self.u2a_scoring!r}: use fd, exact or naive", field="u2a_scoring"
+            )
+        if self.u2a_batch_size < 1:
+            raise InputError(
+                f"u2a_batch_size must be at least 1, got {self.u2a_batch_size}", field="u2a_batch_size"
+            )

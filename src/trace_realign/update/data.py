@@ -196,6 +196,8 @@ def select_examples(
             out.append(Example(KIND[term.kind], r.category, r.id, r.prompt, term.a, term.b, 1.0, npo, npo))
             if r.category is Category.PUNISH and term.kind == "pref":
                 counts["punish_with_correction"] += 1
+    elif preset.selection == "negatives":
+        out.extend(select_negatives(usable, counts))
     elif preset.selection == "flagged":
         for r in usable:
             fw, fl = _flags(r)
@@ -235,6 +237,23 @@ def select_examples(
         counts[f"examples_{e.category.value}_{KIND_NAMES[e.kind]}"] += 1
     counts["examples"] = len(out)
     return Selection(out, dict(counts), notes)
+
+
+def select_negatives(rows: Sequence[WeightedRow], counts: Counter[str]) -> list[Example]:
+    """U2A's forget set: one NPO example per response the judge flagged (c = 0), not pairs.
+
+    `pos` is the flagged response and there is no second one; two flagged responses of a row
+    become two examples (each gets its own weight ω). Rows with no flagged response are counted.
+    """
+    out = []
+    for r in rows:
+        fw, fl = _flags(r)
+        if not (fw or fl):
+            counts["no_flagged_response"] += 1
+        for flagged, resp in ((fw, r.chosen), (fl, r.rejected)):
+            if flagged:
+                out.append(Example(NPO, r.category, r.id, r.prompt, resp, None, 1.0, True, False))
+    return out
 
 
 def _impact_weighted(
@@ -443,6 +462,7 @@ class TraceDataset(Dataset):
                 seqs.append(enc)
             self.items.append(
                 {
+                    "index": len(self.items),
                     "kind": e.kind,
                     "stratum": STRATUM[e.category],
                     "weight": e.weight,
@@ -508,6 +528,8 @@ def collate_examples(items: Sequence[dict[str, Any]], pad_token_id: int) -> dict
         neg_idx=torch.tensor(neg_idx, dtype=torch.long),
         has_neg=torch.tensor(has_neg, dtype=torch.bool),
         npo_mask=torch.tensor([it["npo"] for it in items], dtype=torch.bool),
+        # position of each example in its dataset: weights re-estimated while training (U2A) are read by it
+        example=torch.tensor([it.get("index", -1) for it in items], dtype=torch.long),
     )
     return batch
 

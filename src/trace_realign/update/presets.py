@@ -5,30 +5,28 @@
 | `trace`            | triaged                                          | INVERT ℓ_pref, PUNISH NPO / oracle ℓ_pref | impact | yes |
 | `trace-no-impact`  | triaged                                          | as trace                   | uniform | yes |
 | `trace-no-kl`      | triaged (RETAIN not drawn: it would add nothing) | as trace                   | impact  | no  |
-| `trace-no-triage`  | all pairs: every response the judge flags        | NPO                        | impact  | no  |
-| `u2a`              | all pairs: every response the judge flags        | NPO                        | impact  | no  |
+| `trace-no-triage`  | all pairs: every response the judge flags        | NPO                        | impact of that NPO term | no |
+| `u2a`              | single negatives: one per flagged response       | NPO                        | bi-level ω, re-estimated | no |
 | `naive-oracle-dpo` | relabelled: INVERT swapped, RETAIN kept, PUNISH dropped | DPO                 | uniform | no  |
 | `dpo-gold`         | relabelled, PUNISH → (y_c, y_w)                  | DPO                        | uniform | no  |
 | `rdpo`             | as naive-oracle-dpo                              | robust DPO, flip rate ε    | uniform | no  |
 
-What `trace-no-triage` and `u2a` implement, precisely. Both drop the triage structure: no pair is
-inverted and nothing is anchored by a KL. For every pair whose verdicts are known, each response
-the judge found non-compliant (c = 0) gets the NPO loss `−log σ(−β log π_θ(y|x)/π_ref(y|x))`; the
-pair's terms are multiplied by its impact weight from the weighted file. A RETAIN pair whose
-loser is flagged (c_w = 1, c_l = 0) has no impact weight (the score stage weighs conflicts only)
-and gets weight 1, the mean conflict weight under the default normalisation; pairs with no
-flagged response contribute nothing and are left out.
+`trace-no-triage` (the paper's ablation) drops the triage structure: no pair is inverted and
+nothing is anchored by a KL. For every pair whose verdicts are known, each response the judge
+found non-compliant (c = 0) gets the NPO loss `−log σ(−β log π_θ(y|x)/π_ref(y|x))`, and the
+pair's term is weighted by the impact of *that* NPO term, `⟨g_J, ∇ℓ_NPO⟩` at θ_ref, clamped and
+normalised like TRACE's weights. The weighted file's `impact_weight` is the impact of TRACE's
+loss (ℓ_pref for INVERT), so it is not used: the trainer computes the NPO impacts once before the
+first step (`update.u2a.ImpactWeights`, with the score stage's machinery) over every pair trained,
+RETAIN pairs with a flagged loser included.
 
-`u2a` stands for Unlearning-to-Align (Feng et al., 2025): sample-weighted NPO unlearning of the
-negative examples with weights chosen by bi-level optimisation (the outer problem is the
-alignment objective, the inner one the weighted unlearning, with weights refined by implicit
-gradients while training). Here the weights are the first-order, fixed-before-training
-version of that implicit gradient, i.e. the impact weight `⟨g_J, g_i⟩` at `θ_ref`; they are not
-re-estimated during training and there is no inner/outer loop, and the weight is per pair
-rather than per negative response. With those simplifications the method table gives
-`trace-no-triage` and `u2a` the same data, loss, weights and KL, so in this trainer they run
-the same computation under two labels (the ablation and the baseline); results differ only
-where their configs do.
+`u2a` is Unlearning-to-Align (arXiv 2504.06659; docs/u2a.md): the forget set is single negative
+responses, one example per flagged response; weights ω over them come from the implicit gradient
+of an alignment objective J (the preference loss on the gold batch or on the relabelled pairs,
+against the frozen reference), `δω_i = ⟨∇J, ∇ℓ_NPO,i⟩/γ` at the *current* parameters. The top-k
+negatives by δω are kept, then every K steps ω is re-estimated (`ω ← ω·exp(η δω)`, mean 1),
+and training stops when J stops improving or the rounds are spent. The weights are re-estimated
+by a `TrainerCallback`, so the trainer itself is the same.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Selection = Literal["triaged", "flagged", "relabelled", "relabelled-gold"]
+Selection = Literal["triaged", "flagged", "negatives", "relabelled", "relabelled-gold"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,9 @@ class Preset:
     """How one method uses the one trainer.
 
     - `selection`: which rows of weighted.jsonl become which training examples (see `update.data`).
-    - `weights`: `"impact"` uses the file's `impact_weight`, `"uniform"` gives every example 1.
+    - `weights`: `"impact"` uses the file's `impact_weight`, `"uniform"` gives every example 1,
+      `"npo-impact"` is the impact of the NPO term trained, computed before the first step, and
+      `"u2a"` is U2A's ω, re-estimated while training (both by `update.u2a.ImpactWeights`).
     - `use_kl`: False forces α_KL = 0 (and RETAIN is then not drawn at all).
     - `pair_loss`: `"pref"` is ℓ_pref with the config's `loss_type`; `"dpo"` is the DPO sigmoid loss
       whatever `loss_type` says; `"rdpo"` is robust DPO with the config's `label_smoothing`; None for
@@ -54,7 +54,7 @@ class Preset:
 
     name: str
     selection: Selection
-    weights: Literal["impact", "uniform"]
+    weights: Literal["impact", "uniform", "npo-impact", "u2a"]
     use_kl: bool
     pair_loss: Literal["pref", "dpo", "rdpo"] | None
     stratified: bool
@@ -69,8 +69,24 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset("trace-no-impact", "triaged", "uniform", True, "pref", True, "TRACE with uniform weights"),
         Preset("trace-no-kl", "triaged", "impact", False, "pref", True, "TRACE without the RETAIN KL"),
-        Preset("trace-no-triage", "flagged", "impact", False, None, False, "NPO on every flagged response"),
-        Preset("u2a", "flagged", "impact", False, None, False, "Unlearning-to-Align, first-order weights"),
+        Preset(
+            "trace-no-triage",
+            "flagged",
+            "npo-impact",
+            False,
+            None,
+            False,
+            "NPO on every flagged response, weighted by the impact of that NPO term",
+        ),
+        Preset(
+            "u2a",
+            "negatives",
+            "u2a",
+            False,
+            None,
+            False,
+            "Unlearning-to-Align: NPO on single negatives, bi-level weights re-estimated every K steps",
+        ),
         Preset(
             "naive-oracle-dpo", "relabelled", "uniform", False, "dpo", False, "DPO on the relabelled pairs"
         ),

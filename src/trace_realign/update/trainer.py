@@ -11,6 +11,9 @@ a small model DPO alone can widen the margin on the later tokens of the preferre
 saturate while greedy decoding still opens the old way; the NLL term keeps raising the preferred
 response itself, its first tokens included.
 
+`trace-no-triage` and `u2a` get their weights from the trainer itself (`update.u2a.ImpactWeights`,
+a callback): the impact of their own NPO terms, and for U2A re-estimated every K steps.
+
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
 sequences of a batch go through one policy forward pass; the reference forward pass runs only
 on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,8 +178,11 @@ class TraceTrainer(Trainer):
         *,
         ref_cache_dir: str | Path | None = None,
         ref_model: Any = None,
+        objective: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        """`objective`: J's preferred pairs (`ScoredItem`s, see `update.u2a.objective_items`), needed by
+        the methods whose weights the trainer estimates itself (`trace-no-triage`, `u2a`)."""
         from trace_realign.model.loading import Reference, is_peft
 
         self.preset: Preset = get_preset(args.method)
@@ -199,6 +206,22 @@ class TraceTrainer(Trainer):
         self.stop_reason = ""
         self._sums = torch.zeros(len(METRICS), 2, dtype=torch.float64)
         self.add_callback(GradNormStop(self, args.grad_norm_stop))
+        # weights by example, set by `reweighting` when the method estimates them itself (else the data's)
+        self.example_weights: torch.Tensor | None = None
+        self.reweighting = None
+        if self.preset.weights in ("npo-impact", "u2a"):
+            from trace_realign.errors import InputError
+            from trace_realign.update.u2a import ImpactWeights, example_item
+
+            if not objective:
+                raise InputError(
+                    f"method {self.preset.name} needs J's preferred pairs (objective=...)",
+                    field="u2a_objective",
+                )
+            items = [example_item(e) for e in train_dataset.selection.examples]
+            schedule = "u2a" if self.preset.weights == "u2a" else "once"
+            self.reweighting = ImpactWeights(self, items, objective, schedule)
+            self.add_callback(self.reweighting)
         self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
         if args.precompute_ref_log_probs and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
             # The precompute runs on the main process alone, before the engine has placed the model:
@@ -260,9 +283,26 @@ class TraceTrainer(Trainer):
         ds.set_reference([(i, slot, v) for (i, slot, *_), v in zip(todo, values.tolist(), strict=True)])
         self.reference_stats = {"precomputed": len(todo) - hits, "from_cache": hits, "cache": str(cache.path)}
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """`Trainer.train`, restoring the estimated weights (ω) of the checkpoint it resumes from."""
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint and self.reweighting is not None:
+            self.reweighting.load(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     # ---- loss ----------------------------------------------------------------------------
 
+    def _estimated_weights(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with each example's weight read from `example_weights`, when the trainer estimates them."""
+        if self.example_weights is None:
+            return inputs
+        return {**inputs, "weight": self.example_weights.to(inputs["weight"].device)[inputs["example"]]}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = self._estimated_weights(inputs)
         out = self.batch_loss(model, inputs)
         if model.training:
             self._accumulate(out, inputs)
@@ -270,6 +310,7 @@ class TraceTrainer(Trainer):
 
     def batch_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> HybridLoss:
         """One policy forward pass over every sequence of the batch, a reference pass where needed."""
+        inputs = self._estimated_weights(inputs)
         ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         # Project through the LM head only from the first position that predicts a response token: on a
         # 49k vocabulary the prompt positions' logits would cost time and memory for nothing.
@@ -348,6 +389,8 @@ class TraceTrainer(Trainer):
                 if n > 0:
                     logs[name] = total / n
             self._sums.zero_()
+        if "loss" in logs and self.reweighting is not None:
+            logs.update(self.reweighting.pop_logs())
         super().log(logs, start_time)
 
     def _get_grad_norm(self, model, grad_norm=None):
@@ -402,6 +445,11 @@ def train(
     dataset = TraceDataset(
         selection, tokenizer, max_length=config.max_length, max_prompt_length=config.max_prompt_length
     )
+    objective = None
+    if preset.weights in ("npo-impact", "u2a"):
+        from trace_realign.update.u2a import objective_items
+
+        objective = objective_items(rows, config.u2a_objective, config.u2a_objective_size, seed=config.seed)
     trainer = TraceTrainer(
         model,
         config,
@@ -409,6 +457,7 @@ def train(
         tokenizer,
         ref_cache_dir=ref_cache_dir,
         ref_model=_zero3_reference(model_name_or_path, config),
+        objective=objective,
     )
     checkpoint = config.resume_from_checkpoint
     out = Path(config.output_dir)
@@ -433,6 +482,8 @@ def train(
         "data": selection.counts,
         "notes": selection.notes,
         "weights": weight_summary(selection),
+        # weights the trainer estimated itself (trace-no-triage's NPO impact, U2A's rounds)
+        "reweighting": trainer.reweighting.summary() if trainer.reweighting is not None else None,
         "truncation": dataset.truncation.to_dict(),
         "reference": trainer.reference_stats,
         "resumed_from": checkpoint,

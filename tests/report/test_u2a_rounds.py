@@ -1,0 +1,29 @@
+"""The training section names U2A's J by round and its final ω distribution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trace_realign.report.collect import Run
+from trace_realign.report.render import Text, training_section
+
+
+def test_u2a_rounds_are_reported():
+    rounds = [{"round": r, "step": 3 * r, "J": j} for r, j in enumerate([0.6931, 0.65, 0.61])]
+    summary = {
+        "method": "u2a",
+        "global_step": 9,
+        "log_history": [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}],
+        "reweighting": {
+            "schedule": "u2a",
+            "rounds": rounds,
+            "omega": {"n": 5, "min": 0.2, "median": 1.0, "max": 2.5, "effective_n": 3.7},
+        },
+    }
+    once = {**summary, "method": "trace-no-triage", "reweighting": {"schedule": "once", "rounds": rounds[:1]}}
+    run = Run(Path("."), "run", training={"u2a": summary, "trace-no-triage": once})
+    texts = [b.text for b in training_section([run]) if isinstance(b, Text) and not b.note]
+    assert texts == [
+        "u2a: J by round 0.6931 → 0.65 → 0.61; final ω over 5 kept negatives: min 0.2, median 1, max 2.5, "
+        "effective n 3.7."
+    ]
