@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from trace_realign.errors import InputError
@@ -87,3 +89,17 @@ def test_model_and_output_dir_are_required(tmp_path):
         parse_train_args(["--weighted", "w", "--output_dir", str(tmp_path)])
     with pytest.raises(InputError, match="--output_dir is required"):
         parse_train_args(["--model", "m", "--weighted", "w"])
+
+
+def test_rdpo_flip_rate_defaults_to_the_audited_judge_error(tmp_path):
+    audit = tmp_path / "audit.json"
+    audit.write_text(
+        json.dumps({"judge": "j", "error_rate": {"k": 3, "n": 40, "rate": 0.075, "ci95": [0.03, 0.2]}})
+    )
+    base = ["--model", "m", "--weighted", "w", "--output_dir", str(tmp_path), "--method", "rdpo", "--use_cpu"]
+    _, cfg = parse_train_args([*base, "--flip_rate_from", str(audit)])
+    assert cfg.flip_rate == 0.075
+    _, cfg = parse_train_args([*base, "--flip_rate_from", str(audit), "--flip_rate", "0.2"])
+    assert cfg.flip_rate == 0.2  # an explicit rate wins
+    _, cfg = parse_train_args(base)
+    assert cfg.flip_rate == 0.1  # no audit: the config's default

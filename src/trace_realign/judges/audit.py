@@ -372,8 +372,8 @@ def judge_error(report: dict[str, Any]) -> dict[str, Any]:
         "items": report.get("items"),
         "unknown": report.get("unknown"),
         "error_rate": report["error_rate"],
-        "accuracy": report["accuracy"],
-        "kappa": {k: report["kappa"].get(k) for k in ("kappa", "ci95", "interval")},
+        "accuracy": report.get("accuracy"),
+        "kappa": {k: (report.get("kappa") or {}).get(k) for k in ("kappa", "ci95", "interval")},
     }
 
 
@@ -477,3 +477,28 @@ def print_audit(report: dict[str, Any], console: Any = None, show_wrong: int = 1
         )
     if len(wrong) > show_wrong:
         console.print(f"... and {len(wrong) - show_wrong} more, all in the audit JSON", highlight=False)
+
+
+def judge_error_for(path: str | Path, judge_identity: str) -> dict[str, Any]:
+    """The audit at `path` in its short form for a triage summary, saying whether it audited this judge."""
+    block = judge_error(read_audit(path))
+    block["source_audit"] = str(path)
+    block["same_judge"] = block.get("judge") == judge_identity
+    return block
+
+
+def judge_error_line(block: dict[str, Any]) -> str:
+    """One sentence for the triage output and the report: the judge's measured error and its interval."""
+    err = block.get("error_rate") or {}
+    if err.get("rate") is None:
+        return "judge audit: no decided items, no measured error"
+    lo, hi = err["ci95"]
+    k = block.get("kappa") or {}
+    kappa = "" if k.get("kappa") is None else f", Cohen's kappa {k['kappa']:.2f}"
+    if k.get("ci95"):
+        kappa += f" [{k['ci95'][0]:.2f}, {k['ci95'][1]:.2f}]"
+    same = "" if block.get("same_judge", True) else " (audited judge differs from this run's judge)"
+    return (
+        f"judge audit{same}: measured error {err['rate']:.1%} [{lo:.1%}, {hi:.1%}] (95% Wilson, "
+        f"{err['k']} wrong of {err['n']} decided){kappa}; source {block.get('source') or block.get('source_audit')}"
+    )

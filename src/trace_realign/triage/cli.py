@@ -42,8 +42,17 @@ OPTIONS = {
     "unknown_as": None,
     "dry_run": False,
     "progress": True,
+    # issue 14: a second judge, the audited error, batch mode and prices (judges/, triage/agreement.py)
+    "judge2": None,
+    "on_disagreement": "keep",
+    "audit": None,
+    "batch": False,
+    "batch_poll": 60.0,
+    "batch_wait": None,
+    "price": None,
+    "batch_discount": 0.5,
 }
-PATH_OPTIONS = ("policy", "out", "summary", "cache")
+PATH_OPTIONS = ("policy", "out", "summary", "cache", "audit")
 SHOW_SKIPPED = 20  # skipped rows printed; the summary JSON lists every one
 
 
@@ -103,6 +112,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+    )
+    p.add_argument(
+        "--judge2", default=None, help="a second judge: agreement in the summary, disagreements written out"
+    )
+    p.add_argument(
+        "--on-disagreement",
+        choices=["keep", "drop", "unknown"],
+        default=None,
+        help="pairs the two judges triage differently: keep the first judge's (default), drop them, or make them UNKNOWN",
+    )
+    p.add_argument(
+        "--audit", default=None, help="audit.json of this judge: its measured error goes into the summary"
+    )
+    p.add_argument(
+        "--batch", action="store_true", default=None, help="judge through the Batch API (openai judges)"
+    )
+    p.add_argument(
+        "--batch-poll", type=float, default=None, help="seconds between job status checks (default 60)"
+    )
+    p.add_argument(
+        "--batch-wait",
+        type=float,
+        default=None,
+        help="give up waiting after this many seconds, exit 4 and keep the job id (default: wait)",
+    )
+    p.add_argument(
+        "--price", default=None, help="USD per million tokens IN,OUT: the dry run prices both modes"
+    )
+    p.add_argument(
+        "--batch-discount", type=float, default=None, help="batch price / normal price (default 0.5)"
     )
     return p
 
@@ -228,6 +267,14 @@ def run(args: argparse.Namespace) -> int:
         )
 
     judge = make_judge(_with_concurrency(opts["judge"], opts["concurrency"]))
+    if opts["batch"] and not opts["dry_run"]:
+        from trace_realign.judges.batch import BatchJudge, state_path_for
+
+        judge = BatchJudge(
+            judge, state_path_for(opts["out"]), poll=float(opts["batch_poll"]),
+            wait=None if opts["batch_wait"] is None else float(opts["batch_wait"]),
+            progress=bool(opts["progress"]),
+        )  # fmt: skip
     cache = None if opts["no_cache"] else VerdictCache(opts["cache"])
     closers = [c for c in (getattr(judge, "close", None), cache and cache.close) if callable(c)]
     try:
@@ -246,6 +293,10 @@ def run(args: argparse.Namespace) -> int:
                 highlight=False,
                 soft_wrap=True,
             )
+            if opts["price"]:
+                from trace_realign.judges.batch import price_lines
+
+                console.print(price_lines(plan, opts["price"], opts["batch_discount"]), highlight=False)
             if opts["corrections"]:
                 console.print(
                     "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
@@ -265,6 +316,14 @@ def run(args: argparse.Namespace) -> int:
             unknown_as=opts["unknown_as"],
             progress=bool(opts["progress"]),
         )
+        agreement = None
+        if opts["judge2"]:
+            from trace_realign.triage.agreement import disagreements_path_for, second_opinion
+
+            result, agreement = second_opinion(
+                load.pairs, result, opts["judge2"], policy, cache, on_disagreement=opts["on_disagreement"],
+                disagreements_path=disagreements_path_for(opts["out"]), progress=bool(opts["progress"]),
+            )  # fmt: skip
     finally:
         for close in closers:
             close()
@@ -272,10 +331,23 @@ def run(args: argparse.Namespace) -> int:
     out = Path(opts["out"])
     summ_path = Path(opts["summary"]) if opts["summary"] else summary_path(out)
     summary = summarise(result, load)
+    if agreement is not None:
+        from trace_realign.triage.agreement import agreement_table
+
+        summary["agreement"] = agreement
+        console.print(agreement_table(agreement))
+    if opts["audit"]:
+        from trace_realign.judges.audit import judge_error_for
+
+        summary["judge_error"] = judge_error_for(opts["audit"], result.judge_identity)
     summary["files"] = {"triaged": str(out), "summary": str(summ_path)}
     write_triaged(out, result.rows)
     write_json_atomic(summ_path, summary)
     print_summary(summary, console)
+    if "judge_error" in summary:
+        from trace_realign.judges.audit import judge_error_line
+
+        console.print(judge_error_line(summary["judge_error"]), highlight=False, soft_wrap=True)
     unknown = summary["unknown"]
     if unknown["pairs"]:
         # unknowns are never cached, so running the same command again asks only for them

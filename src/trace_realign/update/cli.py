@@ -34,6 +34,13 @@ class TrainScriptArguments:
     ref_cache_dir: str | None = field(
         default=None, metadata={"help": "Folder of the reference log-prob cache (default: the cache root)."}
     )
+    flip_rate_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "audit.json from `trace-realign audit` (or a triage summary.json carrying one): rdpo's "
+            "flip_rate defaults to the judge's measured error rate there; an explicit --flip_rate wins."
+        },
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -102,6 +109,11 @@ def parse_train_args(
     given = "output_dir" in (yaml_options or {}) or any(a.split("=")[0] == "--output_dir" for a in argv)
     if not given:
         raise InputError("--output_dir is required (or `output_dir:` in the config file)", field="output_dir")
+    explicit = "flip_rate" in (yaml_options or {}) or any(a.split("=")[0] == "--flip_rate" for a in argv)
+    if script.flip_rate_from and not explicit:
+        from trace_realign.judges.audit import measured_flip_rate
+
+        config.flip_rate = measured_flip_rate(script.flip_rate_from)
     return script, config
 
 
