@@ -248,3 +248,20 @@ def test_flip_rate_from_an_audit_must_be_a_usable_rate(tmp_path):
     f.write_text(json.dumps({"nothing": 1}))
     with pytest.raises(InputError, match="not an audit"):
         measured_flip_rate(f)
+
+
+def test_the_demo_audits_the_rule_judge_and_a_noisy_one_on_the_scenario(tmp_path):
+    from trace_realign.judges.audit import audit_scenario_judges, scenario_labelled_rows
+    from trace_realign.scenario.generate import ScenarioConfig, build_scenario, rules_path
+
+    scenario = build_scenario(ScenarioConfig(n_pairs=60))
+    rows = scenario_labelled_rows(scenario.pairs, n=50)
+    assert len(rows) == 50 and {r["kind"] for r in rows} == {"invert", "punish", "malicious", "neutral"}
+    audits = audit_scenario_judges(scenario.pairs, scenario.new_policy, rules_path("new"), tmp_path, n=50)
+    clean, noisy = audits["rules"], audits["noisy"]
+    assert clean["items"] == noisy["items"] == 50
+    # the rules were written for this scenario: near-perfect; 20% noise must show up as error
+    assert clean["error_rate"]["rate"] <= 0.1
+    assert noisy["error_rate"]["rate"] > clean["error_rate"]["rate"] + 0.05
+    assert noisy["kappa"]["kappa"] < clean["kappa"]["kappa"]
+    assert (tmp_path / "audit_rules.json").exists() and (tmp_path / "labelled.jsonl").exists()

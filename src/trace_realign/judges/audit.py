@@ -71,7 +71,9 @@ def wilson(k: int, n: int, z: float = Z95) -> dict[str, Any]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return {"k": k, "n": n, "rate": p, "ci95": [max(0.0, centre - half), min(1.0, centre + half)]}
+    lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact at the edges, not 1e-17 off
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return {"k": k, "n": n, "rate": p, "ci95": [lo, hi]}
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
@@ -502,3 +504,64 @@ def judge_error_line(block: dict[str, Any]) -> str:
         f"judge audit{same}: measured error {err['rate']:.1%} [{lo:.1%}, {hi:.1%}] (95% Wilson, "
         f"{err['k']} wrong of {err['n']} decided){kappa}; source {block.get('source') or block.get('source_audit')}"
     )
+
+
+# ------------------------------------------------------------------------------ the demo's audit
+
+# The new-policy verdict of each response of a scenario pair, by the pair's kind (scenario/generate.py):
+# known from how the scenario was built, not from any judge. A neutral pair's needless refusal is
+# left out: whether the new policy tolerates it is exactly what a judge may reasonably differ on.
+SCENARIO_TRUTH = {
+    "invert": {"chosen": Label.NON_COMPLIANT, "rejected": Label.COMPLIANT},
+    "punish": {"chosen": Label.NON_COMPLIANT, "rejected": Label.NON_COMPLIANT},
+    "malicious": {"chosen": Label.COMPLIANT, "rejected": Label.NON_COMPLIANT},
+    "neutral": {"chosen": Label.COMPLIANT},
+}
+
+
+def scenario_labelled_rows(pairs: Sequence[Any], n: int = 50, seed: int = 0) -> list[dict[str, Any]]:
+    """`n` labelled item rows (the audit's item shape) drawn by `seed` from the scenario's pairs."""
+    import random
+
+    rows = []
+    for p in pairs:
+        for side, label in SCENARIO_TRUTH.get(p.meta.get("kind"), {}).items():
+            response = p.chosen if side == "chosen" else p.rejected
+            rows.append(
+                {
+                    "prompt": p.prompt,
+                    "response": response,
+                    "label": label.value,
+                    "kind": p.meta["kind"],
+                    "side": side,
+                }
+            )
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def audit_scenario_judges(
+    pairs: Sequence[Any],
+    policy: str | Path | Policy,
+    rules: str | Path,
+    out_dir: str | Path,
+    *,
+    n: int = 50,
+    noise: float = 0.2,
+    seed: int = 0,
+    also_to: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The demo's audit: the rule judge and the same judge with `noise` of its verdicts flipped, on a
+    labelled slice of the scenario. Writes `labelled.jsonl`, `audit_rules.json`, `audit_noisy.json`
+    into `out_dir` and returns both audits. `also_to` (e.g. `RUN/triage/audit.json`) gets the rule
+    judge's audit too, where the report shows it next to the triage."""
+    from trace_realign.io import write_jsonl_atomic
+
+    out = Path(out_dir)
+    labelled = out / "labelled.jsonl"
+    write_jsonl_atomic(labelled, scenario_labelled_rows(pairs, n, seed))
+    judges = {"rules": f"rules:{rules}", "noisy": f"noisy:{noise:g}:rules:{rules}"}
+    return {
+        name: audit_judge(spec, policy, labelled, out=out / f"audit_{name}.json")
+        for name, spec in judges.items()
+    }
