@@ -107,6 +107,7 @@ class ChatEndpoint:
         self.timeout, self.max_attempts, self.concurrency = o.timeout, o.max_attempts, o.concurrency
         self._api_key = os.environ.get(o.api_key_env) or None
         self.calls = 0  # HTTP requests sent, retries included
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "answers": 0}  # as the server reports it
         self._count_lock = threading.Lock()
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -197,6 +198,12 @@ class ChatEndpoint:
                 extra_headers=self.request_headers(),
             )
             content = r.choices[0].message.content
+            used = getattr(r, "usage", None)
+            if used is not None:
+                with self._count_lock:
+                    self.usage["prompt_tokens"] += int(getattr(used, "prompt_tokens", 0) or 0)
+                    self.usage["completion_tokens"] += int(getattr(used, "completion_tokens", 0) or 0)
+                    self.usage["answers"] += 1
         except openai.OpenAIError as exc:
             raise self.failure(exc) from None
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
