@@ -117,6 +117,15 @@ def test_a_failed_job_or_a_down_endpoint_stops_with_exit_3(server, tmp_path):
     assert server.calls["POST /files"] == 1 + 2 and server.calls["POST /batches"] == 1
 
 
+def test_batch_mode_needs_a_plain_endpoint_judge(server, tmp_path):
+    from trace_realign.judges.spec import make_judge
+
+    with pytest.raises(InputError, match="not a wrapper"):
+        BatchJudge(make_judge(f"noisy:0.1:openai:m@{server.url}"), tmp_path / "b.json")
+    with pytest.raises(InputError, match="needs an endpoint judge"):
+        BatchJudge(make_judge(f"rules:{EXAMPLES_DIR / 'rules.yaml'}"), tmp_path / "b.json")
+
+
 def test_a_state_file_of_another_judge_is_refused(server, tmp_path):
     state = tmp_path / "run" / "batch.json"
     state.parent.mkdir()

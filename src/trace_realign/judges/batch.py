@@ -117,6 +117,11 @@ class BatchJudge:
         completion_window: str = "24h",
         progress: bool = True,
     ) -> None:
+        if getattr(judge, "wraps", None) is not None:
+            raise InputError(
+                f"batch mode sends requests itself: give it the openai judge, not a wrapper ({judge.identity})",
+                field="judge",
+            )
         if not hasattr(judge, "endpoint") or not hasattr(judge, "max_tokens"):
             raise InputError(
                 f"batch mode needs an endpoint judge (openai:MODEL[@URL]), not {judge.identity}",
