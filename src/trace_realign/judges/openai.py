@@ -109,6 +109,7 @@ class ChatEndpoint:
         self.calls = 0  # HTTP requests sent, retries included
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "answers": 0}  # as the server reports it
         self._count_lock = threading.Lock()
+        self._local = threading.local()  # the calling thread's stop event, read by `_count`
         self._client: Any = None
         self._client_lock = threading.Lock()
 
@@ -116,6 +117,11 @@ class ChatEndpoint:
         return f"ChatEndpoint(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
 
     def _count(self, request: Any) -> None:
+        # Runs before every HTTP request, the SDK's retries included: once the batch is stopped
+        # (a fatal error, the endpoint down) no retry of an item in flight reaches the server.
+        stop = getattr(self._local, "stop", None)
+        if stop is not None and stop.is_set():
+            raise _Stopped
         with self._count_lock:
             self.calls += 1
 
@@ -189,6 +195,7 @@ class ChatEndpoint:
 
         if stop is not None and stop.is_set():
             raise _Stopped
+        self._local.stop = stop
         try:
             r = self.client().chat.completions.create(
                 model=self.model,
@@ -205,6 +212,8 @@ class ChatEndpoint:
                     self.usage["completion_tokens"] += int(getattr(used, "completion_tokens", 0) or 0)
                     self.usage["answers"] += 1
         except openai.OpenAIError as exc:
+            if isinstance(exc.__cause__, _Stopped) or isinstance(exc.__context__, _Stopped):
+                raise _Stopped from None
             raise self.failure(exc) from None
         except (AttributeError, IndexError, TypeError, ValueError) as exc:
             raise self.failure(exc) from None
