@@ -555,13 +555,30 @@ def audit_scenario_judges(
     labelled slice of the scenario. Writes `labelled.jsonl`, `audit_rules.json`, `audit_noisy.json`
     into `out_dir` and returns both audits. `also_to` (e.g. `RUN/triage/audit.json`) gets the rule
     judge's audit too, where the report shows it next to the triage."""
-    from trace_realign.io import write_jsonl_atomic
+    import json
+
+    from trace_realign.io import write_json_atomic, write_text_atomic
+    from trace_realign.judges.spec import make_judge
 
     out = Path(out_dir)
     labelled = out / "labelled.jsonl"
-    write_jsonl_atomic(labelled, scenario_labelled_rows(pairs, n, seed))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scenario_labelled_rows(pairs, n, seed))
     judges = {"rules": f"rules:{rules}", "noisy": f"noisy:{noise:g}:rules:{rules}"}
-    return {
-        name: audit_judge(spec, policy, labelled, out=out / f"audit_{name}.json")
-        for name, spec in judges.items()
-    }
+    identities = {name: make_judge(spec).identity for name, spec in judges.items()}
+    files = {name: out / f"audit_{name}.json" for name in judges}
+    # a rerun of the demo with the same slice and judges rewrites nothing
+    current = labelled.is_file() and labelled.read_text(encoding="utf-8") == text
+    done = {}
+    for name, f in files.items():
+        if current and f.is_file():
+            doc = json.loads(f.read_text(encoding="utf-8"))
+            if doc.get("judge") == identities[name]:
+                done[name] = doc
+    if len(done) < len(judges):
+        write_text_atomic(labelled, text)
+        done = {name: audit_judge(spec, policy, labelled, out=files[name]) for name, spec in judges.items()}
+    if also_to is not None:
+        target = Path(also_to)
+        if not target.is_file() or json.loads(target.read_text(encoding="utf-8")) != done["rules"]:
+            write_json_atomic(target, done["rules"])
+    return done
