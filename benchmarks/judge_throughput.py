@@ -122,7 +122,7 @@ def llama(args) -> dict:
 
     scenario = build_scenario(ScenarioConfig(n_pairs=max(60, 2 * args.items_per_level)))
     items = judge_items(scenario.pairs)
-    levels = (1, 8, 32)
+    levels = tuple(int(c) for c in args.levels.split(","))
     need = args.items_per_level * len(levels)
     if len(items) < need:
         raise SystemExit(f"the scenario gave {len(items)} items, {need} needed")
@@ -157,8 +157,13 @@ def llama(args) -> dict:
         finally:
             proc.terminate()
             proc.wait(30)
-    out["speedup_c8_over_c1"] = round(out["c8"]["verdicts_per_s"] / out["c1"]["verdicts_per_s"], 2)
-    out["speedup_c32_over_c1"] = round(out["c32"]["verdicts_per_s"] / out["c1"]["verdicts_per_s"], 2)
+    out["levels_in_order_run"] = list(levels)
+    if 1 in levels:
+        for c in levels:
+            if c != 1:
+                out[f"speedup_c{c}_over_c1"] = round(
+                    out[f"c{c}"]["verdicts_per_s"] / out["c1"]["verdicts_per_s"], 2
+                )
     per_prompt = prompt_tokens / answers
     verdicts = 2 * PAPER_PAIRS
     best = max(out[f"c{c}"]["verdicts_per_s"] for c in levels)
@@ -191,6 +196,7 @@ def main() -> None:
     ap.add_argument("--items-per-level", type=int, default=24, help="llama: distinct items per concurrency")
     ap.add_argument("--max-tokens", type=int, default=48, help="llama: answer budget per verdict")
     ap.add_argument("--threads", type=int, default=2, help="llama: server threads")
+    ap.add_argument("--levels", default="1,8,32", help="llama: concurrency levels, in the order run")
     ap.add_argument("--price", default="2.5,10", help="USD per million input,output tokens (your provider's)")
     ap.add_argument("--batch-discount", type=float, default=0.5, help="batch price / normal price")
     ap.add_argument("--answer-cap", type=int, default=512, help="the judge's answer cap, for the upper bound")
