@@ -176,3 +176,14 @@ def test_triage_cli_dry_run_prices_then_batch_triage_resumes(server, tmp_path, c
     )
     assert len(server.uploads) == 1 and not (out.parent / "batch.json").exists()
     assert server.auth_headers and set(server.auth_headers) == {None}  # no key, no header
+
+
+def test_items_the_stored_job_lacks_go_into_one_more_job(server, tmp_path):
+    items = _items(6)
+    server.polls = 3
+    with pytest.raises(BatchPending):
+        _batch(server, tmp_path, wait=0).judge(POLICY, items[:4])
+    server.expire_after = None
+    verdicts = _batch(server, tmp_path).judge(POLICY, items)
+    assert [v.label for v in verdicts] == _expected(items)
+    assert [len(u) for u in server.uploads] == [4, 2] and len(server.batches) == 2

@@ -326,6 +326,17 @@ class BatchJudge:
                     if on_verdict is not None:
                         on_verdict(i, v)
 
+        def not_run(indices: list[int], job: Any) -> None:
+            for i in indices:
+                if results[i] is None:
+                    v = Verdict(
+                        Label.UNKNOWN,
+                        f"not run by batch {job.id} (status {job.status}): rerun to submit it again",
+                    )
+                    results[i] = v
+                    if on_verdict is not None:
+                        on_verdict(i, v)
+
         state = self._read_state(policy)
         if state is None:
             if not items:
@@ -333,29 +344,21 @@ class BatchJudge:
             state = self.submit(policy, items)
         self.jobs.append(state["batch_id"])
         job = self._wait(state)
-        found = self.collect(job)
-        deliver(found)
+        deliver(self.collect(job))
         in_job = set(state.get("custom_ids") or [])
         self.state_path.unlink(missing_ok=True)
+        not_run([i for i, cid in enumerate(ids) if cid in in_job], job)
 
         # items the stored job did not hold (the data grew since it was submitted): one more job
-        rest = [i for i, cid in enumerate(ids) if results[i] is None and cid not in in_job]
+        rest = [i for i, v in enumerate(results) if v is None]
         if rest:
             state = self.submit(policy, [items[i] for i in rest])
             self.jobs.append(state["batch_id"])
             job = self._wait(state)
             deliver(self.collect(job))
             self.state_path.unlink(missing_ok=True)
-
-        missing = "not run by batch {} (status {}): rerun to submit it again"
-        out = []
-        for i, v in enumerate(results):
-            if v is None:
-                v = Verdict(Label.UNKNOWN, missing.format(job.id, job.status))
-                if on_verdict is not None:
-                    on_verdict(i, v)
-            out.append(v)
-        return out
+            not_run(rest, job)
+        return [v for v in results if v is not None]
 
 
 def price_lines(plan: dict[str, Any], price: str | Prices, batch_discount: float = 0.5) -> str:
