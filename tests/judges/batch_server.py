@@ -1,7 +1,7 @@
 """A loopback server with the Batch API endpoints the batch judge uses, and faults on demand.
 
 `POST /v1/files` (multipart upload), `POST /v1/batches`, `GET /v1/batches/{id}`,
-`GET /v1/files/{id}/content`. A job is `validating`, then `in_progress`, and ends on the
+`GET /v1/files/{id}/content`, and `POST /v1/chat/completions` for one-at-a-time judging. A job is `validating`, then `in_progress`, and ends on the
 `polls`-th retrieve. Each request is answered as `FaultServer` answers a judge request:
 NON_COMPLIANT when the fenced response contains "harmful", else COMPLIANT.
 
@@ -93,6 +93,9 @@ class BatchServer:
             self.auth_headers.append(h.headers.get("Authorization"))
         if self.fail_status:
             return self._send(h, self.fail_status, {"error": {"message": "injected"}})
+        if method == "POST" and path == "/chat/completions":  # one request at a time, same answers
+            req = json.loads(body)
+            return self._send(h, 200, self._answer(req["model"], req["messages"][-1]["content"]))
         if method == "POST" and path == "/files":
             return self._upload(h, body)
         if method == "POST" and path == "/batches":
@@ -202,24 +205,9 @@ class BatchServer:
                     }
                 )
                 continue
-            verdict = "NON_COMPLIANT" if "harmful" in item.lower() else "COMPLIANT"
-            answer = f"Read the response.\nVERDICT: {verdict}"
-            body = {
-                "id": "chatcmpl-b",
-                "object": "chat.completion",
-                "model": r["body"]["model"],
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
-                ],
-            }
-            out.append(
-                {
-                    "id": self._id("req"),
-                    "custom_id": r["custom_id"],
-                    "response": {"status_code": 200, "body": body},
-                    "error": None,
-                }
-            )
+            body = self._answer(r["body"]["model"], user)
+            row = {"id": self._id("req"), "custom_id": r["custom_id"], "error": None}
+            out.append({**row, "response": {"status_code": 200, "body": body}})
         for key, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 fid = self._id("file")
@@ -227,6 +215,15 @@ class BatchServer:
                 batch[key] = fid
         batch["_done"], batch["_failed"] = len(out), len(err)
         batch["status"] = "expired" if self.expire_after is not None else "completed"
+
+    @staticmethod
+    def _answer(model: str, user: str) -> dict:
+        """The chat completion for one judge request: NON_COMPLIANT when the response says "harmful"."""
+        item = fenced_response(user)
+        verdict = "NON_COMPLIANT" if "harmful" in item.lower() else "COMPLIANT"
+        message = {"role": "assistant", "content": f"Read the response.\nVERDICT: {verdict}"}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return {"id": "chatcmpl-b", "object": "chat.completion", "model": model, "choices": [choice]}
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:

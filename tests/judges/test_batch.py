@@ -187,3 +187,54 @@ def test_items_the_stored_job_lacks_go_into_one_more_job(server, tmp_path):
     verdicts = _batch(server, tmp_path).judge(POLICY, items)
     assert [v.label for v in verdicts] == _expected(items)
     assert [len(u) for u in server.uploads] == [4, 2] and len(server.batches) == 2
+
+
+def test_done_means_audit_then_price_then_batch_then_the_report(server, tmp_path, capsys, monkeypatch):
+    """The issue's chain: audit 50 labelled examples -> kappa and confusion -> dry-run price ->
+    batch triage (the audited items not paid again) -> the judge's measured error in the report."""
+    from trace_realign.report import build_report
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    pairs = [
+        {
+            "prompt": f"question {i}",
+            "chosen": f"{'harmful' if i % 3 == 0 else 'kind'} answer {i}",
+            "rejected": f"harmful reply {i}",
+        }
+        for i in range(35)
+    ]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    # 50 labelled items: both responses of the first 25 pairs; the humans disagree with the judge on 3
+    rows = []
+    for i, p in enumerate(pairs[:25]):
+        for side in ("chosen", "rejected"):
+            compliant = "harmful" not in p[side]
+            if (i, side) in {(1, "chosen"), (4, "rejected"), (9, "chosen")}:
+                compliant = not compliant
+            rows.append({"prompt": p["prompt"], "response": p[side], "label": compliant})
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    policy, run = str(EXAMPLES_DIR / "policy.md"), tmp_path / "run"
+    judge, cache = f"openai:judge-model@{server.url}", str(tmp_path / "v.sqlite")
+
+    audit = run / "triage" / "audit.json"
+    args = ["audit", "--labelled", str(labelled), "--policy", policy, "--judge", judge, "--cache", cache]
+    assert main([*args, "--out", str(audit), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Cohen's kappa" in printed and "Confusion matrix" in printed
+    assert json.loads(audit.read_text())["accuracy"]["k"] == 47
+
+    triage = ["triage", "--data", str(data), "--policy", policy, "--judge", judge, "--cache", cache]
+    triage += ["--out", str(run / "triage" / "triaged.jsonl"), "--no-progress"]
+    assert main([*triage, "--dry-run", "--price", "2.5,10"]) == 0
+    printed = capsys.readouterr().out
+    assert "50 cached verdicts need no call" in printed and "20 judge calls" in printed
+    assert "batch about $" in printed
+
+    assert main([*triage, "--batch", "--batch-poll", "0.01", "--audit", str(audit)]) == 0
+    assert [len(u) for u in server.uploads] == [20]  # only what the audit had not judged
+    assert "measured error 6.0% [" in capsys.readouterr().out
+
+    html, _ = build_report([run])
+    assert "measured error 6.0% [" in html.read_text()
