@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_STAMP := $(VENV)/.llama-server
 
 .PHONY: demo test test-fast lint format bench setup clean gpu-wheels
 
@@ -21,10 +23,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 setup: $(STAMP)
 
+# A real OpenAI-compatible server for the slow judge tests (tests/judges/test_llama_server.py).
+# pip compiles llama.cpp from source: about 10 minutes on 2 idle cores, much longer on a loaded
+# machine. It happens once per .venv (the stamp), and pip's wheel cache makes a rebuilt .venv fast.
+$(LLAMA_STAMP): $(STAMP)
+	$(BIN)/python -c "import llama_cpp.server.app" 2>/dev/null || $(BIN)/pip install -q "llama-cpp-python[server]==$(LLAMA_CPP_VERSION)"
+	touch $(LLAMA_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/trace-realign demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA_STAMP)
 	@# the slow report test renders HTML in headless Chromium; install it only when root and absent
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || { apt-get update -q && apt-get install -y -q chromium; } || echo "chromium could not be installed: the browser test will fail"
 	$(BIN)/ruff format --check src tests benchmarks

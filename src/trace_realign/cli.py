@@ -19,6 +19,7 @@ from trace_realign.errors import TraceError
 # subcommand -> module that implements it (imported lazily: `--help` stays fast, torch loads on demand)
 COMMANDS = {
     "triage": "trace_realign.triage.cli",
+    "audit": "trace_realign.judges.audit_cli",
     "score": "trace_realign.impact.cli",
     "train": "trace_realign.update.cli",
     "run": "trace_realign.pipeline",

@@ -11,7 +11,7 @@ from trace_realign.cache import VerdictCache, judge_with_cache
 from trace_realign.errors import InputError, JudgeUnavailableError
 from trace_realign.judges import prompt as judge_prompt
 from trace_realign.judges.base import JudgeItem
-from trace_realign.judges.openai import OpenAIJudge, normalise_base_url, retry_after_seconds
+from trace_realign.judges.openai import OpenAIJudge, normalise_base_url
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.prompt import parse_verdict
 from trace_realign.schema import Label
@@ -19,7 +19,8 @@ from trace_realign.schema import Label
 from .fault_server import FaultServer
 
 POLICY = Policy("Never give harmful instructions.")
-FAST = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0}
+# retries and their backoff are the SDK's (0.5 s doubling); only the timeout is ours
+FAST = {"timeout": 5.0}
 
 
 @pytest.fixture
@@ -74,7 +75,8 @@ def test_transient_faults_are_retried_and_nothing_is_lost(server):
     assert sorted(delivered) == list(range(len(items)))
     attempts = {it.response: server.per_item[it.response] for it in items[:4]}
     assert attempts == {"kind [[429]]": 2, "harmful [[500x2]]": 3, "kind [[slow]]": 2, "harmful [[drop]]": 2}
-    assert all(server.answered[it.response] == 1 for it in items)
+    # the slow item's first answer may still land on the server's side after the client gave up on it
+    assert all(server.answered[it.response] == 1 for it in items if it.response != "kind [[slow]]")
     assert judge.calls == server.requests == len(items) + 5
 
 
@@ -219,15 +221,9 @@ def test_parse_verdict_is_strict(answer, label):
     assert v.label is label and v.raw == answer
 
 
-def test_url_and_retry_after_helpers():
+def test_url_helper():
     assert normalise_base_url("http://h:8080") == "http://h:8080/v1"
     assert normalise_base_url("http://h:8080/v1/") == "http://h:8080/v1"
     assert normalise_base_url("https://api.example.com/openai/v1") == "https://api.example.com/openai/v1"
     with pytest.raises(InputError):
         normalise_base_url("h:8080")
-    assert retry_after_seconds("2") == 2.0 and retry_after_seconds(None) is None
-    assert retry_after_seconds("soon") is None
-    assert (
-        retry_after_seconds("Thu, 01 Jan 2099 00:00:00 GMT") >= 0
-        and retry_after_seconds("Thu, 01 Jan 1970 00:00:00 GMT") == 0.0
-    )

@@ -18,7 +18,7 @@ from trace_realign.triage.corrections import (
 from ..judges.fault_server import FaultServer
 
 POLICY = Policy("Decline weapons questions; help with everything else.")
-FAST = {"backoff": 0.01, "max_backoff": 0.05, "timeout": 5.0, "progress": False}
+FAST = {"timeout": 5.0, "progress": False}
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_endpoint_options_reach_the_endpoint_from_either_wrapper():
         OpenAIJudge("j", url, options=opts, concurrency=3),
     ):
         e = wrapper.endpoint
-        assert (e.timeout, e.max_attempts, e.concurrency, e.backoff) == (5.0, 2, 3, 0.5)
+        assert (e.timeout, e.max_attempts, e.concurrency) == (5.0, 2, 3)
     with pytest.raises(TypeError):
         OpenAIJudge("j", url, colour=1)
     with pytest.raises(InputError, match="at least 1"):

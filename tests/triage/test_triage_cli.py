@@ -276,9 +276,7 @@ def test_entry_point_exit_codes_without_traceback(tmp_path):
 
     # a judge endpoint that refuses connections: exit 3 after bounded retries, one line
     config = tmp_path / "judge.yaml"
-    config.write_text(
-        "judge:\n  spec: openai:some-model@http://127.0.0.1:9\n  max_attempts: 2\n  backoff: 0.01\n"
-    )
+    config.write_text("judge:\n  spec: openai:some-model@http://127.0.0.1:9\n  max_attempts: 2\n")
     args = [a for a in example_args(tmp_path) if a != "--judge" and not a.startswith("rules:")]
     proc = subprocess.run(
         [sys.executable, "-m", "trace_realign.cli", *args, "--config", str(config)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from trace_realign.errors import InputError
@@ -124,3 +126,18 @@ def test_trl_names_and_the_old_ones_they_replace(tmp_path):
     _, y = parse_train_args([], {"model": "m", "weighted": "w", "output_dir": str(tmp_path), "loss_type": "ipo",
                                  "rpo_alpha": 0.5, "use_cpu": True}, "t.yaml")  # fmt: skip
     assert (y.loss_type, y.loss_weights) == (["ipo", "sft"], [1.0, 0.5])
+
+
+def test_rdpo_flip_rate_defaults_to_the_audited_judge_error(tmp_path):
+    audit = tmp_path / "audit.json"
+    audit.write_text(
+        json.dumps({"judge": "j", "error_rate": {"k": 3, "n": 40, "rate": 0.075, "ci95": [0.03, 0.2]}})
+    )
+    base = ["--model", "m", "--weighted", "w", "--output_dir", str(tmp_path), "--method", "rdpo", "--use_cpu"]
+    _, cfg = parse_train_args([*base, "--label_smoothing_from", str(audit)])
+    assert cfg.label_smoothing == cfg.flip_rate == 0.075
+    for explicit in (["--label-smoothing", "0.2"], ["--flip_rate", "0.2"]):
+        _, cfg = parse_train_args([*base, "--label_smoothing_from", str(audit), *explicit])
+        assert cfg.label_smoothing == 0.2  # an explicit rate wins, under its new or old name
+    _, cfg = parse_train_args(base)
+    assert cfg.label_smoothing == 0.1  # no audit: the config's default

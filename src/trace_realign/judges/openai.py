@@ -1,10 +1,11 @@
 """A judge on any OpenAI-compatible `/v1/chat/completions` endpoint (OpenAI, vLLM, llama.cpp, Ollama).
 
-Failure policy, decided here once and shared with the correction generator:
+Requests go through the `openai` Python SDK, which does the transport: timeouts, retries of 408,
+409, 429, 5xx, timeouts and dropped or refused connections with exponential backoff and jitter,
+and a server's `Retry-After` honoured (up to two minutes). What this module adds on top, decided
+here once and shared with the correction generator and the model endpoint:
 
-- A call is retried on 429, 5xx, 408, timeouts, dropped or refused connections and unreadable
-  bodies, up to `max_attempts` tries, waiting `Retry-After` when the server sends it and
-  otherwise an exponential backoff with jitter (so many workers do not retry in lock-step).
+- `max_attempts` bounds the requests per call (the SDK's `max_retries` is `max_attempts - 1`).
 - 401, 403 and 404 are configuration errors (key, permissions, model or URL): retrying cannot
   help, so the whole batch stops with `JudgeUnavailableError` at once.
 - Another 4xx (a request the server refuses, e.g. one too long for its context) fails only that
@@ -15,7 +16,8 @@ Failure policy, decided here once and shared with the correction generator:
   Verdicts delivered before that were already committed by the caller, so a rerun resumes.
 
 The API key is read from an environment variable (default `OPENAI_API_KEY`) when the judge is
-built, sent only in the `Authorization` header, and never part of the identity, a log, a
+built and handed to the SDK, which sends it only in the `Authorization` header (no header at
+all when the variable is unset, for local servers); it is never part of the identity, a log, a
 reason or a repr.
 """
 
@@ -23,17 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-
-import httpx
 
 from trace_realign.errors import InputError, JudgeUnavailableError
 from trace_realign.judges.base import JudgeItem, OnVerdict
@@ -43,8 +40,9 @@ from trace_realign.schema import Label, Verdict
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-RETRY_STATUS = {408, 409, 425, 429}  # plus every 5xx
 FATAL_STATUS = {401, 403, 404}
+# The SDK insists on a key; a local server without one gets this, and the header is omitted.
+_NO_KEY = "no-key"
 
 T = TypeVar("T")
 
@@ -58,7 +56,7 @@ class CallFailed(Exception):
 
 
 class _Stopped(Exception):
-    """The batch was stopped while this call waited to retry."""
+    """The batch was stopped before this call was sent."""
 
 
 def default_base_url() -> str:
@@ -75,20 +73,6 @@ def normalise_base_url(url: str) -> str:
     return url if parts.path else url + "/v1"
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """`Retry-After` as seconds (a number or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 @dataclass(frozen=True)
 class EndpointOptions:
     """How a `ChatEndpoint` talks to its server. The judge and the correction oracle take the same
@@ -97,15 +81,11 @@ class EndpointOptions:
     api_key_env: str = DEFAULT_KEY_ENV  # the variable holding the key, never the key itself
     timeout: float = 60.0  # seconds per request
     max_attempts: int = 6  # requests per call, retries included
-    backoff: float = 0.5  # first retry wait; doubles per attempt, jittered
-    max_backoff: float = 30.0
-    max_retry_after: float = 120.0  # cap on a server's `Retry-After`
     concurrency: int = 8  # requests in flight (threads and pooled connections)
-    seed: int | None = None  # of the retry jitter
 
 
 class ChatEndpoint:
-    """A thread-safe client for one model on one OpenAI-compatible endpoint, with bounded retries."""
+    """A thread-safe client for one model on one OpenAI-compatible endpoint, over the `openai` SDK."""
 
     def __init__(
         self,
@@ -125,29 +105,54 @@ class ChatEndpoint:
         self.base_url = normalise_base_url(base_url)
         self.api_key_env = o.api_key_env
         self.timeout, self.max_attempts, self.concurrency = o.timeout, o.max_attempts, o.concurrency
-        self.backoff, self.max_backoff, self.max_retry_after = o.backoff, o.max_backoff, o.max_retry_after
-        self._rng = random.Random(o.seed)
-        self._rng_lock = threading.Lock()
         self._api_key = os.environ.get(o.api_key_env) or None
         self.calls = 0  # HTTP requests sent, retries included
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "answers": 0}  # as the server reports it
         self._count_lock = threading.Lock()
-        self._client: httpx.Client | None = None
+        self._local = threading.local()  # the calling thread's stop event, read by `_count`
+        self._client: Any = None
         self._client_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
         return f"ChatEndpoint(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
 
-    def _http(self) -> httpx.Client:
+    def _count(self, request: Any) -> None:
+        # Runs before every HTTP request, the SDK's retries included: once the batch is stopped
+        # (a fatal error, the endpoint down) no retry of an item in flight reaches the server.
+        stop = getattr(self._local, "stop", None)
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        with self._count_lock:
+            self.calls += 1
+
+    def client(self) -> Any:
+        """The SDK client (built on first use, rebuilt after `close`): also used by batch mode."""
         with self._client_lock:
             if self._client is None:
-                headers = {"Content-Type": "application/json"}
-                if self._api_key:
-                    headers["Authorization"] = f"Bearer {self._api_key}"
-                limits = httpx.Limits(
+                import httpx2  # the SDK's HTTP library
+                import openai
+
+                limits = httpx2.Limits(
                     max_connections=self.concurrency, max_keepalive_connections=self.concurrency
                 )
-                self._client = httpx.Client(headers=headers, timeout=self.timeout, limits=limits)
+                # every HTTP request, each retry included, passes this hook: that is `calls`
+                http = openai.DefaultHttpxClient(limits=limits, event_hooks={"request": [self._count]})
+                self._client = openai.OpenAI(
+                    api_key=self._api_key or _NO_KEY,
+                    base_url=self.base_url,
+                    timeout=self.timeout,
+                    max_retries=self.max_attempts - 1,
+                    http_client=http,
+                )
             return self._client
+
+    def request_headers(self) -> dict[str, Any]:
+        """Per-request headers: no `Authorization` at all when there is no key."""
+        if self._api_key:
+            return {}
+        import openai
+
+        return {"Authorization": openai.Omit()}
 
     def close(self) -> None:
         with self._client_lock:
@@ -155,37 +160,27 @@ class ChatEndpoint:
                 self._client.close()
                 self._client = None
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
-        with self._rng_lock:
-            jitter = self._rng.uniform(0.5, 1.0)
-        return min(self.max_backoff, self.backoff * 2**attempt) * jitter
+    def failure(self, exc: Exception) -> CallFailed:
+        """What an SDK error means here (see the module doc); the message never holds the key."""
+        import openai
 
-    def _post_once(self, payload: dict[str, Any]) -> tuple[str | None, str, float | None, bool]:
-        """One request: (answer or None, error, retry-after, retryable)."""
-        with self._count_lock:
-            self.calls += 1
-        try:
-            r = self._http().post(f"{self.base_url}/chat/completions", json=payload)
-        except httpx.TimeoutException:
-            return None, f"timed out after {self.timeout:g}s", None, True
-        except httpx.TransportError as exc:  # refused, reset, dropped mid-answer
-            return None, f"connection failed ({type(exc).__name__})", None, True
-        if r.status_code in FATAL_STATUS:
-            hint = f" (is ${self.api_key_env} set and valid?)" if r.status_code in (401, 403) else ""
-            raise CallFailed(
-                f"{self.base_url} answered HTTP {r.status_code} for model {self.model!r}{hint}", fatal=True
-            )
-        if r.status_code in RETRY_STATUS or r.status_code >= 500:
-            return None, f"HTTP {r.status_code}", retry_after_seconds(r.headers.get("retry-after")), True
-        if r.status_code >= 400:
-            return None, f"HTTP {r.status_code}: {r.text[:200]}", None, False
-        try:
-            content = r.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return None, "unreadable response body", None, True
-        return (content if isinstance(content, str) else ""), "", None, False
+        after = f" (after {self.max_attempts} attempt{'s' * (self.max_attempts > 1)})"
+        if isinstance(exc, openai.APITimeoutError):
+            return CallFailed(f"timed out after {self.timeout:g}s{after}")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else type(exc).__name__
+            return CallFailed(f"connection failed ({cause}){after}")
+        if isinstance(exc, openai.APIStatusError):
+            code = exc.status_code
+            if code in FATAL_STATUS:
+                hint = f" (is ${self.api_key_env} set and valid?)" if code in (401, 403) else ""
+                return CallFailed(
+                    f"{self.base_url} answered HTTP {code} for model {self.model!r}{hint}", fatal=True
+                )
+            if code in (408, 409, 429) or code >= 500:
+                return CallFailed(f"HTTP {code}{after}")
+            return CallFailed(f"HTTP {code}: {str(exc.message)[:200]} (after 1 attempt)")
+        return CallFailed(f"unreadable response ({type(exc).__name__}) (after 1 attempt)")
 
     def complete(
         self,
@@ -196,29 +191,33 @@ class ChatEndpoint:
         stop: threading.Event | None = None,
     ) -> str:
         """The assistant's answer, after at most `max_attempts` requests; `CallFailed` otherwise."""
-        payload = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-        }
-        error = ""
-        for attempt in range(self.max_attempts):
-            if stop is not None and stop.is_set():
-                raise _Stopped
-            answer, error, retry_after, retryable = self._post_once(payload)
-            if answer is not None:
-                return answer
-            if not retryable:
-                break
-            if attempt + 1 < self.max_attempts:
-                delay = self._delay(attempt, retry_after)
-                if stop is not None:
-                    if stop.wait(delay):
-                        raise _Stopped
-                else:
-                    time.sleep(delay)
-        raise CallFailed(f"{error} (after {attempt + 1} attempt{'s' * (attempt > 0)})")
+        import openai
+
+        if stop is not None and stop.is_set():
+            raise _Stopped
+        self._local.stop = stop
+        try:
+            r = self.client().chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                extra_headers=self.request_headers(),
+            )
+            content = r.choices[0].message.content
+            used = getattr(r, "usage", None)
+            if used is not None:
+                with self._count_lock:
+                    self.usage["prompt_tokens"] += int(getattr(used, "prompt_tokens", 0) or 0)
+                    self.usage["completion_tokens"] += int(getattr(used, "completion_tokens", 0) or 0)
+                    self.usage["answers"] += 1
+        except openai.OpenAIError as exc:
+            if isinstance(exc.__cause__, _Stopped) or isinstance(exc.__context__, _Stopped):
+                raise _Stopped from None
+            raise self.failure(exc) from None
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise self.failure(exc) from None
+        return content if isinstance(content, str) else ""
 
 
 def run_batch(

@@ -32,8 +32,6 @@ OPTIONS: dict[str, dict[str, type]] = {
         "concurrency": int,
         "timeout": float,
         "max_attempts": int,
-        "backoff": float,
-        "max_backoff": float,
         "max_tokens": int,
         "down_after": int,
     },

@@ -126,6 +126,16 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             run.triage = _triage_from_rows(rows)
     if run.triage is None:
         run.notes.append("no triage results (triage/summary.json or triage/triaged.jsonl)")
+    elif "judge_error" not in run.triage:  # an audit written beside the triage after it ran
+        audit = _json(p / "triage" / "audit.json", run.notes)
+        if isinstance(audit, dict) and isinstance(audit.get("error_rate"), dict):
+            from trace_realign.judges.audit import judge_error
+
+            run.triage["judge_error"] = {
+                **judge_error(audit),
+                "source_audit": str(p / "triage" / "audit.json"),
+                "same_judge": audit.get("judge") == run.triage.get("judge"),
+            }
 
     for row in _jsonl(p / "score" / "weighted.jsonl", run.notes):
         w = row.get("impact_weight")

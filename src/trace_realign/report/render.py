@@ -83,6 +83,11 @@ def triage_section(runs: list[Run]) -> list[Block]:
             + [str(t.get("judge", "n/a"))]
         )
     out.append(Table(["run", "pairs", *CATEGORY_NAMES, "judge"], rows))
+    for r in with_triage:  # the judge's measured error (trace-realign audit), next to its triage
+        if isinstance(r.triage.get("judge_error"), dict):
+            from trace_realign.judges.audit import judge_error_line
+
+            out.append(Text(f"{r.name}: {judge_error_line(r.triage['judge_error'])}"))
     for r in with_triage:
         harm = r.triage.get("harm_categories")
         if not harm:

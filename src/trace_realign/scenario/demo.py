@@ -459,6 +459,10 @@ def run_demo(
     methods = ["trace", *COMPARE_METHODS] if compare else ["trace"]
     config = configure(run_dir, mref, paths, spec, methods=methods, seed=seed)
     run_pipeline(config, stages=("triage", "score"))
+    from trace_realign.judges.audit import audit_scenario_judges  # the judge's measured error, in the report
+
+    audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
+                          also_to=run_dir / "triage" / "audit.json")  # fmt: skip
     step("triage and impact")
     for method in methods:
         # one method at a time, trained then evaluated: a long --compare that is stopped keeps

@@ -28,7 +28,7 @@ from trace_realign.io import load_yaml
 from trace_realign.judges.spec import split_path_spec
 from trace_realign.triage.stage import OPTIONS, REQUIRED
 
-PATH_OPTIONS = ("policy", "out", "summary", "cache")
+PATH_OPTIONS = ("policy", "out", "summary", "cache", "audit")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -87,6 +87,36 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", default=None, help="no progress bar"
+    )
+    p.add_argument(
+        "--judge2", default=None, help="a second judge: agreement in the summary, disagreements written out"
+    )
+    p.add_argument(
+        "--on-disagreement",
+        choices=["keep", "drop", "unknown"],
+        default=None,
+        help="pairs the two judges triage differently: keep the first judge's (default), drop them, or make them UNKNOWN",
+    )
+    p.add_argument(
+        "--audit", default=None, help="audit.json of this judge: its measured error goes into the summary"
+    )
+    p.add_argument(
+        "--batch", action="store_true", default=None, help="judge through the Batch API (openai judges)"
+    )
+    p.add_argument(
+        "--batch-poll", type=float, default=None, help="seconds between job status checks (default 60)"
+    )
+    p.add_argument(
+        "--batch-wait",
+        type=float,
+        default=None,
+        help="give up waiting after this many seconds, exit 4 and keep the job id (default: wait)",
+    )
+    p.add_argument(
+        "--price", default=None, help="USD per million tokens IN,OUT: the dry run prices both modes"
+    )
+    p.add_argument(
+        "--batch-discount", type=float, default=None, help="batch price / normal price (default 0.5)"
     )
     return p
 

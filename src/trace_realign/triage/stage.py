@@ -36,6 +36,15 @@ OPTIONS: dict[str, Any] = {
     "unknown_as": None,
     "dry_run": False,
     "progress": True,
+    # a second judge, the audited error, batch mode and prices (judges/, triage/agreement.py)
+    "judge2": None,
+    "on_disagreement": "keep",
+    "audit": None,
+    "batch": False,
+    "batch_poll": 60.0,
+    "batch_wait": None,
+    "price": None,
+    "batch_discount": 0.5,
 }
 REQUIRED = ("data", "policy", "judge", "out")
 SHOW_SKIPPED = 20  # skipped rows printed; the summary JSON lists every one
@@ -69,12 +78,28 @@ def run_triage(
     unknown_as: str | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    judge2: str | dict[str, Any] | None = None,
+    on_disagreement: str = "keep",
+    audit: str | Path | None = None,
+    batch: bool = False,
+    batch_poll: float = 60.0,
+    batch_wait: float | None = None,
+    price: str | None = None,
+    batch_discount: float = 0.5,
 ) -> dict[str, Any]:
     """Judge every pair of `data` under `policy` with `judge`; write `out` (triaged.jsonl) and the
     summary (default: see `summary_path`); print the summary tables; return the summary.
 
     `judge` and `corrections` are spec strings or blocks (judges/spec.py, triage/corrections.py).
-    `dry_run` judges nothing: it prints and returns the plan (calls, tokens).
+    `dry_run` judges nothing: it prints and returns the plan (calls, tokens), and with `price`
+    ("IN,OUT" USD per million tokens) its cost one request at a time and through the Batch API
+    (`batch_discount` of the normal price).
+    `judge2` triages again with a second judge: agreement per category and kappa go into the summary,
+    disagreements into `disagreements.jsonl` beside `out`, and `on_disagreement` keeps the first
+    judge's category (keep), drops the pair (drop) or makes it UNKNOWN (unknown).
+    `audit` (an audit.json of this judge) puts its measured error into the summary.
+    `batch` judges through the Batch API (judges/batch.py): the job id is stored beside `out`, and a
+    call that stops waiting after `batch_wait` seconds (`BatchPending`, exit 4) resumes the job.
     """
     from rich.console import Console
 
@@ -107,6 +132,13 @@ def run_triage(
         )
 
     the_judge = make_judge(_with_concurrency(judge, concurrency))
+    if batch and not dry_run:
+        from trace_realign.judges.batch import BatchJudge, state_path_for
+
+        the_judge = BatchJudge(
+            the_judge, state_path_for(out), poll=float(batch_poll),
+            wait=None if batch_wait is None else float(batch_wait), progress=bool(progress),
+        )  # fmt: skip
     verdicts = None if no_cache else VerdictCache(cache)
     closers = [c for c in (getattr(the_judge, "close", None), verdicts and verdicts.close) if callable(c)]
     try:
@@ -125,6 +157,10 @@ def run_triage(
                 highlight=False,
                 soft_wrap=True,
             )
+            if price:
+                from trace_realign.judges.batch import price_lines
+
+                console.print(price_lines(plan, price, batch_discount), highlight=False)
             if corrections:
                 console.print(
                     "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
@@ -144,6 +180,14 @@ def run_triage(
             unknown_as=unknown_as,
             progress=bool(progress),
         )
+        agreement = None
+        if judge2:
+            from trace_realign.triage.agreement import disagreements_path_for, second_opinion
+
+            result, agreement = second_opinion(
+                load.pairs, result, judge2, new_policy, verdicts, on_disagreement=on_disagreement,
+                disagreements_path=disagreements_path_for(out), progress=bool(progress),
+            )  # fmt: skip
     finally:
         for close in closers:
             close()
@@ -151,10 +195,23 @@ def run_triage(
     out = Path(out)
     summ_path = Path(summary) if summary else summary_path(out)
     summ = summarise(result, load)
+    if agreement is not None:
+        from trace_realign.triage.agreement import agreement_table
+
+        summ["agreement"] = agreement
+        console.print(agreement_table(agreement))
+    if audit:
+        from trace_realign.judges.audit import judge_error_for
+
+        summ["judge_error"] = judge_error_for(audit, result.judge_identity)
     summ["files"] = {"triaged": str(out), "summary": str(summ_path)}
     write_triaged(out, result.rows)
     write_json_atomic(summ_path, summ)
     print_summary(summ, console)
+    if "judge_error" in summ:
+        from trace_realign.judges.audit import judge_error_line
+
+        console.print(judge_error_line(summ["judge_error"]), highlight=False, soft_wrap=True)
     unknown = summ["unknown"]
     if unknown["pairs"]:
         # unknowns are never cached, so running the same command again asks only for them

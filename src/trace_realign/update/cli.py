@@ -36,6 +36,14 @@ class TrainScriptArguments:
     ref_cache_dir: str | None = field(
         default=None, metadata={"help": "Folder of the reference log-prob cache (default: the cache root)."}
     )
+    label_smoothing_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "audit.json from `trace-realign audit` (or a triage summary.json carrying one): rdpo's "
+            "flip rate (label_smoothing) defaults to the judge's measured error rate there; an explicit "
+            "--label_smoothing (or the old --flip_rate) wins."
+        },
+    )
 
 
 def add_parser(subparsers: Any) -> None:
@@ -82,6 +90,14 @@ def parse_train_args(
     given = "output_dir" in (yaml_options or {}) or bool(flags & {"--output_dir", "--output-dir"})
     if not given:
         raise InputError("--output_dir is required (or `output_dir:` in the config file)", field="output_dir")
+    rate_keys = {"label_smoothing", "flip_rate"}
+    explicit = bool(rate_keys & set(yaml_options or {})) or any(
+        a.split("=")[0].lstrip("-").replace("-", "_") in rate_keys for a in argv if a.startswith("--")
+    )
+    if script.label_smoothing_from and not explicit:
+        from trace_realign.judges.audit import measured_flip_rate
+
+        config.label_smoothing = config.flip_rate = measured_flip_rate(script.label_smoothing_from)
     return script, config
 
 
