@@ -146,6 +146,7 @@ def test_fingerprint_follows_file_content(tmp_path):
         "noisy:0.1:noisy:0.2:rules:{f}",
         "hf:{d}",  # a local model judge: its folder's config
         "noisy:0.2:hf:{d}",
+        "typed:{f}",  # the independent evaluation judge's cues
     ],
 )
 def test_every_file_a_spec_names_is_in_the_fingerprint(tmp_path, spec):

@@ -48,8 +48,9 @@ OPTIONS: dict[str, dict[str, type]] = {
     "noisy": {"rate": float, "seed": int, "judge": object},
 }
 # What may stand before a file or folder in a spec: noise wrappers, then a rule judge's file, a local
-# model's folder, or a corrections file (`file:PATH`, triage.corrections).
-PATH_PREFIX = re.compile(r"(?:noisy:[0-9.eE+-]+:)*(?:rules:|hf:|file:)?")
+# model's folder, a corrections file (`file:PATH`, triage.corrections) or the evaluation-only typed
+# judge's cues (`typed:PATH`, evaluate/typed_judge.py).
+PATH_PREFIX = re.compile(r"(?:noisy:[0-9.eE+-]+:)*(?:rules:|hf:|file:|typed:)?")
 
 
 def split_path_spec(spec: str) -> tuple[str, str]:

@@ -126,7 +126,7 @@ class TraceConfig(TrainingArguments, ModelConfig):
         default=False, metadata={"help": "Also save the model with the adapter merged in."}
     )
 
-    # ---- U2A (method u2a; docs/u2a.md). Names follow the public U2A scripts where they have one;
+    # ---- U2A (method u2a; docs/method.md, U2A). Names follow the public U2A scripts where they have one;
     # trace-no-triage uses u2a_objective, u2a_objective_size and u2a_scoring for its one estimate.
     u2a_rounds: int = field(
         default=3,

@@ -20,7 +20,7 @@ loss (ℓ_pref for INVERT), so it is not used: the trainer computes the NPO impa
 first step (`update.u2a.ImpactWeights`, with the score stage's machinery) over every pair trained,
 RETAIN pairs with a flagged loser included.
 
-`u2a` is Unlearning-to-Align (arXiv 2504.06659; docs/u2a.md): the forget set is single negative
+`u2a` is Unlearning-to-Align (arXiv 2504.06659; docs/method.md, U2A): the forget set is single negative
 responses, one example per flagged response; weights ω over them come from the implicit gradient
 of an alignment objective J (the preference loss on the gold batch or on the relabelled pairs,
 against the frozen reference), `δω_i = ⟨∇J, ∇ℓ_NPO,i⟩/γ` at the *current* parameters. The top-k

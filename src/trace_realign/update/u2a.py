@@ -1,6 +1,6 @@
 """Weights estimated by the trainer itself: U2A's bi-level ω, and the NPO impact of trace-no-triage.
 
-U2A (Unlearning to Align, arXiv 2504.06659; docs/u2a.md) unlearns single negative responses with
+U2A (Unlearning to Align, arXiv 2504.06659; docs/method.md, U2A) unlearns single negative responses with
 weighted NPO, `Σ_i ω_i ℓ_NPO,i(θ)`, and chooses ω so that the unlearned model does well on an
 alignment objective `J(θ)` (the preference loss on preferred pairs, against the frozen reference).
 With `θ*(ω)` the minimiser of the inner problem, the implicit function theorem gives
