@@ -1,6 +1,6 @@
 """`trace-realign demo`: realign a real model to a changed policy, end to end, on a CPU.
 
-    trace-realign demo                 # SmolLM2-135M-Instruct, about 13 minutes on 2 CPU cores
+    trace-realign demo                 # SmolLM2-135M-Instruct on 2 CPU cores (README: measured time)
     trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
     trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
 
@@ -34,6 +34,7 @@ from trace_realign.scenario.generate import (
 from trace_realign.scenario.mref import MrefSettings, build_mref
 
 COMPARE_METHODS = (
+    "trace-oracle",
     "naive-oracle-dpo",
     "dpo-gold",
     "u2a",
@@ -58,25 +59,35 @@ class DemoSize:
     eval_batch_size: int
     lora_r: int = 16
     lora_alpha: int = 32
+    # the protocol, the same for every method (README, "The comparison protocol")
+    sampling: str = "natural"  # the data's own category proportions, as the paper's trainer
+    aux_nll: float = 0.0  # weight of the auxiliary NLL of the preferred response, 0 = off for all
+    alpha_kl: float = 0.1  # α_KL of the TRACE rows (the baselines have no KL term)
+    compare_heldout: int = 256  # held-out prompts of `--compare` (the default run uses the scenario's)
     extra_train: dict[str, Any] = field(default_factory=dict)
+
+
+def aux_nll_options(weight: float) -> dict[str, Any]:
+    """The trainer options of the auxiliary NLL term on the preferred response, for every method.
+
+    The one place that names the option: today TRL's `rpo_alpha`."""
+    return {"rpo_alpha": weight}
 
 
 SIZES: dict[str, DemoSize] = {
     # SmolLM2 on 2 CPU cores: the default `make demo`
     "default": DemoSize(
-        scenario=ScenarioConfig(n_pairs=240, n_validation=48, n_heldout=64),
+        scenario=ScenarioConfig(n_pairs=240, n_validation=64, n_heldout=128),
         mref=MrefSettings(),
-        # chosen on the validation split (seed 0, 40 steps; agreement with the new policy, M_ref 47.9):
-        # lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
-        # decoding still opens with a refusal); + rpo_alpha 1: 62.5 but RETAIN 41.7; + alpha_kl 1:
-        # 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); rpo_alpha 2 with alpha_kl 2: 72.9
+        # chosen on the validation split only: see VALIDATION_LOG below and the README
         train_steps=40,
         train_batch_size=6,
         learning_rate=5e-4,
         gold_size=32,
-        max_new_tokens=80,
+        max_new_tokens=128,
         eval_batch_size=16,
-        extra_train={"rpo_alpha": 2.0, "alpha_kl": 2.0},
+        aux_nll=2.0,
+        alpha_kl=2.0,
     ),
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(
@@ -267,8 +278,9 @@ def pipeline_config(
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
     Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
-    scenario's oracle corrections; every method trains for the same steps on the same data;
-    evaluation always uses the clean rule judge.
+    scenario's oracle corrections (used by trace-oracle and dpo-gold only). Equal exposure: every
+    method gets the same `train` block (steps, batch, learning-rate schedule, sampler policy, the
+    auxiliary NLL term); evaluation always uses the clean rule judge.
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -291,6 +303,9 @@ def pipeline_config(
             "save_steps": max(1, size.train_steps // 3),
             "save_total_limit": 1,
             "disable_tqdm": not progress,
+            "sampling": size.sampling,
+            "alpha_kl": size.alpha_kl,
+            **aux_nll_options(size.aux_nll),
             **lora,
             **size.extra_train,
         },
@@ -330,7 +345,13 @@ def run_demo(
 
         raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
     spec = SIZES[size]
-    spec = replace(spec, scenario=replace(spec.scenario, seed=seed), mref=replace(spec.mref, seed=seed))
+    scenario_config = replace(spec.scenario, seed=seed)
+    if compare and size == "default":
+        # more held-out prompts for the comparison; pairs, validation and so M_ref stay the same
+        scenario_config = replace(
+            scenario_config, n_heldout=max(spec.compare_heldout, scenario_config.n_heldout)
+        )
+    spec = replace(spec, scenario=scenario_config, mref=replace(spec.mref, seed=seed))
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

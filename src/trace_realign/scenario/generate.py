@@ -203,7 +203,11 @@ def _prompt(rng: random.Random, kind: str, part: dict[str, list[int]]) -> dict[s
         topic = (cat.malicious_topics or cat.topics)[rng.choice(part[cat.code])]
         request = _pick(rng, catalog.MALICIOUS_REQUESTS, part["malicious_request"])
         cue = _pick(rng, catalog.MALICIOUS_CUES, part["malicious_cue"])
-        prompt, context, templates = catalog.malicious_prompt(request, cue, topic=topic), "malicious", [request, cue]
+        prompt, context, templates = (
+            catalog.malicious_prompt(request, cue, topic=topic),
+            "malicious",
+            [request, cue],
+        )
     else:
         cat = catalog.BY_CODE[rng.choice(sorted(catalog.EXCEPTIONS))]
         context = rng.choice(catalog.EXCEPTIONS[cat.code])
@@ -211,7 +215,10 @@ def _prompt(rng: random.Random, kind: str, part: dict[str, list[int]]) -> dict[s
         intro = _pick(rng, catalog.LEGIT_INTROS[context], part[f"intro:{context}"])
         request = _pick(rng, catalog.LEGIT_REQUESTS[phrasing], part[f"request:{phrasing}"])
         topic = cat.topics[rng.choice(part[cat.code])]
-        prompt, templates = catalog.legit_prompt(intro, request, topic=topic, course=cat.course), [intro, request]
+        prompt, templates = (
+            catalog.legit_prompt(intro, request, topic=topic, course=cat.course),
+            [intro, request],
+        )
     return {
         "prompt": prompt,
         "harm_category": cat.code,
@@ -330,7 +337,11 @@ def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
     heldout = [
         _eval_row(k, r)
         for k, r in _draw_prompts(
-            random.Random(f"scenario-{config.seed}-heldout"), config.n_heldout, config.mix, splits["heldout"], taken
+            random.Random(f"scenario-{config.seed}-heldout"),
+            config.n_heldout,
+            config.mix,
+            splits["heldout"],
+            taken,
         )
     ]
 

@@ -18,6 +18,7 @@ from trace_realign.errors import InputError
 
 LOSS_TYPES = ("sigmoid", "ipo")
 NORMALISATIONS = ("mean", "paper", "none")
+SAMPLINGS = ("natural", "stratified")
 
 
 @dataclass
@@ -27,7 +28,8 @@ class TraceConfig(TrainingArguments):
     method: str = field(
         default="trace",
         metadata={
-            "help": "trace, trace-no-impact, trace-no-kl, trace-no-triage, u2a, naive-oracle-dpo, dpo-gold, rdpo"
+            "help": "trace, trace-oracle, trace-no-impact, trace-no-kl, trace-no-triage, u2a, naive-oracle-dpo, dpo-gold, "
+            "rdpo"
         },
     )
     beta: float = field(default=0.3, metadata={"help": "β of the preference and NPO losses."})
@@ -59,6 +61,13 @@ class TraceConfig(TrainingArguments):
         metadata={
             "help": "Impact weights over the conflicts used in training: 'mean' (mean 1, the default), "
             "'paper' (the paper's w/Σ|w|, sums to 1) or 'none' (as in the weighted file)."
+        },
+    )
+    sampling: str = field(
+        default="natural",
+        metadata={
+            "help": "Batches of every method: 'natural' (shuffled, the data's own category proportions, as the "
+            "paper's trainer) or 'stratified' (each batch in `sampling_proportions`)."
         },
     )
     sampling_proportions: list[float] = field(
@@ -126,6 +135,10 @@ class TraceConfig(TrainingArguments):
             raise InputError(
                 f"unknown weight_normalisation {self.weight_normalisation!r}: use mean, paper or none",
                 field="weight_normalisation",
+            )
+        if self.sampling not in SAMPLINGS:
+            raise InputError(
+                f"unknown sampling {self.sampling!r}: use natural or stratified", field="sampling"
             )
         if self.beta <= 0:
             raise InputError(f"beta must be positive, got {self.beta}", field="beta")

@@ -8,7 +8,8 @@
 3. `TraceDataset` encodes every example once (the impact engineer's `model.tokenize`), and
    holds its cached reference log-probabilities; `collate` pads a batch into tensors.
 4. `StratifiedSampler` orders indices so that each batch of `batch_size` consecutive indices
-   draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23).
+   draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23), or, with
+   one group (`sampling="natural"`, the default), shuffles at the data's own proportions.
 """
 
 from __future__ import annotations
@@ -187,17 +188,19 @@ def select_examples(
             if r.category is Category.INVERT:
                 out.append(Example(PREF, r.category, r.id, r.prompt, r.rejected, r.chosen, 1.0))
             elif r.category is Category.PUNISH:
-                if r.correction is not None:
+                if r.correction is not None and preset.corrections:
                     out.append(Example(PREF, r.category, r.id, r.prompt, r.correction, r.chosen, 1.0))
                     counts["punish_with_correction"] += 1
                 else:
                     out.append(
                         Example(NPO, r.category, r.id, r.prompt, r.chosen, r.rejected, 1.0, True, True)
                     )
-            elif alpha_kl > 0 and preset.use_kl:
-                out.append(Example(KL, r.category, r.id, r.prompt, r.chosen, None, 1.0))
             else:
-                counts["retain_not_drawn_alpha_kl_0"] += 1
+                # drawn even when the KL weighs 0 (trace-no-kl, alpha_kl 0): equal exposure, the
+                # conflicts per step do not grow because RETAIN rows were left out
+                out.append(Example(KL, r.category, r.id, r.prompt, r.chosen, None, 1.0))
+                if not (alpha_kl > 0 and preset.use_kl):
+                    counts["retain_kl_weight_0"] += 1
     elif preset.selection == "flagged":
         for r in usable:
             fw, fl = _flags(r)
