@@ -83,8 +83,13 @@ SIZES: dict[str, DemoSize] = {
         # 47.9): lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
         # decoding still opens with a refusal); + the NLL term (rpo_alpha) 1: 62.5 but RETAIN 41.7;
         # + alpha_kl 1: 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); NLL 2 with alpha_kl 2: 72.9.
-        # NOT yet re-tuned under this protocol (natural sampling, held-out phrasings, 128 tokens): the
-        # planned validation runs (`benchmarks/demo_validation.py`) did not finish on the shared CPU.
+        # NOT yet re-tuned under this protocol. The one validation run that finished on the shared CPU
+        # (64 validation prompts, unseen phrasings; trace-no-impact, as here but uniform weights, since
+        # the score stage did not fit): agreement M_ref 48.4 [36.6, 60.4] -> 50.0 [38.1, 61.9], INVERT
+        # 0/22 -> 0/22, RETAIN 31/32 -> 32/32, attack success 0/19 -> 0/19 under both wrappers, MC
+        # 43.8 -> 43.8, perplexity x1.09. At natural proportions these settings do not move greedy
+        # decoding on context phrasings never seen in training: more steps, a higher lr or stratified
+        # batches (for every method) are the next things to try on validation.
         train_steps=40,
         train_batch_size=6,
         learning_rate=5e-4,
