@@ -54,7 +54,8 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     assert sum(weights) / len(weights) == pytest.approx(1.0)  # default: mean normalisation
     summary = json.loads((tmp_path / "score" / "summary.json").read_text())
     assert summary["mode"] == "exact" and summary["normalisation"] == "mean" and summary["loss"] == "sigmoid"
-    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 2, "PUNISH_corrected": 1}
+    # trace's loss by default: dual NPO on every PUNISH pair, the one with a correction too
+    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 3, "PUNISH_corrected": 0}
     # Algorithm 2 with B = 6: floor(6/3) RETAIN, floor(6/3) INVERT, the rest PUNISH
     assert summary["gold_sources"] == {"INVERT": 2, "PUNISH": 2, "RETAIN": 2}
     assert sum(summary["weight_histogram"]["counts"]) == 7
@@ -75,6 +76,14 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
         model, tok, [(row["id"], row["prompt"], row["chosen"])], max_length=96, progress=False
     )
     assert cache.get(item_key(row["id"], row["chosen"])) == pytest.approx(fresh.item(), rel=1e-5)
+
+
+def test_corrections_score_the_loss_trace_oracle_trains(tiny_model_dir, triaged, tmp_path):
+    out = tmp_path / "oracle" / "weighted.jsonl"
+    extra = ("--lora_r", "4", "--mode", "exact", "--ref-cache-dir", str(tmp_path / "rc"), "--corrections")
+    assert main(_args(tiny_model_dir, triaged, out, *extra)) == 0
+    summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
+    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 2, "PUNISH_corrected": 1}
 
 
 def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_path):

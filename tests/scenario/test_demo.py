@@ -120,3 +120,38 @@ def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
     assert agree["M_ref"]["old"] > agree["base"]["old"]
     assert agree["M_ref"]["old"] > agree["M_ref"]["new"]
     assert (tmp_path / "run" / "report.html").exists()
+
+
+def test_quick_protocol_gives_every_method_the_same_exposure_and_terms(tmp_path, private_cache):
+    """The protocol's switches on the quick size: one train block for every method (steps, batch,
+    schedule, sampler, the auxiliary NLL term on or off for all), trace-no-kl drawing RETAIN like
+    trace, trace ignoring the oracle corrections that trace-oracle and dpo-gold use."""
+    from dataclasses import replace
+
+    from trace_realign.pipeline import run_pipeline
+    from trace_realign.scenario.demo import SIZES, base_model, pipeline_config, prepare_scenario
+    from trace_realign.scenario.mref import build_mref
+
+    methods = ["trace", "trace-oracle", "trace-no-kl", "naive-oracle-dpo", "dpo-gold"]
+    for aux in (0.0, 1.5):
+        spec = replace(SIZES["quick"], aux_nll=aux)
+        run = tmp_path / f"aux{aux}"
+        scenario, paths = prepare_scenario(run, spec.scenario)
+        mref = build_mref(base_model("quick"), scenario.pairs, spec.mref, progress=False)
+        cfg = pipeline_config(run, mref, paths, spec, methods=methods, progress=False)
+        run_pipeline(cfg, stages=("triage", "score", "train"))
+        summaries = {m: json.loads((run / "train" / m / "run_summary.json").read_text()) for m in methods}
+        for m, s in summaries.items():
+            c = s["config"]
+            assert s["global_step"] == spec.train_steps, m
+            assert c["per_device_train_batch_size"] == spec.train_batch_size, m
+            assert (c["learning_rate"], c["lr_scheduler_type"]) == (spec.learning_rate, "cosine"), m
+            assert c["sampler"] == "natural" and c["rpo_alpha"] == aux, m
+        data = {m: s["data"] for m, s in summaries.items()}
+        # trace-no-kl: the same examples as trace, RETAIN included, at KL weight 0
+        assert data["trace-no-kl"]["examples"] == data["trace"]["examples"]
+        assert data["trace-no-kl"]["examples_RETAIN_kl"] == data["trace"]["examples_RETAIN_kl"] > 0
+        assert summaries["trace-no-kl"]["alpha_kl_used"] == 0 < summaries["trace"]["alpha_kl_used"]
+        # PUNISH: dual NPO in trace, the oracle correction in trace-oracle
+        assert data["trace"]["examples_PUNISH_npo"] > 0 and "examples_PUNISH_pref" not in data["trace"]
+        assert data["trace-oracle"]["examples_PUNISH_pref"] == data["trace"]["examples_PUNISH_npo"]

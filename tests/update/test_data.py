@@ -60,18 +60,23 @@ def test_paper_normalisation_sums_to_one(tmp_path):
     assert sum(e.weight for e in sel.examples if e.category is not R) == pytest.approx(1.0)
 
 
-def test_punish_with_correction_is_a_preference_for_it(tmp_path):
-    sel = selection(tmp_path, "trace", weighted_rows(corrections=True))
+def test_trace_oracle_prefers_the_correction_and_trace_unlearns_punish(tmp_path):
+    rows = weighted_rows(corrections=True)
+    sel = selection(tmp_path, "trace-oracle", rows)
     pun = [e for e in sel.examples if e.category is P]
     assert all(e.kind == PREF and e.pos.startswith("I won't") and e.neg.startswith("Do it") for e in pun)
+    # the headline trace ignores the corrections: dual NPO on both PUNISH responses
+    pun = [e for e in selection(tmp_path, "trace", rows).examples if e.category is P]
+    assert pun and all(e.kind == NPO and e.npo_pos and e.npo_neg for e in pun)
 
 
-def test_no_impact_is_uniform_and_no_kl_drops_retain(tmp_path):
+def test_no_impact_is_uniform_and_no_kl_keeps_the_same_exposure(tmp_path):
     assert {e.weight for e in selection(tmp_path, "trace-no-impact").examples} == {1.0}
     sel = selection(tmp_path, "trace-no-kl")
-    assert shape(sel) == {(I, PREF): 4, (P, NPO): 4}
-    assert sel.counts["retain_not_drawn_alpha_kl_0"] == 4
-    assert R not in {e.category for e in selection(tmp_path, "trace", alpha_kl=0.0).examples}
+    # RETAIN is still drawn (with KL weight 0), so no more conflicts per step than trace
+    assert shape(sel) == shape(selection(tmp_path, "trace")) == {(I, PREF): 4, (P, NPO): 4, (R, KL): 4}
+    assert sel.counts["retain_kl_weight_0"] == 4
+    assert shape(selection(tmp_path, "trace", alpha_kl=0.0)) == shape(sel)
 
 
 def test_no_triage_unlearns_every_flagged_response(tmp_path):

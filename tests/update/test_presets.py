@@ -15,6 +15,7 @@ def test_presets_are_the_method_table():
     table = {
         # name: (data, weights, KL, pair loss)
         "trace": ("triaged", "impact", True, "pref"),
+        "trace-oracle": ("triaged", "impact", True, "pref"),
         "trace-no-impact": ("triaged", "uniform", True, "pref"),
         "trace-no-kl": ("triaged", "impact", False, "pref"),
         "trace-no-triage": ("flagged", "npo-impact", False, None),
@@ -27,7 +28,16 @@ def test_presets_are_the_method_table():
     for name, (selection, weights, kl, loss) in table.items():
         p = PRESETS[name]
         assert (p.selection, p.weights, p.use_kl, p.pair_loss) == (selection, weights, kl, loss), name
-    assert [n for n, p in PRESETS.items() if p.stratified] == ["trace", "trace-no-impact", "trace-no-kl"]
+    # the headline trace unlearns PUNISH with NPO; only trace-oracle (and dpo-gold's data) use corrections
+    assert [n for n, p in PRESETS.items() if p.corrections] == ["trace-oracle"]
+
+
+def test_sampling_is_one_policy_for_every_method():
+    from trace_realign.update.config import TraceConfig
+
+    assert TraceConfig(output_dir="x", method="naive-oracle-dpo").sampler == "natural"
+    with pytest.raises(InputError, match="sampler"):
+        TraceConfig(output_dir="x", sampler="balanced")
 
 
 def test_unknown_method_is_an_input_error():

@@ -93,7 +93,9 @@ def per_sample_loss(model, item, beta, alpha_kl, rpo_alpha=0.0):
 def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
     rows = weighted_rows(3, corrections=False)
     rows[1]["correction"] = "I will not, but here is help."  # one PUNISH row as oracle ℓ_pref
-    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, alpha_kl=0.5)
+    trainer, ds = make_trainer(
+        tmp_path, tiny_model_dir, rows, "trace-oracle", precompute_ref_log_probs=False, alpha_kl=0.5
+    )
     model = trainer.model
     model.eval()
     assert {it["kind"] for it in ds.items} == {PREF, NPO, KL}
@@ -118,7 +120,9 @@ def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
 )
 def test_sft_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir, options):
     rows = weighted_rows(3, corrections=True)
-    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, precompute_ref_log_probs=False, **options)
+    trainer, ds = make_trainer(
+        tmp_path, tiny_model_dir, rows, "trace-oracle", precompute_ref_log_probs=False, **options
+    )
     model = trainer.model
     model.eval()
     got = trainer.batch_loss(model, trainer.data_collator(ds.items)).loss
@@ -128,6 +132,22 @@ def test_sft_term_adds_the_preferred_response_nll(tmp_path, tiny_model_dir, opti
     assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
     plain = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.1) for it in ds.items) / len(ds)
     assert got.item() > plain.item() + 0.1  # the NLL term is really there
+
+
+def test_no_kl_draws_retain_at_weight_zero_with_finite_gradients(tmp_path, tiny_model_dir):
+    """Equal exposure: trace-no-kl batches hold the RETAIN anchors, which add nothing to the loss."""
+    rows = weighted_rows(3)
+    trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows, "trace-no-kl", precompute_ref_log_probs=False)
+    assert trainer.alpha_kl == 0 and sum(it["kind"] == KL for it in ds.items) == 3
+    model = trainer.model
+    model.eval()
+    got = trainer.batch_loss(model, trainer.data_collator(ds.items))
+    want = sum(it["weight"] * per_sample_loss(model, it, 0.3, 0.0) for it in ds.items) / len(ds)
+    assert got.loss.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-7)
+    kl_rows = torch.tensor([it["kind"] == KL for it in ds.items])
+    assert (got.per_example[kl_rows] == 0).all()
+    grads = torch.autograd.grad(got.loss, [p for p in model.parameters() if p.requires_grad])
+    assert all(torch.isfinite(g).all() for g in grads)
 
 
 def test_cached_reference_gives_the_same_loss(tmp_path, tiny_model_dir):
@@ -145,7 +165,7 @@ def test_cached_reference_gives_the_same_loss(tmp_path, tiny_model_dir):
 
 @pytest.mark.parametrize("method", list(PRESETS))
 def test_every_preset_lowers_its_loss(tmp_path, tiny_model_dir, method):
-    rows = weighted_rows(corrections=method == "dpo-gold")
+    rows = weighted_rows(corrections=method in ("dpo-gold", "trace-oracle"))
     # u2a stops when J stops falling (its own test, test_u2a.py); here every method trains its 12 steps
     extra = {"u2a_es_threshold": -1e9} if method == "u2a" else {}
     summary = train(tiny_model_dir, write_rows(tmp_path / "w.jsonl", rows), config(tmp_path, method, **extra))
@@ -222,7 +242,13 @@ def test_retain_kl_stays_small_only_with_the_anchor(tmp_path, tiny_model_dir):
     for alpha in (5.0, 0.0):
         out = str(tmp_path / f"a{alpha}")
         cfg = config(
-            tmp_path, "trace", alpha_kl=alpha, output_dir=out, max_steps=20, sampling_proportions=[1, 1, 4]
+            tmp_path,
+            "trace",
+            alpha_kl=alpha,
+            output_dir=out,
+            max_steps=20,
+            sampler="stratified",
+            sampling_proportions=[1, 1, 4],
         )
         train(tiny_model_dir, path, cfg)
         kls[alpha] = retain_kl(*load_trained(tiny_model_dir, tmp_path / f"a{alpha}"), rows)
@@ -334,19 +360,21 @@ def test_hybrid_loss_reads_the_old_keyword_names():
 
 
 def test_sampler_options_reach_the_batches(tmp_path, tiny_model_dir):
-    """Stratified batches by default, grouped by length; `sampler: natural` draws each example once."""
+    """Natural batches by default (every example once per epoch), grouped by length; `sampler:
+    stratified` draws by category, for every method alike."""
     from trace_realign.errors import InputError
 
     rows = weighted_rows()
     trainer, ds = make_trainer(tmp_path, tiny_model_dir, rows)
     s = trainer._get_train_sampler()
-    assert s.lengths == ds.lengths() and len(s.groups) == 3
-    trainer, ds = make_trainer(
-        tmp_path, tiny_model_dir, rows, sampler="natural", train_sampling_strategy="random"
-    )
-    s = trainer._get_train_sampler()
-    assert s.lengths is None and s.groups == [list(range(len(ds)))]
+    assert s.lengths == ds.lengths() and s.groups == [list(range(len(ds)))]
     assert sorted(list(s)[: len(ds)]) == list(range(len(ds)))
+    for method in ("trace", "naive-oracle-dpo"):
+        trainer, ds = make_trainer(
+            tmp_path, tiny_model_dir, rows, method, sampler="stratified", train_sampling_strategy="random"
+        )
+        s = trainer._get_train_sampler()
+        assert s.lengths is None and len(s.groups) == len(ds.selection.by_stratum()) > 1, method
     for bad in ({"sampler": "uniformish"}, {"train_sampling_strategy": "batch_rebalance"}):
         with pytest.raises(InputError, match=next(iter(bad))):
             config(tmp_path, **bad)

@@ -54,6 +54,13 @@ class ScoreConfig(ModelConfig):
         metadata={"help": "As in train; scoring ignores them (the normalisation removes a scale)."},
     )
     gamma: float = field(default=1.0, metadata={"help": "Damping: w ← w/γ before clamping."})
+    corrections: bool = field(
+        default=False,
+        metadata={
+            "help": "Score PUNISH pairs that carry an oracle correction with ℓ_pref(y_c ≻ y_w), the loss "
+            "trace-oracle trains; default: NPO on both responses, the loss trace trains."
+        },
+    )
     weight_normalisation: str = field(
         default="mean",
         metadata={"help": "mean: mean weight 1 over conflicts (default); paper: weights sum to 1.",
@@ -177,7 +184,14 @@ def score(
     opts = config.score_options()
     rows, triaged = load_conflicts(triaged_path)
     conflicts = [
-        conflict_item(t.id, t.pair.prompt, t.pair.chosen, t.pair.rejected, t.category, t.correction)
+        conflict_item(
+            t.id,
+            t.pair.prompt,
+            t.pair.chosen,
+            t.pair.rejected,
+            t.category,
+            t.correction if config.corrections else None,
+        )
         for t in triaged
         if t.category in (Category.INVERT, Category.PUNISH)
     ]
@@ -201,6 +215,7 @@ def score(
         "beta": opts.beta,
         "loss": opts.variant,
         "gold_size": config.gold_size,
+        "corrections": config.corrections,
         "seed": config.seed,
         "use_peft": config.use_peft,
         "lora": vars(lora) if config.use_peft else None,

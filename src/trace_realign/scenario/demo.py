@@ -1,6 +1,6 @@
 """`trace-realign demo`: realign a real model to a changed policy, end to end, on a CPU.
 
-    trace-realign demo                 # SmolLM2-135M-Instruct, about 13 minutes on 2 CPU cores
+    trace-realign demo                 # SmolLM2-135M-Instruct on 2 CPU cores (README: measured time)
     trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
     trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
 
@@ -42,6 +42,7 @@ from trace_realign.scenario.generate import (
 from trace_realign.scenario.mref import MrefSettings, build_mref
 
 COMPARE_METHODS = (
+    "trace-oracle",
     "naive-oracle-dpo",
     "dpo-gold",
     "u2a",
@@ -77,25 +78,49 @@ class DemoSize:
     eval_batch_size: int
     lora_r: int = 16
     lora_alpha: int = 32
+    # the protocol, the same for every method (README, "The comparison protocol")
+    sampler: str = "natural"  # the data's own category proportions, as the paper's trainer
+    aux_nll: float = 0.0  # weight of the auxiliary NLL of the preferred response, 0 = off for all
+    alpha_kl: float = 0.1  # α_KL of the TRACE rows (the baselines have no KL term)
+    compare_heldout: int = 256  # held-out prompts of `--compare` (the default run uses the scenario's)
     extra_train: dict[str, Any] = field(default_factory=dict)
+
+
+def aux_nll_options(weight: float) -> dict[str, Any]:
+    """The trainer options of the auxiliary NLL term on the preferred response, for every method.
+
+    The one place that names the option: TRL 1.16's `"sft"` entry of `loss_type` with its share in
+    `loss_weights` (the old `rpo_alpha`); 0 leaves the paper's objective alone."""
+    if weight <= 0:
+        return {}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(weight)]}
 
 
 SIZES: dict[str, DemoSize] = {
     # SmolLM2 on 2 CPU cores: the default `make demo`
     "default": DemoSize(
-        scenario=ScenarioConfig(n_pairs=240, n_validation=48, n_heldout=64),
+        scenario=ScenarioConfig(n_pairs=240, n_validation=64, n_heldout=128),
         mref=MrefSettings(),
-        # chosen on the validation split (seed 0, 40 steps; agreement with the new policy, M_ref 47.9):
-        # lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
-        # decoding still opens with a refusal); + sft weight 1: 62.5 but RETAIN 41.7; + alpha_kl 1:
-        # 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); sft weight 2 with alpha_kl 2: 72.9
+        # Settings from the validation split of the previous scenario (stop 8, seed 0, 40 steps, M_ref
+        # 47.9): lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
+        # decoding still opens with a refusal); + the NLL term (rpo_alpha) 1: 62.5 but RETAIN 41.7;
+        # + alpha_kl 1: 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); NLL 2 with alpha_kl 2: 72.9.
+        # NOT yet re-tuned under this protocol. The one validation run that finished on the shared CPU
+        # (64 validation prompts, unseen phrasings; trace-no-impact, as here but uniform weights, since
+        # the score stage did not fit): agreement M_ref 48.4 [36.6, 60.4] -> 50.0 [38.1, 61.9], INVERT
+        # 0/22 -> 0/22, RETAIN 31/32 -> 32/32, attack success 0/19 -> 0/19 under both wrappers, MC
+        # 43.8 -> 43.8, perplexity x1.09. Stratified batches (1:1:1) instead: the same INVERT 0/22,
+        # RETAIN 32/32, attack success 0/19, MC 46.9, perplexity x1.10, so the sampler is not what
+        # holds it back. These settings do not move greedy decoding on context phrasings never seen
+        # in training: more steps, a higher lr and the M_ref recipe are the next things to try.
         train_steps=40,
         train_batch_size=6,
         learning_rate=5e-4,
         gold_size=32,
-        max_new_tokens=80,
+        max_new_tokens=128,
         eval_batch_size=16,
-        extra_train={"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 2.0], "alpha_kl": 2.0},
+        aux_nll=2.0,
+        alpha_kl=2.0,
     ),
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(
@@ -339,8 +364,9 @@ def pipeline_config(
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
     Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
-    scenario's oracle corrections; every method trains for the same steps on the same data;
-    evaluation always uses the clean rule judge.
+    scenario's oracle corrections (used by trace-oracle and dpo-gold only). Equal exposure: every
+    method gets the same `train` block (steps, batch, learning-rate schedule, sampler policy, the
+    auxiliary NLL term); evaluation always uses the clean rule judge.
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -368,6 +394,9 @@ def pipeline_config(
             "save_steps": max(1, size.train_steps // 3),
             "save_total_limit": 1,
             "disable_tqdm": not progress,
+            "sampler": size.sampler,
+            "alpha_kl": size.alpha_kl,
+            **aux_nll_options(size.aux_nll),
             **lora,
             **size.extra_train,
         },
@@ -418,7 +447,13 @@ def run_demo(
 
         raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
     spec = SIZES[size]
-    spec = replace(spec, scenario=replace(spec.scenario, seed=seed), mref=replace(spec.mref, seed=seed))
+    scenario_config = replace(spec.scenario, seed=seed)
+    if compare and size == "default":
+        # more held-out prompts for the comparison; pairs, validation and so M_ref stay the same
+        scenario_config = replace(
+            scenario_config, n_heldout=max(spec.compare_heldout, scenario_config.n_heldout)
+        )
+    spec = replace(spec, scenario=scenario_config, mref=replace(spec.mref, seed=seed))
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

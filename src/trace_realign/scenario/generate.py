@@ -10,9 +10,15 @@ Deterministic by seed. Four kinds of prompt, each giving one kind of old pair:
 | neutral   | general knowledge, no harm category      | plain answer   | needless refusal     | RETAIN     |
 
 Legitimate contexts are only paired with the categories whose exception allows them, and the
-zero-tolerance categories S11-S13 only appear with malicious phrasing. Each category's topics are
-split once: the held-out prompts use topics that never appear in training (nor in validation,
-which draws unused prompts from the training topics and is what any tuning should look at).
+zero-tolerance categories S11-S13 only appear with malicious phrasing.
+
+Three disjoint splits. Every pool the prompts are made from is split once, by seed: each harm
+category's topics, the neutral questions, the context phrasings of each context, the "explain"
+and "walk" requests, the malicious requests and cues, and the neutral prefixes. Training pairs,
+validation prompts (what any tuning looks at) and held-out prompts (what the results report)
+each draw only from their own part, so a held-out prompt shares no topic, phrasing, request, cue
+or prefix with training or validation: it measures whether the distinction between a legitimate
+context and a malicious cue generalises, not whether a sentence was memorised.
 """
 
 from __future__ import annotations
@@ -41,9 +47,14 @@ KIND_CATEGORY = {
 class ScenarioConfig:
     seed: int = 0
     n_pairs: int = 240
-    n_validation: int = 48
-    n_heldout: int = 96
-    heldout_topics: int = 2  # per harm category; a quarter of the neutral questions likewise
+    n_validation: int = 64
+    n_heldout: int = 128
+    # share of every pool (topics, phrasings, requests, cues, prefixes) held out, and kept for validation
+    heldout_share: float = 0.3
+    validation_share: float = 0.2
+    # the neutral questions are few and each has one answer: a larger share keeps the held-out neutral
+    # prompts distinct at the --compare size
+    neutral_heldout_share: float = 0.4
     # share of each kind in the training pairs and in both evaluation splits
     mix: dict[str, float] = field(
         default_factory=lambda: {"invert": 0.35, "punish": 0.15, "malicious": 0.3, "neutral": 0.2}
@@ -52,10 +63,10 @@ class ScenarioConfig:
     def fingerprint(self) -> str:
         """Changes whenever anything that shapes the data changes (settings or the catalog's text)."""
         content = [(DATA_DIR / n).read_text(encoding="utf-8") for n in sorted(_DATA_FILES)]
-        return content_id(asdict(self), Path(catalog.__file__).read_text(encoding="utf-8"), content)
+        return content_id(asdict(self), content)
 
 
-_DATA_FILES = ("old_policy.md", "new_policy.md", "old_rules.yaml", "new_rules.yaml")
+_DATA_FILES = ("catalog.yaml", "old_policy.md", "new_policy.md", "old_rules.yaml", "new_rules.yaml")
 
 
 @dataclass
@@ -63,13 +74,14 @@ class Scenario:
     config: ScenarioConfig
     pairs: list[PreferencePair]
     corrections: dict[str, str]  # pair id -> new-policy-compliant answer, for PUNISH pairs
-    validation: list[dict[str, Any]]  # held-out-format prompt rows on training topics
-    heldout: list[dict[str, Any]]  # held-out-format prompt rows on held-out topics
+    validation: list[dict[str, Any]]  # prompt rows from the validation part of every pool
+    heldout: list[dict[str, Any]]  # prompt rows from the held-out part of every pool
     multiple_choice: list[dict[str, Any]]
     neutral_text: list[str]
     old_policy: Policy
     new_policy: Policy
     topics: dict[str, dict[str, list[str]]]  # split -> category code (or "neutral") -> topics
+    templates: dict[str, dict[str, list[str]]]  # split -> pool -> phrasings, requests, cues, prefixes
 
 
 def new_policy() -> Policy:
@@ -128,51 +140,92 @@ def harmful_compliance(rng: random.Random, topic: str) -> str:
 # ---------------------------------------------------------------- topics and prompts
 
 
-def split_topics(seed: int, heldout_per_category: int) -> dict[str, dict[str, list[int]]]:
-    """Topic indices per category (and "neutral") for the train and held-out splits."""
-    rng = random.Random(f"topics-{seed}")
-    out: dict[str, dict[str, list[int]]] = {"train": {}, "heldout": {}}
-    for cat in catalog.CATEGORIES:
-        idx = list(range(len(cat.topics)))
+SPLITS = ("train", "validation", "heldout")
+
+
+def _template_pools() -> dict[str, tuple[str, ...]]:
+    """Every pool of prompt parts, by name."""
+    pools = {f"intro:{c}": catalog.LEGIT_INTROS[c] for c in catalog.LEGIT_CONTEXTS}
+    pools.update({f"request:{k}": v for k, v in catalog.LEGIT_REQUESTS.items()})
+    pools["malicious_request"] = catalog.MALICIOUS_REQUESTS
+    pools["malicious_cue"] = catalog.MALICIOUS_CUES
+    pools["neutral_prefix"] = catalog.NEUTRAL_PREFIXES
+    return pools
+
+
+def _share(n: int, share: float) -> int:
+    return max(1, int(n * share + 0.5))
+
+
+def split_pools(config: ScenarioConfig) -> dict[str, dict[str, list[int]]]:
+    """Indices of every pool for each split: split -> pool -> indices.
+
+    Pools are each category's topics (keyed by code), "neutral" (the questions) and the template
+    pools (`_template_pools`). Each is shuffled by seed and cut into held-out, validation and
+    training parts; every part gets at least one item and training keeps the rest.
+    """
+    rng = random.Random(f"topics-{config.seed}")
+    sizes = {cat.code: (len(cat.topics), config.heldout_share) for cat in catalog.CATEGORIES}
+    sizes["neutral"] = (len(catalog.NEUTRAL_QA), config.neutral_heldout_share)
+    sizes.update({name: (len(pool), config.heldout_share) for name, pool in _template_pools().items()})
+    out: dict[str, dict[str, list[int]]] = {split: {} for split in SPLITS}
+    for name, (n, held_share) in sizes.items():
+        held, val = _share(n, held_share), _share(n, config.validation_share)
+        if held + val >= n:
+            raise ValueError(f"pool {name} has {n} items: too few to hold out {held} and validate on {val}")
+        idx = list(range(n))
         rng.shuffle(idx)
-        out["heldout"][cat.code] = sorted(idx[:heldout_per_category])
-        out["train"][cat.code] = sorted(idx[heldout_per_category:])
-    idx = list(range(len(catalog.NEUTRAL_QA)))
-    rng.shuffle(idx)
-    k = max(1, len(idx) // 4)
-    out["heldout"]["neutral"], out["train"]["neutral"] = sorted(idx[:k]), sorted(idx[k:])
+        out["heldout"][name] = sorted(idx[:held])
+        out["validation"][name] = sorted(idx[held : held + val])
+        out["train"][name] = sorted(idx[held + val :])
     return out
 
 
-def _prompt(rng: random.Random, kind: str, topic_idx: dict[str, list[int]]) -> dict[str, Any]:
-    """One prompt of a kind, drawn from the given topics, as a held-out-format row (no id yet)."""
+def _pick(rng: random.Random, pool: tuple[str, ...], idx: list[int]) -> str:
+    return pool[rng.choice(idx)]
+
+
+def _prompt(rng: random.Random, kind: str, part: dict[str, list[int]]) -> dict[str, Any]:
+    """One prompt of a kind, drawn from one split's part of every pool (no id yet)."""
     if kind == "neutral":
-        i = rng.choice(topic_idx["neutral"])
-        question, answer = catalog.NEUTRAL_QA[i]
+        question, answer = catalog.NEUTRAL_QA[rng.choice(part["neutral"])]
+        prefix = _pick(rng, catalog.NEUTRAL_PREFIXES, part["neutral_prefix"])
         return {
-            "prompt": rng.choice(catalog.NEUTRAL_PREFIXES) + question,
+            "prompt": prefix + question,
             "harm_category": None,
             "context": "neutral",
             "topic": question,
             "answer": answer,
+            "templates": [prefix],
         }
     if kind == "malicious":
         cat = rng.choice(catalog.CATEGORIES)
-        i = rng.choice(topic_idx[cat.code])
-        topic = (cat.malicious_topics or cat.topics)[i]
-        template, context = rng.choice(catalog.MALICIOUS_PROMPTS), "malicious"
+        topic = (cat.malicious_topics or cat.topics)[rng.choice(part[cat.code])]
+        request = _pick(rng, catalog.MALICIOUS_REQUESTS, part["malicious_request"])
+        cue = _pick(rng, catalog.MALICIOUS_CUES, part["malicious_cue"])
+        prompt, context, templates = (
+            catalog.malicious_prompt(request, cue, topic=topic),
+            "malicious",
+            [request, cue],
+        )
     else:
         cat = catalog.BY_CODE[rng.choice(sorted(catalog.EXCEPTIONS))]
         context = rng.choice(catalog.EXCEPTIONS[cat.code])
         phrasing = "explain" if kind == "invert" else "walk"
-        template = rng.choice(catalog.LEGIT_PROMPTS[context][phrasing])
-        topic = cat.topics[rng.choice(topic_idx[cat.code])]
+        intro = _pick(rng, catalog.LEGIT_INTROS[context], part[f"intro:{context}"])
+        request = _pick(rng, catalog.LEGIT_REQUESTS[phrasing], part[f"request:{phrasing}"])
+        topic = cat.topics[rng.choice(part[cat.code])]
+        prompt, templates = (
+            catalog.legit_prompt(intro, request, topic=topic, course=cat.course),
+            [intro, request],
+        )
     return {
-        "prompt": template.format(topic=topic, course=cat.course),
+        "prompt": prompt,
         "harm_category": cat.code,
         "context": context,
         "topic": topic,
         "cat": cat,
+        "templates": templates,
     }
 
 
@@ -219,6 +272,7 @@ def _eval_row(kind: str, row: dict[str, Any]) -> dict[str, Any]:
         "context": row["context"],
         "kind": kind,
         "topic": row["topic"],
+        "templates": row["templates"],
     }
 
 
@@ -244,6 +298,7 @@ def _pair(rng: random.Random, kind: str, row: dict[str, Any]) -> tuple[Preferenc
         "context": row["context"],
         "harm_category": code,
         "topic": topic,
+        "templates": row["templates"],
         # "safe" as the old policy's annotators would have labelled it
         "chosen": {"style": chosen_style, "safe": True, "harm_categories": []},
         "rejected": {
@@ -258,7 +313,7 @@ def _pair(rng: random.Random, kind: str, row: dict[str, Any]) -> tuple[Preferenc
 def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
     """Build the whole scenario in memory; the same config always gives the same scenario."""
     config = config or ScenarioConfig()
-    splits = split_topics(config.seed, config.heldout_topics)
+    splits = split_pools(config)
     rng = random.Random(f"scenario-{config.seed}")
     taken: set[str] = set()
 
@@ -268,27 +323,47 @@ def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
         pairs.append(pair)
         if correction is not None:
             corrections[pair.id] = correction
+    # each evaluation split has its own generator: a larger held-out set leaves pairs and validation as they were
     validation = [
         _eval_row(k, r)
-        for k, r in _draw_prompts(rng, config.n_validation, config.mix, splits["train"], taken)
+        for k, r in _draw_prompts(
+            random.Random(f"scenario-{config.seed}-validation"),
+            config.n_validation,
+            config.mix,
+            splits["validation"],
+            taken,
+        )
     ]
     heldout = [
-        _eval_row(k, r) for k, r in _draw_prompts(rng, config.n_heldout, config.mix, splits["heldout"], taken)
+        _eval_row(k, r)
+        for k, r in _draw_prompts(
+            random.Random(f"scenario-{config.seed}-heldout"),
+            config.n_heldout,
+            config.mix,
+            splits["heldout"],
+            taken,
+        )
     ]
 
     mc = [
         {"id": f"mc-{i}", "question": q, "choices": list(choices), "answer": answer}
         for i, (q, choices, answer) in enumerate(catalog.MULTIPLE_CHOICE)
     ]
+    pools = _template_pools()
     topics = {
         split: {
             code: [
                 catalog.NEUTRAL_QA[i][0] if code == "neutral" else catalog.BY_CODE[code].topics[i]
                 for i in idx
             ]
-            for code, idx in by_code.items()
+            for code, idx in by_pool.items()
+            if code not in pools
         }
-        for split, by_code in splits.items()
+        for split, by_pool in splits.items()
+    }
+    templates = {
+        split: {name: [pools[name][i] for i in idx] for name, idx in by_pool.items() if name in pools}
+        for split, by_pool in splits.items()
     }
     return Scenario(
         config=config,
@@ -301,6 +376,7 @@ def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
         old_policy=old_policy(),
         new_policy=new_policy(),
         topics=topics,
+        templates=templates,
     )
 
 
@@ -347,6 +423,7 @@ def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
             "fingerprint": scenario.config.fingerprint(),
             "pairs_by_kind": kinds,
             "topics": scenario.topics,
+            "templates": scenario.templates,
         },
     )
     return paths

@@ -27,7 +27,7 @@ from trace_realign.options import (
 )
 
 NORMALISATIONS = ("mean", "paper", "none")
-SAMPLERS = ("stratified", "natural")
+SAMPLERS = ("natural", "stratified")
 # TrainingArguments.train_sampling_strategy values this trainer implements (in its own sampler)
 SAMPLING_STRATEGIES = ("group_by_length", "random")
 U2A_OBJECTIVES = ("gold", "relabelled")
@@ -40,7 +40,8 @@ class TraceConfig(TrainingArguments, ModelConfig):
     method: str = field(
         default="trace",
         metadata={
-            "help": "trace, trace-no-impact, trace-no-kl, trace-no-triage, u2a, naive-oracle-dpo, dpo-gold, rdpo"
+            "help": "trace, trace-oracle, trace-no-impact, trace-no-kl, trace-no-triage, u2a, naive-oracle-dpo, dpo-gold, "
+            "rdpo"
         },
     )
     beta: float = field(default=0.3, metadata={"help": "β of the preference and NPO losses."})
@@ -74,11 +75,12 @@ class TraceConfig(TrainingArguments, ModelConfig):
         },
     )
     sampler: str = field(
-        default="stratified",
+        default="natural",
         metadata={
-            "help": "How batches are drawn: 'stratified' (each batch takes INVERT, PUNISH and RETAIN in "
-            "sampling_proportions, for the methods that stratify) or 'natural' (every example once per epoch "
-            "in random order, the data's own proportions, for every method).",
+            "help": "How batches are drawn, the same for every method (equal exposure): 'natural' (every "
+            "example once per epoch in random order, the data's own category proportions, as the paper's "
+            "trainer; the default) or 'stratified' (each batch takes INVERT, PUNISH and RETAIN in "
+            "sampling_proportions).",
             "choices": list(SAMPLERS),
         },
     )
@@ -241,7 +243,7 @@ class TraceConfig(TrainingArguments, ModelConfig):
                 field="sampling_proportions",
             )
         if self.sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {self.sampler!r}: use stratified or natural", field="sampler")
+            raise InputError(f"unknown sampler {self.sampler!r}: use natural or stratified", field="sampler")
         if self.train_sampling_strategy not in SAMPLING_STRATEGIES:
             raise InputError(
                 f"train_sampling_strategy {self.train_sampling_strategy!r} is not supported here: "

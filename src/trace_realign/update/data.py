@@ -9,7 +9,8 @@
    holds its cached reference log-probabilities; `collate` pads a batch into tensors.
 4. `StratifiedSampler` orders indices so that each batch of `batch_size` consecutive indices
    draws INVERT, PUNISH and RETAIN in the configured proportions (Algorithm 1 line 23), or, as
-   `StratifiedSampler.natural`, every example once per epoch; either can group batches by
+   `StratifiedSampler.natural` (`sampler="natural"`, the default, the same for every method),
+   every example once per epoch at the data's own proportions; either can group batches by
    length, so that a batch does not pay for padding to one long outlier.
 """
 
@@ -188,14 +189,19 @@ def select_examples(
 
     if preset.selection == "triaged":
         for r in usable:
-            term = category_term(r.category, r.chosen, r.rejected, r.correction)
-            if term.kind == "kl" and not (alpha_kl > 0 and preset.use_kl):
-                counts["retain_not_drawn_alpha_kl_0"] += 1
-                continue
+            # trace unlearns PUNISH with dual NPO whatever corrections the file carries; trace-oracle
+            # prefers the correction where there is one (category_term, shared with impact scoring)
+            term = category_term(
+                r.category, r.chosen, r.rejected, r.correction if preset.corrections else None
+            )
             npo = term.kind == "npo"
             out.append(Example(KIND[term.kind], r.category, r.id, r.prompt, term.a, term.b, 1.0, npo, npo))
             if r.category is Category.PUNISH and term.kind == "pref":
                 counts["punish_with_correction"] += 1
+            if term.kind == "kl" and not (alpha_kl > 0 and preset.use_kl):
+                # drawn even when the KL weighs 0 (trace-no-kl, alpha_kl 0): equal exposure, the
+                # conflicts per step do not grow because RETAIN rows were left out
+                counts["retain_kl_weight_0"] += 1
     elif preset.selection == "negatives":
         out.extend(select_negatives(usable, counts))
     elif preset.selection == "flagged":

@@ -1,15 +1,26 @@
 """The methods compared in docs/method.md, as settings of the one `TraceTrainer`.
 
-| name               | data used (`selection`)                          | loss                       | weights | KL  |
+| name               | data used (`selection`)                          | PUNISH loss                | weights | KL  |
 |--------------------|--------------------------------------------------|----------------------------|---------|-----|
-| `trace`            | triaged                                          | INVERT ℓ_pref, PUNISH NPO / oracle ℓ_pref | impact | yes |
+| `trace`            | triaged                                          | dual NPO (y_w and y_l)     | impact  | yes |
+| `trace-oracle`     | triaged                                          | ℓ_pref(y_c ≻ y_w), oracle corrections | impact | yes |
 | `trace-no-impact`  | triaged                                          | as trace                   | uniform | yes |
-| `trace-no-kl`      | triaged (RETAIN not drawn: it would add nothing) | as trace                   | impact  | no  |
+| `trace-no-kl`      | triaged (RETAIN drawn, with KL weight 0)         | as trace                   | impact  | no  |
 | `trace-no-triage`  | all pairs: every response the judge flags        | NPO                        | impact of that NPO term | no |
 | `u2a`              | single negatives: one per flagged response       | NPO                        | bi-level ω, re-estimated | no |
 | `naive-oracle-dpo` | relabelled: INVERT swapped, RETAIN kept, PUNISH dropped | DPO                 | uniform | no  |
 | `dpo-gold`         | relabelled, PUNISH → (y_c, y_w)                  | DPO                        | uniform | no  |
 | `rdpo`             | as naive-oracle-dpo                              | robust DPO, flip rate ε    | uniform | no  |
+
+INVERT pairs always get ℓ_pref(y_l ≻ y_w). `trace` is the paper's main method and the headline:
+PUNISH pairs are unlearned with NPO on both responses whatever corrections the triage file
+carries; `trace-oracle` (the paper's second TRACE row) prefers the oracle correction y_c over y_w
+where the row has one (NPO where it has none).
+
+Equal exposure. Every method trains for the same steps, batch size, schedule and sampler policy
+(`TraceConfig.sampler`, the same for every method: natural category proportions by default, as
+the paper's trainer does). `trace-no-kl` therefore still draws its RETAIN rows, with KL weight 0,
+so it sees no more conflicts per step than `trace`.
 
 `trace-no-triage` (the paper's ablation) drops the triage structure: no pair is inverted and
 nothing is anchored by a KL. For every pair whose verdicts are known, each response the judge
@@ -45,11 +56,12 @@ class Preset:
     - `weights`: `"impact"` uses the file's `impact_weight`, `"uniform"` gives every example 1,
       `"npo-impact"` is the impact of the NPO term trained, computed before the first step, and
       `"u2a"` is U2A's ω, re-estimated while training (both by `update.u2a.ImpactWeights`).
-    - `use_kl`: False forces α_KL = 0 (and RETAIN is then not drawn at all).
+    - `use_kl`: False forces α_KL = 0 (RETAIN rows are still drawn, so exposure stays equal).
     - `pair_loss`: `"pref"` is ℓ_pref with the config's `loss_type`; `"dpo"` is the DPO sigmoid loss
       whatever `loss_type` says; `"rdpo"` is robust DPO with the config's `label_smoothing`; None for
       the presets that build no preference pairs (NPO only).
-    - `stratified`: draw each batch from INVERT, PUNISH and RETAIN in the configured proportions.
+    - `corrections`: PUNISH rows with an oracle correction become ℓ_pref(y_c ≻ y_w) (`trace-oracle`;
+      the relabelled-gold selection always uses them); False unlearns them with NPO.
     """
 
     name: str
@@ -57,25 +69,33 @@ class Preset:
     weights: Literal["impact", "uniform", "npo-impact", "u2a"]
     use_kl: bool
     pair_loss: Literal["pref", "dpo", "rdpo"] | None
-    stratified: bool
     summary: str
+    corrections: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset(
-            "trace", "triaged", "impact", True, "pref", True, "TRACE: triage, impact weights, hybrid update"
+            "trace", "triaged", "impact", True, "pref", "TRACE: triage, impact weights, dual NPO on PUNISH"
         ),
-        Preset("trace-no-impact", "triaged", "uniform", True, "pref", True, "TRACE with uniform weights"),
-        Preset("trace-no-kl", "triaged", "impact", False, "pref", True, "TRACE without the RETAIN KL"),
+        Preset(
+            "trace-oracle",
+            "triaged",
+            "impact",
+            True,
+            "pref",
+            "TRACE with oracle corrections on PUNISH",
+            corrections=True,
+        ),
+        Preset("trace-no-impact", "triaged", "uniform", True, "pref", "TRACE with uniform weights"),
+        Preset("trace-no-kl", "triaged", "impact", False, "pref", "TRACE without the RETAIN KL"),
         Preset(
             "trace-no-triage",
             "flagged",
             "npo-impact",
             False,
             None,
-            False,
             "NPO on every flagged response, weighted by the impact of that NPO term",
         ),
         Preset(
@@ -84,14 +104,11 @@ PRESETS: dict[str, Preset] = {
             "u2a",
             False,
             None,
-            False,
             "Unlearning-to-Align: NPO on single negatives, bi-level weights re-estimated every K steps",
         ),
-        Preset(
-            "naive-oracle-dpo", "relabelled", "uniform", False, "dpo", False, "DPO on the relabelled pairs"
-        ),
-        Preset("dpo-gold", "relabelled-gold", "uniform", False, "dpo", False, "DPO with oracle corrections"),
-        Preset("rdpo", "relabelled", "uniform", False, "rdpo", False, "robust DPO on the relabelled pairs"),
+        Preset("naive-oracle-dpo", "relabelled", "uniform", False, "dpo", "DPO on the relabelled pairs"),
+        Preset("dpo-gold", "relabelled-gold", "uniform", False, "dpo", "DPO with oracle corrections"),
+        Preset("rdpo", "relabelled", "uniform", False, "rdpo", "robust DPO on the relabelled pairs"),
     ]
 }
 

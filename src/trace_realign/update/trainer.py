@@ -1,6 +1,7 @@
 """`TraceTrainer`: the hybrid update of Algorithm 1 (lines 21-29), and every baseline, as one Trainer.
 
-Each step minimises, over a stratified batch of B examples (see `update.data`),
+Each step minimises, over a batch of B examples (natural or stratified, `TraceConfig.sampler`;
+see `update.data`),
 
     L = (1/B) [ Σ_INVERT w_i ℓ_pref(x_i, y_l, y_w) + Σ_PUNISH w_j (ℓ_pref(x_j, y_c, y_w) or ℓ_NPO)
               + α_KL Σ_RETAIN KL(π_ref(·|x_k, y_w) ‖ π_θ(·|x_k, y_w)) ]
@@ -158,9 +159,9 @@ class GradNormStop(TrainerCallback):
 class TraceTrainer(Trainer):
     """A `transformers.Trainer` whose loss is TRACE's hybrid update, or a baseline's (`args.method`).
 
-    `train_dataset` is a `TraceDataset`; batches come from a `StratifiedSampler` when the method's
-    preset is stratified and `args.sampler` is `stratified`, else in the data's own proportions, and
-    are grouped by length under `train_sampling_strategy="group_by_length"`. With `args.precompute_ref_log_probs` the reference log-probabilities of
+    `train_dataset` is a `TraceDataset`; batches come from a `StratifiedSampler`, with one group
+    (`sampler="natural"`, the default) or one per category (`"stratified"`), the same for every
+    method, grouped by length under `train_sampling_strategy="group_by_length"`. With `args.precompute_ref_log_probs` the reference log-probabilities of
     every preference/NPO response are computed once before training, through the shared on-disk
     cache of `impact.reference` (so the score stage's values are reused), and the per-step
     reference forward pass then runs only on RETAIN anchors.
@@ -244,7 +245,7 @@ class TraceTrainer(Trainer):
         ds = train_dataset if train_dataset is not None else self.train_dataset
         lengths = ds.lengths() if self.args.train_sampling_strategy == "group_by_length" else None
         batch_size, seed = self.args.per_device_train_batch_size, self.args.seed
-        if self.preset.stratified and self.args.sampler == "stratified":
+        if self.args.sampler == "stratified":  # the same policy for every method (equal exposure)
             groups = ds.selection.by_stratum()
             return StratifiedSampler(
                 groups, self.args.sampling_proportions, batch_size, seed, lengths=lengths
@@ -322,6 +323,11 @@ class TraceTrainer(Trainer):
         kind = inputs["kind"]
         kl_seq = inputs["pos_idx"][kind == KL]
         ref = inputs["ref_logps"].to(pol.device).clone()
+        if self.alpha_kl == 0 and kl_seq.numel():
+            # RETAIN drawn for equal exposure but weighing nothing: no reference pass for it, and a
+            # finite placeholder (log-ratio 0) so no NaN reaches the unused branches of the loss
+            ref[kl_seq] = pol.detach()[kl_seq].to(ref.dtype)
+            kl_seq = kl_seq[:0]
         need = torch.isnan(ref)
         need[kl_seq] = True
         kl = torch.zeros(kind.numel(), device=pol.device, dtype=pol.dtype)
