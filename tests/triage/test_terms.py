@@ -24,8 +24,13 @@ def test_the_triage_table():
     "category, correction",
     [(Category.INVERT, None), (Category.PUNISH, "a safe reply"), (Category.PUNISH, None)],
 )
-def test_score_weighs_the_loss_that_train_trains(category, correction):
+@pytest.mark.parametrize("method, score_corrections", [("trace", False), ("trace-oracle", True)])
+def test_score_weighs_the_loss_that_train_trains(category, correction, method, score_corrections):
+    """`trace` trains dual NPO on PUNISH and `score` scores it by default; `trace-oracle` trains the
+    correction term, which `score --corrections` scores (impact/stage.py passes the correction on
+    only then)."""
+    assert PRESETS[method].corrections is score_corrections
     row = WeightedRow(1, "id", "x?", "y_w", "y_l", category, 0, None, correction, 1.0)
-    scored = conflict_item("id", "x?", "y_w", "y_l", category, correction)
-    (example,) = select_examples([row], PRESETS["trace"], alpha_kl=0.1).examples
+    scored = conflict_item("id", "x?", "y_w", "y_l", category, correction if score_corrections else None)
+    (example,) = select_examples([row], PRESETS[method], alpha_kl=0.1).examples
     assert (KIND_NAMES[example.kind], example.pos, example.neg) == (scored.kind, scored.a, scored.b)

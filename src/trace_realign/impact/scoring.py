@@ -138,9 +138,12 @@ def item_loss(
     beta: float,
     variant: PreferenceVariant = "sigmoid",
 ) -> torch.Tensor:
-    """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`."""
+    """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`: `pref` ℓ_pref(a ≻ b),
+    `npo` NPO on both, `npo_a` (U2A's single negatives) NPO on `a` alone (`b` ignored)."""
     if kind == "pref":
         return preference_loss(pol_a, ref_a, pol_b, ref_b, beta, variant)
+    if kind == "npo_a":
+        return npo_loss(pol_a, ref_a, beta)
     return npo_loss(pol_a, ref_a, beta) + npo_loss(pol_b, ref_b, beta)
 
 
@@ -497,21 +500,6 @@ def impact_weights(
 SINGLE = "npo_a"
 
 
-def current_item_loss(
-    kind: str,
-    pol_a: torch.Tensor,
-    ref_a: torch.Tensor,
-    pol_b: torch.Tensor,
-    ref_b: torch.Tensor,
-    beta: float,
-    variant: PreferenceVariant = "sigmoid",
-) -> torch.Tensor:
-    """`item_loss`, plus `npo_a` (NPO on `a` alone; `pol_b`, `ref_b` ignored)."""
-    if kind == SINGLE:
-        return npo_loss(pol_a, ref_a, beta)
-    return item_loss(kind, pol_a, ref_a, pol_b, ref_b, beta, variant)
-
-
 def current_coefficients(
     kinds: Sequence[str],
     pol_a: torch.Tensor,
@@ -532,7 +520,7 @@ def current_coefficients(
     total = a.new_zeros(())
     for kind in sorted(set(kinds)):
         m = torch.tensor([k == kind for k in kinds])
-        total = total + current_item_loss(kind, a[m], ra[m], b[m], rb[m], beta, variant).sum()
+        total = total + item_loss(kind, a[m], ra[m], b[m], rb[m], beta, variant).sum()
     ga, gb = torch.autograd.grad(total, (a, b), allow_unused=True)
     return (
         ga if ga is not None else torch.zeros_like(a),
@@ -604,9 +592,7 @@ def objective_gradient(
             loss = lp.new_zeros(())
             for kind in sorted({it.kind for it in chunk}):
                 m = torch.tensor([it.kind == kind for it in chunk], device=lp.device)
-                loss = (
-                    loss + current_item_loss(kind, pa[m], ra[m], pb[m], rb[m], opts.beta, opts.variant).sum()
-                )
+                loss = loss + item_loss(kind, pa[m], ra[m], pb[m], rb[m], opts.beta, opts.variant).sum()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for (name, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
@@ -686,7 +672,7 @@ def current_impacts(
                     batch, b_rows = _current_batch(tokenizer, [it], opts, report)
                     lp = _logprobs(model, batch)
                     pa, pb = _split(lp, b_rows.to(lp.device))
-                    loss = current_item_loss(
+                    loss = item_loss(
                         it.kind, pa, ref_a[[i]].to(lp), pb, ref_b[[i]].to(lp), opts.beta, opts.variant
                     ).sum()
                     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
@@ -712,9 +698,7 @@ def current_impacts(
                 values = ca * da + cb * db
                 with torch.no_grad():
                     losses = [
-                        float(
-                            current_item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.variant)
-                        )
+                        float(item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.variant))
                         for j, k in enumerate(kinds)
                     ]
                 for j, i in enumerate(idx):

@@ -413,28 +413,34 @@ def measured_flip_rate(path: str | Path) -> float:
 # ------------------------------------------------------------------------------ printing
 
 
-def _pct(entry: dict[str, Any] | None) -> str:
+def format_rate(entry: dict[str, Any] | None) -> str:
+    """`{"rate", "ci95", "k", "n"}` as `12.5% [4.2%, 30.1%] (3/24)`."""
     if not entry or entry.get("rate") is None:
         return "n/a"
     lo, hi = entry["ci95"]
     return f"{entry['rate']:.1%} [{lo:.1%}, {hi:.1%}] ({entry['k']}/{entry['n']})"
 
 
+def format_kappa(k: dict[str, Any]) -> str:
+    """`{"kappa", "ci95"}` as `0.812 [0.700, 0.905]`, or `undefined`."""
+    text = "undefined" if k["kappa"] is None else f"{k['kappa']:.3f}"
+    if k.get("ci95"):
+        text += f" [{k['ci95'][0]:.3f}, {k['ci95'][1]:.3f}]"
+    return text
+
+
 def audit_tables(report: dict[str, Any]) -> list[Any]:
     """The audit as rich tables: the headline numbers, per verdict, the confusion matrix, categories."""
     from rich.table import Table
 
-    k = report["kappa"]
-    kappa = "undefined" if k["kappa"] is None else f"{k['kappa']:.3f}"
-    if k.get("ci95"):
-        kappa += f" [{k['ci95'][0]:.3f}, {k['ci95'][1]:.3f}]"
+    kappa = format_kappa(report["kappa"])
     head = Table(title=f"Audit of judge {report['judge']} on {report['items']} labelled items")
     head.add_column("measure", overflow="fold")
     head.add_column("value (95% interval)", overflow="fold")
-    head.add_row("accuracy (Wilson)", _pct(report["accuracy"]))
-    head.add_row("error rate = flip rate (Wilson)", _pct(report["error_rate"]))
+    head.add_row("accuracy (Wilson)", format_rate(report["accuracy"]))
+    head.add_row("error rate = flip rate (Wilson)", format_rate(report["error_rate"]))
     head.add_row("Cohen's kappa (bootstrap)", kappa)
-    head.add_row("decided (not UNKNOWN)", _pct(report["coverage"]))
+    head.add_row("decided (not UNKNOWN)", format_rate(report["coverage"]))
     calls = report.get("judge_calls", {})
     head.add_row("judge calls / cache hits", f"{calls.get('calls', 0)} / {calls.get('cache_hits', 0)}")
 
@@ -442,7 +448,7 @@ def audit_tables(report: dict[str, Any]) -> list[Any]:
     for col in ("verdict", "precision", "recall", "human support"):
         per.add_column(col, overflow="fold")
     for v, row in report["per_verdict"].items():
-        per.add_row(v, _pct(row["precision"]), _pct(row["recall"]), str(row["support"]))
+        per.add_row(v, format_rate(row["precision"]), format_rate(row["recall"]), str(row["support"]))
 
     conf = Table(title="Confusion matrix (rows: human, columns: judge)")
     conf.add_column("human \\ judge")
@@ -458,8 +464,8 @@ def audit_tables(report: dict[str, Any]) -> list[Any]:
         c.add_column("human category")
         c.add_column("judge agrees (Wilson)", overflow="fold")
         for cat, entry in cats["per_category"].items():
-            c.add_row(cat, _pct(entry))
-        c.add_row("all", _pct(cats["agreement"]))
+            c.add_row(cat, format_rate(entry))
+        c.add_row("all", format_rate(cats["agreement"]))
         tables.append(c)
     return tables
 

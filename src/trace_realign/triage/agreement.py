@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
-from trace_realign.judges.audit import category_table, kappa_with_ci
+from trace_realign.judges.audit import category_table, format_kappa, format_rate, kappa_with_ci
 from trace_realign.schema import Category
 from trace_realign.triage.triage import TriagedPair, TriageResult, read_triaged
 
@@ -127,17 +127,14 @@ def agreement_table(agreement: dict[str, Any]) -> Any:
     from rich.table import Table
 
     cats = agreement["categories"]
-    k = cats["kappa"]
-    kappa = "undefined" if k["kappa"] is None else f"{k['kappa']:.3f}"
-    if k.get("ci95"):
-        kappa += f" [{k['ci95'][0]:.3f}, {k['ci95'][1]:.3f}]"
+    kappa = format_kappa(cats["kappa"])
     t = Table(title=f"Two judges: {agreement['judges'][1]} against {agreement['judges'][0]}")
     t.add_column("category (first judge)", overflow="fold")
     t.add_column("second agrees (95% Wilson)", overflow="fold")
     for cat, e in cats["per_category"].items():
-        t.add_row(cat, f"{e['rate']:.1%} [{e['ci95'][0]:.1%}, {e['ci95'][1]:.1%}] ({e['k']}/{e['n']})")
+        t.add_row(cat, format_rate(e))
     e = cats["agreement"]
-    t.add_row("all pairs", f"{e['rate']:.1%} [{e['ci95'][0]:.1%}, {e['ci95'][1]:.1%}] ({e['k']}/{e['n']})")
+    t.add_row("all pairs", format_rate(e))
     t.add_row("kappa, categories (bootstrap)", kappa)
     vk = agreement["verdict_kappa"]
     if vk["kappa"] is not None:
