@@ -39,8 +39,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from trace_realign.io import write_json_atomic
 from trace_realign.losses import npo_loss, preference_loss, robust_dpo_loss, token_kl
-from trace_realign.model.logprobs import sequence_logprobs, token_logprobs
-from trace_realign.model.tokenize import IGNORE_INDEX
+from trace_realign.model.logprobs import positions_to_keep, sequence_logprobs, token_logprobs
 from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import KL, NPO, PREF, STRATA, TraceCollator, TraceDataset
 from trace_realign.update.presets import Preset, get_preset
@@ -129,17 +128,6 @@ def hybrid_loss(
     per = torch.where(kind == PREF, pref, torch.where(kind == NPO, npo, alpha_kl * kl.to(pol.dtype)))
     loss = (weight * per).sum() / max(1, kind.numel())
     return HybridLoss(loss, per, beta * (pp - rp), beta * (pn - rn), kl)
-
-
-def _positions_to_keep(labels: torch.Tensor) -> int:
-    """How many final positions hold every logit that predicts a response token (`logits_to_keep`).
-
-    The logit at position t predicts label t + 1, so the first response label at position p needs
-    the logit at p - 1; keeping the last `T - p + 1` positions covers the earliest such p in the batch.
-    """
-    scored = (labels != IGNORE_INDEX).any(0).nonzero()
-    first = int(scored[0]) if scored.numel() else labels.shape[1] - 1
-    return labels.shape[1] - max(first - 1, 0)
 
 
 class GradNormStop(TrainerCallback):
@@ -315,7 +303,7 @@ class TraceTrainer(Trainer):
         ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         # Project through the LM head only from the first position that predicts a response token: on a
         # 49k vocabulary the prompt positions' logits would cost time and memory for nothing.
-        keep = _positions_to_keep(labels)
+        keep = positions_to_keep(labels)
         labels = labels[:, labels.shape[1] - keep :]
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
         tok_lp, mask = token_logprobs(logits, labels)
