@@ -125,7 +125,9 @@ SIZES: dict[str, DemoSize] = {
     # SmolLM2 at a small size: the slow test of the real path
     "small": DemoSize(
         scenario=ScenarioConfig(n_pairs=40, n_validation=8, n_heldout=12),
-        mref=MrefSettings(pretrain_steps=0, steps=30, learning_rate=3e-4),
+        # lr 1e-3 as the default size: at 3e-4 the 30 steps no longer taught refusals that carry to the
+        # held-out phrasings of the three-way split (M_ref agreed with the old policy no more than SmolLM2)
+        mref=MrefSettings(pretrain_steps=0, steps=30, learning_rate=1e-3),
         train_steps=4,
         train_batch_size=3,
         learning_rate=2e-4,
