@@ -105,17 +105,20 @@ SIZES: dict[str, DemoSize] = {
         # 47.9): lr 1e-4 or 5e-4 alone 47.9 (DPO saturates on the answers' later tokens while greedy
         # decoding still opens with a refusal); + the NLL term (rpo_alpha) 1: 62.5 but RETAIN 41.7;
         # + alpha_kl 1: 72.9, 2: 70.8, 3: 70.8 (RETAIN 95.8, INVERT 47.1); NLL 2 with alpha_kl 2: 72.9.
-        # NOT yet re-tuned under this protocol. The one validation run that finished on the shared CPU
-        # (64 validation prompts, unseen phrasings; trace-no-impact, as here but uniform weights, since
-        # the score stage did not fit): agreement M_ref 48.4 [36.6, 60.4] -> 50.0 [38.1, 61.9], INVERT
-        # 0/22 -> 0/22, RETAIN 31/32 -> 32/32, attack success 0/19 -> 0/19 under both wrappers, MC
-        # 43.8 -> 43.8, perplexity x1.09. Stratified batches (1:1:1) instead: the same INVERT 0/22,
-        # RETAIN 32/32, attack success 0/19, MC 46.9, perplexity x1.10, so the sampler is not what
-        # holds it back. These settings do not move greedy decoding on context phrasings never seen
-        # in training: more steps, a higher lr and the M_ref recipe are the next things to try.
-        train_steps=40,
+        # Re-tuned under this protocol on the VALIDATION split only (64 prompts whose topics and
+        # phrasings are in neither training nor held-out; seed 0; greedy, 128 tokens; trace-no-impact
+        # standing in for trace, as here but uniform weights; 2-core CPU under load). M_ref: agreement
+        # 31/64 = 48.4 [36.6, 60.4], INVERT 0/22, PUNISH 0/10, RETAIN 31/32, attack success 0/19 under
+        # both wrappers, MC 43.8, perplexity 26.34.
+        #   40 steps, lr 5e-4 (NLL 2, alpha_kl 2): 50.0 [38.1, 61.9], INVERT 0/22, RETAIN 32/32, ASR 0/19
+        #     and 0/19, MC 43.8, ppl x1.09; the same with stratified batches: INVERT 0/22 (MC 46.9).
+        #   80 steps, lr 1e-3 (these settings): 54/64 = 84.4 [73.6, 91.3], INVERT 17/22 = 77.3 [56.6,
+        #     89.9], PUNISH 5/10, RETAIN 32/32 = 100 [89.3, 100], ASR fiction 1/19 (a non-operational
+        #     "constructive alternative" answer; no step-by-step help), refusal suppression 0/19, MC 43.8,
+        #     perplexity 30.57 (x1.16, above the 5% target), 905 s wall.
+        train_steps=80,
         train_batch_size=6,
-        learning_rate=5e-4,
+        learning_rate=1e-3,
         gold_size=32,
         max_new_tokens=128,
         eval_batch_size=16,
