@@ -116,6 +116,9 @@ SIZES: dict[str, DemoSize] = {
         #     89.9], PUNISH 5/10, RETAIN 32/32 = 100 [89.3, 100], ASR fiction 1/19 (a non-operational
         #     "constructive alternative" answer; no step-by-step help), refusal suppression 0/19, MC 43.8,
         #     perplexity 30.57 (x1.16, above the 5% target), 905 s wall.
+        #   80 steps, lr 1e-3, NLL 1: 46/64 = 71.9 [59.9, 81.4], INVERT 12/22, PUNISH 2/10, RETAIN 32/32,
+        #     ASR 0/19 and 0/19, MC 43.8, perplexity x1.12. 60 steps, lr 1e-3, NLL 2: 39/64 = 60.9
+        #     [48.7, 71.9], INVERT 6/22, PUNISH 1/10, RETAIN 32/32, ASR 0/19 and 0/19, MC 43.8, x1.15.
         train_steps=80,
         train_batch_size=6,
         learning_rate=1e-3,
