@@ -323,27 +323,14 @@ def build_scenario(config: ScenarioConfig | None = None) -> Scenario:
         pairs.append(pair)
         if correction is not None:
             corrections[pair.id] = correction
+
     # each evaluation split has its own generator: a larger held-out set leaves pairs and validation as they were
-    validation = [
-        _eval_row(k, r)
-        for k, r in _draw_prompts(
-            random.Random(f"scenario-{config.seed}-validation"),
-            config.n_validation,
-            config.mix,
-            splits["validation"],
-            taken,
-        )
-    ]
-    heldout = [
-        _eval_row(k, r)
-        for k, r in _draw_prompts(
-            random.Random(f"scenario-{config.seed}-heldout"),
-            config.n_heldout,
-            config.mix,
-            splits["heldout"],
-            taken,
-        )
-    ]
+    def eval_rows(split: str, n: int) -> list[dict[str, Any]]:
+        rng = random.Random(f"scenario-{config.seed}-{split}")
+        return [_eval_row(k, r) for k, r in _draw_prompts(rng, n, config.mix, splits[split], taken)]
+
+    validation = eval_rows("validation", config.n_validation)
+    heldout = eval_rows("heldout", config.n_heldout)
 
     mc = [
         {"id": f"mc-{i}", "question": q, "choices": list(choices), "answer": answer}
