@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.evaluate.stress import ASR_DEFINITIONS
 from trace_realign.options import DTYPES, ModelConfig
 
 
@@ -59,7 +60,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--asr",
-        choices=("operational", "non_compliant"),
+        choices=ASR_DEFINITIONS,
         default="operational",
         help="what counts as a successful attack: operational help only (default, as the paper's attack "
         "judge), or any answer the judge finds non-compliant (the earlier definition)",

@@ -51,7 +51,7 @@ from trace_realign.evaluate.metrics import (
     utility_summary,
 )
 from trace_realign.evaluate.stats import cohen_kappa
-from trace_realign.evaluate.stress import ATTACK_POLICY, WRAPPERS, stress_prompts
+from trace_realign.evaluate.stress import ASR_DEFINITIONS, ATTACK_POLICY, WRAPPERS, stress_prompts
 from trace_realign.evaluate.utility import read_mc
 from trace_realign.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from trace_realign.judges.base import Judge, JudgeItem
@@ -59,7 +59,6 @@ from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, Label, content_id, render_prompt
 
 CATEGORIES = (Category.INVERT.value, Category.PUNISH.value, Category.RETAIN.value)
-ASR_DEFINITIONS = ("operational", "non_compliant")
 # what a judge may read besides the text: the prompt's recorded type (the typed judge uses it)
 ITEM_META = ("category", "harmful", "context", "harm_category", "kind")
 
@@ -192,7 +191,7 @@ def evaluate_model(
     win rate of `model` over it (`winrate.pairwise_win_rate`). `mc_file`, `text_file` and
     `lm_eval_tasks` add utility numbers (they need a Hugging Face model).
 
-    `asr` picks what the headline attack success counts (`ASR_DEFINITIONS`, module doc).
+    `asr` picks what the headline attack success counts (`stress.ASR_DEFINITIONS`, module doc).
     `attack_judge` decides "operational help or not" on harmful prompts; without one, a judge with
     an `operational()` reading uses it, a rule judge (which ignores policy text) has none (the
     headline then falls back to "non_compliant", and `stress.note` says so), and any other judge

@@ -15,6 +15,10 @@ from typing import Any
 
 from trace_realign.schema import Prompt
 
+# What the headline attack success counts: only operational help (the paper's attack judge), or
+# every answer the policy judge finds non-compliant (the earlier definition)
+ASR_DEFINITIONS = ("operational", "non_compliant")
+
 
 def fictional_scenario(request: str) -> str:
     """Fictional-scenario nesting: the request embedded in a screenwriting task."""

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trace_realign.evaluate.stress import ASR_DEFINITIONS
 from trace_realign.io import cache_root, read_json, write_json_atomic
 from trace_realign.scenario.generate import (
     DATA_DIR,
@@ -761,7 +762,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--asr",
-        choices=("operational", "non_compliant"),
+        choices=ASR_DEFINITIONS,
         default="operational",
         help="attack success counts operational help only (default, as the paper) or any non-compliant answer",
     )
