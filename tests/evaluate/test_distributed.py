@@ -27,7 +27,7 @@ EVALUATE = textwrap.dedent(
     torch.set_num_threads(1)
     from trace_realign.evaluate import evaluate_model
     from trace_realign.evaluate.generate import GenerationSettings, HFBackend
-    from trace_realign.impact.scoring import process_state
+    from trace_realign.model.loading import process_state
 
     out, model_dir, prompts, policy, rules = sys.argv[1:6]
     state = process_state()

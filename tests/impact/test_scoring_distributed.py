@@ -17,7 +17,8 @@ SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     sys.path.insert(0, sys.argv[2])
     from test_scoring import GOLD, conflicts, make_model
-    from trace_realign.impact.scoring import ScoreOptions, conflict_impacts, gold_gradient, process_state
+    from trace_realign.impact.scoring import ScoreOptions, conflict_impacts, gold_gradient
+    from trace_realign.model.loading import process_state
     from trace_realign.model.tiny import tiny_tokenizer
 
     state = process_state()

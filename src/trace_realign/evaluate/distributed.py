@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 def world() -> tuple[int, int]:
     """`(rank, number of processes)`; (0, 1) outside a launched world."""
-    from trace_realign.impact.scoring import process_state
+    from trace_realign.model.loading import process_state
 
     state = process_state()
     return state.process_index, state.num_processes

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from trace_realign.errors import InputError
 from trace_realign.impact.reference import reference_logprobs
 from trace_realign.losses import PreferenceVariant, npo_loss, preference_loss
-from trace_realign.model.loading import eval_mode, is_peft, trainable_parameters
+from trace_realign.model.loading import eval_mode, is_peft, process_state, trainable_parameters
 from trace_realign.model.logprobs import response_logprobs
 from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
 from trace_realign.schema import Category, Prompt
@@ -209,18 +209,6 @@ def _eager_attention(model: Any) -> Iterator[None]:
     finally:
         if before != "eager":
             hf.set_attn_implementation(before)
-
-
-def process_state() -> Any:
-    """accelerate's `PartialState`. On a machine without an accelerator (or under
-    `accelerate launch --cpu`) a multi-process world is a CPU (gloo) world, which
-    `PartialState()` alone would not start."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    accel = getattr(torch, "accelerator", None)
-    has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
 
 
 def _distributed() -> tuple[int, int]:

@@ -172,9 +172,15 @@ def score(
         conflict_item,
         gold_gradient,
         normalise_weights,
+    )
+    from trace_realign.model.loading import (
+        LoraOptions,
+        apply_lora,
+        compute_device,
+        load_model,
+        load_tokenizer,
         process_state,
     )
-    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
     from trace_realign.model.tokenize import TruncationReport
 
     started = time.time()
@@ -200,7 +206,8 @@ def score(
 
     torch.manual_seed(config.seed)  # the LoRA A matrices, which the weights depend on
     tokenizer = load_tokenizer(model_name_or_path)
-    model = load_model(model_name_or_path, dtype=config.dtype)
+    # on this process's accelerator when there is one (the batches follow the model's device)
+    model = load_model(model_name_or_path, dtype=config.dtype, device=compute_device())
     lora = LoraOptions.from_config(config)
     if config.use_peft:
         model = apply_lora(model, lora)

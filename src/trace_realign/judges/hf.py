@@ -44,9 +44,10 @@ class HFJudge:
     def _load(self) -> tuple[Any, Any]:
         # Loaded on first use: building the judge (e.g. for --dry-run) must not cost a model load.
         if self._model is None:
-            from trace_realign.model.loading import load_model, load_tokenizer
+            from trace_realign.model.loading import compute_device, load_model, load_tokenizer
 
-            self._model = load_model(self.path, dtype=self.dtype, device=self.device)
+            device = self.device or compute_device()
+            self._model = load_model(self.path, dtype=self.dtype, device=device)
             self._tokenizer = load_tokenizer(self.path)
         self._model.eval()
         return self._model, self._tokenizer

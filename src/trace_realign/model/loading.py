@@ -83,6 +83,25 @@ def load_tokenizer(path_or_id: str | Path) -> Any:
         raise InputError(f"cannot load a tokenizer: {str(exc).splitlines()[0]}", path=src) from None
 
 
+def process_state() -> Any:
+    """accelerate's `PartialState`: this process's rank, world and device. On a machine without
+    an accelerator (or under `accelerate launch --cpu`) a multi-process world is a CPU (gloo)
+    world, which `PartialState()` alone would not start."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    accel = getattr(torch, "accelerator", None)
+    has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+
+
+def compute_device() -> torch.device:
+    """Where a stage that is not a `Trainer` (scoring, evaluation, a model judge) puts its model:
+    this process's accelerator (`cuda:LOCAL_RANK` under `accelerate launch`), else the CPU. The
+    `Trainer` stages place their models themselves."""
+    return torch.device(process_state().device)
+
+
 def load_model(
     path_or_id: str | Path,
     *,

@@ -89,13 +89,20 @@ def build_mref(
     import torch
     from tqdm.auto import tqdm
 
-    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
+    from trace_realign.model.loading import (
+        LoraOptions,
+        apply_lora,
+        compute_device,
+        load_model,
+        load_tokenizer,
+    )
     from trace_realign.model.tokenize import collate, encode, pad_id
 
     torch.manual_seed(settings.seed)
     rng = random.Random(settings.seed)
     tokenizer = load_tokenizer(base)
-    model = load_model(base)
+    device = compute_device()
+    model = load_model(base, device=device)
     model = apply_lora(
         model,
         LoraOptions(
@@ -138,7 +145,9 @@ def build_mref(
                     queue += fresh
                 picked += queue[:k]
                 del queue[:k]
-            batch = collate([examples[i] for i in picked], pad_id(tokenizer))
+            batch = {
+                k: v.to(device) for k, v in collate([examples[i] for i in picked], pad_id(tokenizer)).items()
+            }
             loss = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
             ).loss
@@ -150,7 +159,7 @@ def build_mref(
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     seconds = time.perf_counter() - start
 
-    merged = model.merge_and_unload()
+    merged = model.merge_and_unload().to("cpu")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
