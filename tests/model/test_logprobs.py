@@ -129,14 +129,14 @@ def test_models_with_capped_logits_take_the_plain_path(tiny_model_dir):
     """A model whose logits are not just `lm_head(hidden)` (Gemma 2's soft-capping) is not chunked."""
     from transformers import AutoModelForCausalLM
 
-    from trace_realign.model.logprobs import _parts
+    from trace_realign.model.logprobs import decoder_and_head
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    assert _parts(model) is not None
+    assert decoder_and_head(model) is not None
     model.config.final_logit_softcapping = 30.0
-    assert _parts(model) is None
+    assert decoder_and_head(model) is None
     # a forward wrapped on the instance (accelerate's autocast for bf16 does this) is not bypassed
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model._original_forward = model.forward
     model.forward = lambda *a, **k: model._original_forward(*a, **k)
-    assert _parts(model) is None
+    assert decoder_and_head(model) is None

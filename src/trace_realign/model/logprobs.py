@@ -114,7 +114,7 @@ def _wrapped(module: Any) -> bool:
     )
 
 
-def _parts(model: Any) -> tuple[Any, Any] | None:
+def decoder_and_head(model: Any) -> tuple[Any, Any] | None:
     """`(decoder, lm_head)` of a causal LM (PEFT-wrapped or not), or None when its logits are more than
     `lm_head(hidden)` (soft-capped or scaled, as in Gemma 2 or Cohere) or its forward is wrapped (see
     `_wrapped`): those take the plain path."""
@@ -141,7 +141,7 @@ def response_logprobs(
     device = next(model.parameters()).device
     ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     labels = batch["labels"].to(device)
-    parts = _parts(model)
+    parts = decoder_and_head(model)
     if parts is None:
         keep = positions_to_keep(labels)
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
