@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from trace_realign.errors import InputError
 from trace_realign.evaluate.stress import ASR_DEFINITIONS
 from trace_realign.io import cache_root, read_json, write_json_atomic
 from trace_realign.scenario.generate import (
@@ -52,6 +54,9 @@ COMPARE_METHODS = (
     "trace-no-triage",
 )
 NOISE_RATES = (0.1, 0.2)
+# what `--methods` can pick for a `--compare` (trace always runs): the rows above, and "noise" for
+# the two runs of TRACE from a noisy judge
+COMPARE_CHOICES = (*COMPARE_METHODS, "noise")
 # --compare: these train under several seeds (the rest under one); the comparison's reference
 SEEDED_METHODS = ("trace", "naive-oracle-dpo", "dpo-gold")
 COMPARE_SEEDS = 3
@@ -125,7 +130,8 @@ SIZES: dict[str, DemoSize] = {
         learning_rate=1e-3,
         gold_size=32,
         max_new_tokens=128,
-        eval_batch_size=16,
+        # 64 prompts a batch: 1.7x the tokens/s of 16 on this CPU (README, "Where the demo's time goes")
+        eval_batch_size=64,
         aux_nll=2.0,
         alpha_kl=2.0,
     ),
@@ -439,6 +445,8 @@ def run_demo(
     seeds: int | None = None,
     asr: str = "operational",
     tradeoff: bool | None = None,
+    eval_batch_size: int | None = None,
+    only: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
@@ -448,12 +456,12 @@ def run_demo(
     `seeds` training seeds (`seed`, `seed + 1`, ...; default `COMPARE_SEEDS` with `compare`, else 1)
     for `SEEDED_METHODS`. `asr` is the attack-success definition ("operational" or
     "non_compliant", `evaluate.evaluate`). `tradeoff` evaluates every method's checkpoints for the
-    trade-off plot (default: with `compare`).
+    trade-off plot (default: with `compare`). `eval_batch_size` replaces the size's generation
+    batch (results do not depend on it beyond float rounding; a GPU takes a few hundred). `only`
+    restricts `compare` to these of `COMPARE_CHOICES` (default all); TRACE always runs.
     """
     started = time.time()
     if size not in SIZES:
-        from trace_realign.errors import InputError
-
         raise InputError(f"unknown size {size!r}: use one of {', '.join(SIZES)}", field="size")
     spec = SIZES[size]
     scenario_config = replace(spec.scenario, seed=seed)
@@ -463,6 +471,12 @@ def run_demo(
             scenario_config, n_heldout=max(spec.compare_heldout, scenario_config.n_heldout)
         )
     spec = replace(spec, scenario=scenario_config, mref=replace(spec.mref, seed=seed))
+    if eval_batch_size is not None:
+        if eval_batch_size < 1:
+            raise InputError(
+                f"eval batch size must be at least 1, got {eval_batch_size}", field="eval_batch_size"
+            )
+        spec = replace(spec, eval_batch_size=eval_batch_size)
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -474,10 +488,14 @@ def run_demo(
 
     n_seeds = seeds if seeds is not None else (COMPARE_SEEDS if compare else 1)
     if n_seeds < 1:
-        from trace_realign.errors import InputError
-
         raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
     tradeoff = compare if tradeoff is None else tradeoff
+    chosen = COMPARE_CHOICES if only is None else tuple(only)
+    unknown = sorted(set(chosen) - set(COMPARE_CHOICES))
+    if unknown:
+        raise InputError(
+            f"unknown compare method {', '.join(unknown)}: use {', '.join(COMPARE_CHOICES)}", field="methods"
+        )
 
     def configure(*args: Any, **kwargs: Any) -> dict[str, Any]:
         """`pipeline_config`, keeping every checkpoint for the trade-off plot (the trainer saves
@@ -500,7 +518,7 @@ def run_demo(
 
     from trace_realign.pipeline import run_pipeline
 
-    methods = ["trace", *COMPARE_METHODS] if compare else ["trace"]
+    methods = ["trace", *(m for m in COMPARE_METHODS if m in chosen)] if compare else ["trace"]
     config = configure(run_dir, mref, paths, spec, methods=methods, seed=seed)
     run_pipeline(config, stages=("triage", "score"))
     from trace_realign.judges.audit import audit_scenario_judges  # the judge's measured error, in the report
@@ -508,11 +526,22 @@ def run_demo(
     audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
                           also_to=run_dir / "triage" / "audit.json")  # fmt: skip
     step("triage and impact")
+    not_trained: dict[str, str] = {}
     for method in methods:
         # one method at a time, trained then evaluated: a long --compare that is stopped keeps
         # every finished method, and a rerun goes on with the next one
-        run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
+        try:
+            run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
+        except InputError as exc:
+            if not compare or method == "trace":
+                raise
+            # a baseline or ablation that cannot train here (e.g. every impact weight clamped to 0)
+            # is reported as such; the rest of the comparison goes on
+            not_trained[method] = str(exc)
+            print(f"[demo] {method} not trained: {exc}", flush=True)
         step(f"train and evaluate {method}")
+    methods = [m for m in methods if m not in not_trained]
+    config = {**config, "methods": methods}
     run_pipeline(config, stages=("evaluate",))  # all done by now: records the whole run's config
     # the evaluation folders of each model, one per training seed
     groups: dict[str, list[Path]] = {
@@ -534,7 +563,7 @@ def run_demo(
             groups[method].append(seed_dir / "eval" / method)
         step(f"training seed {seed + k}")
     runs = [run_dir]
-    if compare:
+    if compare and "noise" in chosen:
         # TRACE from a judge that flips a share of its verdicts; measured with the clean judge
         for rate in NOISE_RATES:
             tag = f"noise{round(rate * 100)}"
@@ -560,6 +589,7 @@ def run_demo(
 
     comparison = compare_evaluations(groups, reference=REFERENCE)
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
+    comparison["not_trained"] = not_trained
     _write_if_changed(run_dir / "comparison.json", comparison)
     step("statistics")
 
@@ -581,6 +611,7 @@ def run_demo(
         "baseline_agreement": agreement,
         "rows": summary_rows(comparison),
         "tests": comparison["tests"],
+        "not_trained": not_trained,
         "timings_s": timings,
     }
     report = write_report(runs)
@@ -595,6 +626,8 @@ def run_demo(
         f"{n_seeds} training seed{'s' if n_seeds > 1 else ''})",
     )
     print_tests(comparison)
+    for method, why in not_trained.items():
+        print(f"not trained: {method}: {why}")
     print(
         f"time taken: {timings['total']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
@@ -772,6 +805,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="evaluate every method's checkpoints for the trade-off plot (default: on with --compare)",
     )
+    p.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        help="prompts generated per batch in evaluation (default: the size's; a GPU takes a few hundred)",
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help=f"with --compare, only these rows besides trace, comma-separated: {','.join(COMPARE_CHOICES)} "
+        "(default all)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -787,6 +832,8 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         asr=args.asr,
         tradeoff=args.tradeoff,
+        eval_batch_size=args.eval_batch_size,
+        only=[m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None,
         progress=not args.no_progress,
     )
     return 0
