@@ -53,7 +53,7 @@ bench: $(STAMP)
 # What benchmarks/gpu_check.py needs on a GPU machine that has torch, transformers, peft and
 # accelerate but no registry: wheels for Python 3.12 / manylinux x86_64 (.whl/, git-ignored) and
 # SmolLM2's config and tokenizer (its GGUF is too big to carry). See README "Scaling".
-GPU_WHEELS ?= trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+GPU_WHEELS ?= trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 transformers==5.24.0 peft==0.21.2 gguf==0.19.0
 GPU_PLATFORMS := $(foreach n,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 manylinux1,--platform $(n)_x86_64)
 gpu-wheels: $(STAMP)
 	rm -rf .whl/*.whl && mkdir -p .whl
