@@ -93,3 +93,16 @@ def test_adapter_folder_loads_merged_on_its_base(tiny_model_dir, tmp_path):
     assert not is_peft(loaded)
     assert torch.allclose(_logits(loaded), want, atol=1e-5)
     assert load_tokenizer(tmp_path / "adapter").chat_template  # falls back to the base's tokenizer
+
+
+def test_stages_without_a_trainer_place_models_on_this_process_accelerator():
+    """Scoring, evaluation and the model judge use `compute_device`: this process's accelerator,
+    the CPU on a machine without one."""
+    import torch
+
+    from trace_realign.model.loading import compute_device
+
+    want = (
+        torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    )
+    assert compute_device().type == want.type

@@ -107,6 +107,28 @@ def test_quick_demo_with_seeds_shares_scoring_and_evaluates_checkpoints(tmp_path
     assert "Trade-off over training steps" in (run / "report.md").read_text()
 
 
+def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_path, private_cache):
+    """`--methods` picks the compare rows; on the tiny random model every NPO impact weight of
+    trace-no-triage clamps to 0, and the comparison goes on without that row, saying why."""
+    from trace_realign.errors import InputError
+    from trace_realign.scenario.demo import run_demo
+
+    with pytest.raises(InputError, match="unknown compare method nope"):
+        run_demo(tmp_path / "bad", size="quick", compare=True, only=["nope"], progress=False)
+    assert not (tmp_path / "bad" / "scenario").exists()  # refused before any work
+
+    run = tmp_path / "run"
+    summary = run_demo(
+        run, size="quick", compare=True, only=["naive-oracle-dpo", "trace-no-triage"], seeds=1,
+        tradeoff=False, progress=False,
+    )  # fmt: skip
+    assert {r["model"] for r in summary["rows"]} == {"M_ref", "trace", "naive-oracle-dpo"}
+    assert list(summary["not_trained"]) == ["trace-no-triage"]
+    assert "impact weights are 0" in summary["not_trained"]["trace-no-triage"]
+    assert json.loads((run / "comparison.json").read_text())["not_trained"] == summary["not_trained"]
+    assert not (run / "noise10").exists()  # "noise" was not asked for
+
+
 @pytest.mark.slow
 def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
     from trace_realign.scenario.demo import run_demo
