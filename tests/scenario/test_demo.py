@@ -119,10 +119,16 @@ def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_pa
 
     run = tmp_path / "run"
     summary = run_demo(
-        run, size="quick", compare=True, only=["naive-oracle-dpo", "trace-no-triage"], seeds=1,
+        run, size="quick", compare=True, only=["trace-oracle", "naive-oracle-dpo", "trace-no-triage"], seeds=1,
         tradeoff=False, progress=False,
     )  # fmt: skip
-    assert {r["model"] for r in summary["rows"]} == {"M_ref", "trace", "naive-oracle-dpo"}
+    assert {r["model"] for r in summary["rows"]} == {"M_ref", "trace", "trace-oracle", "naive-oracle-dpo"}
+    # trace-oracle, the TRACE row that uses the oracle corrections, is tested against every model too
+    assert set(summary["tests"]) == {"M_ref", "trace-oracle", "naive-oracle-dpo"}
+    assert set(summary["tests_also"]["trace-oracle"]) == {"M_ref", "trace", "naive-oracle-dpo"}
+    report = (run / "report.md").read_text()
+    assert "Paired tests: trace against each model" in report
+    assert "Paired tests: trace-oracle against each model" in report
     assert list(summary["not_trained"]) == ["trace-no-triage"]
     assert "impact weights are 0" in summary["not_trained"]["trace-no-triage"]
     assert json.loads((run / "comparison.json").read_text())["not_trained"] == summary["not_trained"]

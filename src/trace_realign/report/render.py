@@ -437,8 +437,10 @@ def seeds_section(runs: list[Run]) -> list[Block]:
                 row.append(ci_cell(cell, 1.0, 2) if m == "perplexity" else ci_cell(cell))
             rows.append(row)
         out.append(Table(["model", "seeds", *(_cell_name(m) for m in cells)], rows))
-        ref = c.get("reference")
-        if c.get("tests"):
+        # TRACE against every model, and (`tests_also`) another TRACE row against every model
+        for ref, tests in [(c.get("reference"), c.get("tests")), *c.get("tests_also", {}).items()]:
+            if not tests:
+                continue
             out.append(Heading(f"Paired tests: {ref} against each model", 3))
             out.append(
                 Text(
@@ -451,7 +453,7 @@ def seeds_section(runs: list[Run]) -> list[Block]:
                 )
             )
             t_rows = []
-            for other, by_metric in c["tests"].items():
+            for other, by_metric in tests.items():
                 for m, t in by_metric.items():
                     b, mc = t["bootstrap"], t["mcnemar"]
                     if b.get("diff") is None:

@@ -58,9 +58,11 @@ NOISE_RATES = (0.1, 0.2)
 # the two runs of TRACE from a noisy judge
 COMPARE_CHOICES = (*COMPARE_METHODS, "noise")
 # --compare: these train under several seeds (the rest under one); the comparison's reference
-SEEDED_METHODS = ("trace", "naive-oracle-dpo", "dpo-gold")
+SEEDED_METHODS = ("trace", "trace-oracle", "naive-oracle-dpo", "dpo-gold")
 COMPARE_SEEDS = 3
 REFERENCE = "trace"
+# further rows tested against every model (the report and the printed table show both)
+ALSO_TESTED = ("trace-oracle",)
 # checkpoints every train_steps // TRADEOFF_POINTS steps; with --compare each is evaluated on the first
 # TRADEOFF_PROMPTS held-out prompts (None: all) for the trade-off plot
 TRADEOFF_POINTS = 4
@@ -325,12 +327,18 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 
 def print_tests(comparison: dict[str, Any]) -> None:
-    """The paired tests of the reference against each model, on agreement and the safety axes."""
+    """The paired tests of each reference (TRACE, and `tests_also`'s rows) against each model, on
+    agreement and the safety axes."""
+    print_tests_of(comparison.get("reference"), comparison.get("tests"))
+    for ref, tests in comparison.get("tests_also", {}).items():
+        print_tests_of(ref, tests)
+
+
+def print_tests_of(ref: str | None, tests: dict[str, Any] | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ref = comparison.get("reference")
-    if not comparison.get("tests"):
+    if not tests:
         return
     table = Table(
         title=f"{ref} minus each model on the same prompts: points (95% interval), p",
@@ -341,7 +349,7 @@ def print_tests(comparison: dict[str, Any]) -> None:
     labels = dict(COLUMNS)
     for m in metrics:
         table.add_column(labels[m], justify="right")
-    for other, by_metric in comparison["tests"].items():
+    for other, by_metric in tests.items():
         cells = [other]
         for m in metrics:
             t = by_metric.get(m)
@@ -588,6 +596,10 @@ def run_demo(
     from trace_realign.evaluate.compare import compare_evaluations
 
     comparison = compare_evaluations(groups, reference=REFERENCE)
+    # each TRACE row against the baselines that use the same information: trace-oracle, like
+    # dpo-gold, trains the oracle corrections, so it is tested against every model as well
+    also = [m for m in ALSO_TESTED if m in groups]
+    comparison["tests_also"] = {m: compare_evaluations(groups, reference=m)["tests"] for m in also}
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
     comparison["not_trained"] = not_trained
     _write_if_changed(run_dir / "comparison.json", comparison)
@@ -611,6 +623,7 @@ def run_demo(
         "baseline_agreement": agreement,
         "rows": summary_rows(comparison),
         "tests": comparison["tests"],
+        "tests_also": comparison["tests_also"],
         "not_trained": not_trained,
         "timings_s": timings,
     }
