@@ -65,6 +65,16 @@ def test_run_lays_out_the_run_dir_and_skips_unchanged_stages(run_config, tmp_pat
 
     again = run_pipeline(run_config)
     assert all(v.startswith("skipped") for v in again["status"].values()), again["status"]
+    # progress bars on or off change what is shown, not what is written: every stage is reused
+    quiet = yaml.safe_load(run_config.read_text())
+    quiet["train"]["disable_tqdm"] = not quiet["train"].get("disable_tqdm", False)
+    quiet["score"]["no_progress"] = not quiet["score"].get("no_progress", False)
+    quiet["triage"]["progress"] = not quiet["triage"].get("progress", True)
+    quiet["evaluate"]["progress"] = not quiet["evaluate"].get("progress", True)
+    quiet_path = run_config.with_name("quiet.yaml")
+    quiet_path.write_text(yaml.safe_dump(quiet))
+    silent = run_pipeline(quiet_path)
+    assert all(v.startswith("skipped") for v in silent["status"].values()), silent["status"]
 
     # a crash during one method's training: only that stage runs again, from its checkpoint
     (run / "train/naive-oracle-dpo/.stage.json").unlink()
