@@ -115,7 +115,7 @@ def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
 def test_chunked_head_pass_equals_the_full_logits_pass(tmp_path, tiny_model_dir, monkeypatch, method):
     """The policy pass through `chunked_head_logprobs` (full logits for the KL rows only) gives the loss
     and gradients of one forward pass that returns every row's logits, with and without KL rows."""
-    import trace_realign.update.trainer as trainer_module
+    import trace_realign.model.logprobs as logprobs_module
 
     rows = weighted_rows(3, corrections=False)
     trainer, ds = make_trainer(
@@ -123,13 +123,13 @@ def test_chunked_head_pass_equals_the_full_logits_pass(tmp_path, tiny_model_dir,
     )
     model = trainer.model
     model.eval()
-    assert trainer_module.decoder_and_head(model) is not None  # the chunked route is the one taken
+    assert logprobs_module.decoder_and_head(model) is not None  # the chunked route is the one taken
     batch = trainer.data_collator(ds.items)
     assert (batch["kind"] == KL).any() == (method == "trace")
     params = [p for p in model.parameters() if p.requires_grad]
     chunked = trainer.batch_loss(model, batch).loss
     chunked_grads = torch.autograd.grad(chunked, params)
-    monkeypatch.setattr(trainer_module, "decoder_and_head", lambda m: None)
+    monkeypatch.setattr(logprobs_module, "decoder_and_head", lambda m: None)
     full = trainer.batch_loss(model, batch).loss
     full_grads = torch.autograd.grad(full, params)
     assert chunked.item() == pytest.approx(full.item(), rel=1e-6, abs=1e-7)

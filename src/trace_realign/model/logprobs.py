@@ -140,15 +140,39 @@ def response_logprobs(
     the last hidden state fall back to the full logits, with `logits_to_keep` trimming the prompt."""
     device = next(model.parameters()).device
     ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    labels = batch["labels"].to(device)
-    parts = decoder_and_head(model)
+    return logprobs_and_logits(model, ids, attn, batch["labels"].to(device), chunk_rows=chunk_rows)[0]
+
+
+def logprobs_and_logits(
+    model: Any,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    labels: torch.Tensor,
+    rows: torch.Tensor | None = None,
+    *,
+    plain: bool = False,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed response log-probabilities `[N]`, and the full logits `[K, keep - 1, V]` of the batch
+    rows `rows` (None without them), over the last `positions_to_keep(labels)` positions.
+
+    Through the decoder and `chunked_head_logprobs` where `decoder_and_head` finds a plain LM head
+    (only `rows` then ever hold full-vocabulary logits); through one forward pass returning every
+    row's logits otherwise, or with `plain` (a caller whose wrapper owns the forward, as FSDP's).
+    The two routes give the same numbers."""
+    keep = positions_to_keep(labels)
+    labels = labels[:, labels.shape[1] - keep :]
+    wanted = rows is not None and rows.numel() > 0
+    parts = None if plain else decoder_and_head(model)
     if parts is None:
-        keep = positions_to_keep(labels)
         logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
-        return sequence_logprobs(logits, labels[:, labels.shape[1] - keep :])
+        return sequence_logprobs(logits, labels), (logits[rows, :-1] if wanted else None)
     decoder, head = parts
     hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
-    return chunked_head_logprobs(head, hidden, labels, chunk_rows)
+    hidden = hidden[:, hidden.shape[1] - keep :]
+    return chunked_head_logprobs(head, hidden, labels, chunk_rows), (
+        head(hidden[rows, :-1]) if wanted else None
+    )
 
 
 def positions_to_keep(labels: torch.Tensor) -> int:

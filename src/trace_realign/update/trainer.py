@@ -39,13 +39,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from trace_realign.io import write_json_atomic
 from trace_realign.losses import npo_loss, preference_loss, robust_dpo_loss, token_kl
-from trace_realign.model.logprobs import (
-    chunked_head_logprobs,
-    decoder_and_head,
-    positions_to_keep,
-    sequence_logprobs,
-    token_logprobs,
-)
+from trace_realign.model.logprobs import logprobs_and_logits, positions_to_keep, sequence_logprobs
 from trace_realign.model.tokenize import IGNORE_INDEX
 from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import KL, NPO, PREF, STRATA, TraceCollator, TraceDataset
@@ -304,53 +298,28 @@ class TraceTrainer(Trainer):
             self._accumulate(out, inputs)
         return (out.loss, out) if return_outputs else out.loss
 
-    def _policy_pass(
-        self,
-        model: Any,
-        ids: torch.Tensor,
-        attn: torch.Tensor,
-        labels: torch.Tensor,
-        keep: int,
-        kl_seq: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The policy's summed response log-probabilities `[N]`, and the full logits `[K, keep-1, V]`
-        of the `kl_seq` rows (the KL anchor needs whole distributions; None without KL rows).
-
-        Where the model is a plain decoder and LM head (`model.logprobs.decoder_and_head`; not under FSDP or
-        DeepSpeed, whose wrappers own the forward), the log-probabilities come from the decoder's
-        hidden states through `chunked_head_logprobs`, so only the KL rows ever hold `[T, V]`
-        logits; otherwise one forward pass returns the logits of every row (the same numbers)."""
-        parts = None if (self.is_fsdp_enabled or self.is_deepspeed_enabled) else decoder_and_head(model)
-        if parts is None:
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits
-            pol = token_logprobs(logits, labels)[0].sum(-1)
-            return pol, (logits[kl_seq, :-1] if kl_seq.numel() else None)
-        decoder, head = parts
-        hidden = decoder(input_ids=ids, attention_mask=attn, use_cache=False).last_hidden_state
-        hidden = hidden[:, hidden.shape[1] - keep :]
-        pol = chunked_head_logprobs(head, hidden, labels)
-        return pol, (head(hidden[kl_seq, :-1]) if kl_seq.numel() else None)
-
     def batch_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> HybridLoss:
         """One policy forward pass over every sequence of the batch, a reference pass where needed."""
         inputs = self._estimated_weights(inputs)
         ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
-        # Project through the LM head only from the first position that predicts a response token: on a
-        # 49k vocabulary the prompt positions' logits would cost time and memory for nothing.
+        kind = inputs["kind"]
+        retain = inputs["pos_idx"][kind == KL]
+        kl_seq = retain if self.alpha_kl else retain[:0]  # the rows whose KL needs full logits
+        # only the KL rows get full-vocabulary logits; FSDP and DeepSpeed wrappers own the forward
+        pol, kl_logits = logprobs_and_logits(
+            model, ids, attn, labels, kl_seq, plain=self.is_fsdp_enabled or self.is_deepspeed_enabled
+        )
+        # the reference pass, like the policy's, projects through the LM head only from the first
+        # position that predicts a response token: on a 49k vocabulary the prompt positions' logits
+        # would cost time and memory for nothing
         keep = positions_to_keep(labels)
         labels = labels[:, labels.shape[1] - keep :]
-        kind = inputs["kind"]
-        kl_seq = inputs["pos_idx"][kind == KL]
-        if self.alpha_kl == 0:
-            kl_seq = kl_seq[:0]
-        pol, kl_logits = self._policy_pass(model, ids, attn, labels, keep, kl_seq)
         mask = labels[:, 1:] != IGNORE_INDEX
         ref = inputs["ref_logps"].to(pol.device).clone()
-        if self.alpha_kl == 0 and (kind == KL).any():
+        if not self.alpha_kl and retain.numel():
             # RETAIN drawn for equal exposure but weighing nothing: no reference pass for it, and a
             # finite placeholder (log-ratio 0) so no NaN reaches the unused branches of the loss
-            idle = inputs["pos_idx"][kind == KL]
-            ref[idle] = pol.detach()[idle].to(ref.dtype)
+            ref[retain] = pol.detach()[retain].to(ref.dtype)
         need = torch.isnan(ref)
         need[kl_seq] = True
         kl = torch.zeros(kind.numel(), device=pol.device, dtype=pol.dtype)
