@@ -147,18 +147,8 @@ def _backend(model: str | Path | Backend, batch_size: int, dtype: str = "float32
     return (
         model
         if hasattr(model, "generate") and hasattr(model, "identity")
-        else make_backend(model, batch_size=batch_size, dtype=dtype, device=default_device(model))
+        else make_backend(model, batch_size=batch_size, dtype=dtype)
     )
-
-
-def default_device(model: str | Path) -> str | None:
-    """This process's accelerator for a Hugging Face model spec (else CPU); None for the specs
-    that are not loaded here (`vllm:`, `openai:`)."""
-    if str(model).startswith(("vllm:", "openai:")):
-        return None
-    from trace_realign.model.loading import compute_device
-
-    return str(compute_device())
 
 
 def _caches(cache: str | Path | None | bool) -> tuple[Any, Any]:

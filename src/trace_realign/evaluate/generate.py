@@ -106,14 +106,19 @@ class HFBackend:
         model: Any = None,
         tokenizer: Any = None,
     ) -> None:
-        from trace_realign.model.loading import load_model, load_tokenizer
+        from trace_realign.model.loading import compute_device, load_model, load_tokenizer
 
         # half precision can change greedy output, so it names a different model for the cache
         self.identity = model_identity(path_or_id) + ("" if dtype == "float32" else f"|dtype={dtype}")
         self.batch_size = batch_size
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(path_or_id)
-        # an adapter folder is merged onto its base by load_model, which is the realigned model
-        self.model = model if model is not None else load_model(path_or_id, dtype=dtype, device=device)
+        # an adapter folder is merged onto its base by load_model, which is the realigned model; it
+        # goes to this process's accelerator unless `device` says otherwise
+        if model is None:
+            model = load_model(
+                path_or_id, dtype=dtype, device=device if device is not None else compute_device()
+            )
+        self.model = model
         self.model.eval()
 
     def _stop_ids(self) -> list[int]:
