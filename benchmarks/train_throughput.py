@@ -4,8 +4,10 @@ SmolLM2-135M-Instruct, LoRA r 16 on q/v, the same 64 pairs, batch 4, max_length 
 (16 steps), float32, no gradient checkpointing, LoRA dropout 0.1 for both. Each contender runs in its
 own fresh process so its peak RSS is its own. Two times: the loop (`*_speed_vs_trl`: everything after
 the model is loaded: tokenisation, reference log-probs, training) and the whole process
-(`*_process_speed_vs_trl`: from launch to exit, imports and model loading included). Prints ONE
-JSON line: ratios against TRL's DPO and the raw numbers.
+(`*_process_speed_vs_trl`: from launch to exit, imports and model loading included). Two memories:
+the peak (`*_peak_rss_vs_trl`) and what the training loop adds over the peak before its first step
+(`*_train_added_rss_vs_trl`; imports and the model are a fixed cost both share). Prints ONE JSON
+line: ratios against TRL's DPO and the raw numbers.
 
 The 64 rows are 40 INVERT and 24 RETAIN pairs. `naive-oracle-dpo` and TRL see the same 64
 relabelled pairs (INVERT swapped); `trace` sees the same rows as 40 weighted preferences and 24
@@ -101,16 +103,43 @@ def run_trl(model_dir: str, weighted: str, out: str) -> dict:
     return {"seconds": time.perf_counter() - start, "pairs": len(pairs), "steps": trainer.state.global_step}
 
 
+def _high_water_mb() -> float:
+    """This process's peak resident memory so far (Linux: VmHWM; elsewhere ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(which: str, model_dir: str, weighted: str, out: str) -> None:
     import torch
+    import transformers
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     torch.manual_seed(0)
+    # the peak before the first training step (imports, model, datasets, reference log-probs),
+    # so the memory training itself adds can be told from the fixed cost both contenders share
+    before: dict[str, float] = {}
+    train = transformers.Trainer.train
+
+    def marked_train(self, *args, **kwargs):
+        before.setdefault("mb", _high_water_mb())
+        return train(self, *args, **kwargs)
+
+    transformers.Trainer.train = marked_train
     result = (
         run_trl(model_dir, weighted, out) if which == "trl-dpo" else run_ours(which, model_dir, weighted, out)
     )
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = _high_water_mb()
+    result["before_train_rss_mb"] = before.get("mb")
     print("RESULT " + json.dumps(result))
+
+
+def _added(r: dict) -> float:
+    return r["peak_rss_mb"] - r["before_train_rss_mb"]
 
 
 def main() -> None:
@@ -154,6 +183,9 @@ def main() -> None:
                 / trl["process_pairs_per_s"],
                 "dpo_peak_rss_vs_trl": results["naive-oracle-dpo"]["peak_rss_mb"] / trl["peak_rss_mb"],
                 "trace_peak_rss_vs_trl": results["trace"]["peak_rss_mb"] / trl["peak_rss_mb"],
+                # the memory the training loop adds over what was resident before its first step
+                "dpo_train_added_rss_vs_trl": _added(results["naive-oracle-dpo"]) / _added(trl),
+                "trace_train_added_rss_vs_trl": _added(results["trace"]) / _added(trl),
                 "raw": results,
             }
         )
