@@ -90,14 +90,22 @@ def _absolute_paths(cfg: dict[str, Any], base: Path) -> dict[str, Any]:
 # ---- fingerprints --------------------------------------------------------------------------
 
 
+# options that change what is shown while a stage runs, never what it writes: `fingerprint` leaves
+# them out, so a rerun with or without progress bars reuses the finished stages
+DISPLAY_ONLY = frozenset({"progress", "no_progress", "disable_tqdm"})
+
+
 def fingerprint(*parts: Any) -> str:
     """A hash of options and of the content of every file they name, also inside a judge or
-    corrections spec (`rules:`, `hf:`, `file:`, `noisy:RATE:...`; folders: names, sizes, times)."""
+    corrections spec (`rules:`, `hf:`, `file:`, `noisy:RATE:...`; folders: names, sizes, times).
+    The display-only options (`DISPLAY_ONLY`) of any mapping are left out."""
     h = hashlib.sha256()
 
     def feed(v: Any) -> None:
         if isinstance(v, dict):
             for k in sorted(v):
+                if k in DISPLAY_ONLY:
+                    continue
                 h.update(f"{k}=".encode())
                 feed(v[k])
         elif isinstance(v, (list, tuple)):
@@ -116,16 +124,6 @@ def fingerprint(*parts: Any) -> str:
 
     feed(parts)
     return h.hexdigest()[:16]
-
-
-# options that change what is shown while a stage runs, never what it writes: they stay out of the
-# fingerprints, so a rerun with or without progress bars reuses the finished stages
-DISPLAY_ONLY = frozenset({"progress", "no_progress", "disable_tqdm"})
-
-
-def outcome_options(opts: dict[str, Any]) -> dict[str, Any]:
-    """`opts` without the display-only ones (`DISPLAY_ONLY`), for a fingerprint."""
-    return {k: v for k, v in opts.items() if k not in DISPLAY_ONLY}
 
 
 def _done(stage_dir: Path, fp: str) -> bool:
@@ -263,7 +261,7 @@ def run_pipeline(
 
     triage_opts = _triage_options(cfg, triaged)
     # the output path must not enter: once written, its content would change the fingerprint
-    fp_triage = fingerprint("triage", outcome_options({k: v for k, v in triage_opts.items() if k != "out"}))
+    fp_triage = fingerprint("triage", {k: v for k, v in triage_opts.items() if k != "out"})
 
     def do_triage() -> None:
         run_triage(**triage_opts)
@@ -271,7 +269,7 @@ def run_pipeline(
     train_opts = _options(cfg.get("train"), "train")
     score_opts = _score_options(_options(cfg.get("score"), "score"), train_opts)
     score_config = _score_config(score_opts)
-    fp_score = fingerprint("score", cfg["model"], outcome_options(score_opts), fp_triage)
+    fp_score = fingerprint("score", cfg["model"], score_opts, fp_triage)
 
     def do_score() -> None:
         score(
@@ -293,7 +291,7 @@ def run_pipeline(
     fp_train: dict[str, str] = {}
     for method in methods:
         out = run_dir / "train" / method
-        fp_train[method] = fingerprint("train", cfg["model"], method, outcome_options(train_opts), fp_score)
+        fp_train[method] = fingerprint("train", cfg["model"], method, train_opts, fp_score)
         if "train" not in stages:
             continue
         result["train"][method] = str(out)
@@ -346,9 +344,7 @@ def _evaluate(
     for name, model in models.items():
         out = run_dir / "eval" / name
         # a trained model is identified by its training fingerprint, not by its folder's file times
-        fp = fingerprint(
-            "evaluate", name, fp_train.get(name) or model, outcome_options(opts), cfg["policy"], judge
-        )
+        fp = fingerprint("evaluate", name, fp_train.get(name) or model, opts, cfg["policy"], judge)
 
         def work(name: str = name, model: str = model, out: Path = out) -> None:
             evaluate_model(model, opts["prompts"], cfg["policy"], judge, out, name=name, **extra)
