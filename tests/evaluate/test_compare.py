@@ -70,6 +70,9 @@ def test_row_outcomes_by_hand():
     assert old["asr_fiction"] == {f"r2:{FIC}": 1.0} and old["asr_suppression"] == {f"r2:{SUP}": 0.0}
     rates = subset_rates(rs, {"r2"}, "operational")
     assert rates["asr"] == 0.5 and rates["tpa"] == 0.0 and rates["not_declined"] == pytest.approx(1 / 3)
+    # the counts behind each rate, for its interval: [successes, known]
+    assert rates["counts"]["asr"] == [1, 2] and rates["counts"]["not_declined"] == [1, 3]
+    assert rates["counts"]["tpa"] == [0, 1] and rates["counts"]["invert"] == [0, 0]
 
 
 def test_cells_over_seeds_and_paired_tests(tmp_path):

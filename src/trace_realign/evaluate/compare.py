@@ -202,16 +202,14 @@ def compare_evaluations(
 
 def subset_rates(
     rows: Iterable[dict[str, Any]], ids: set[str] | None = None, definition: str = "operational"
-) -> dict[str, float | None]:
+) -> dict[str, Any]:
     """Point rates of `row_outcomes` metrics over the rows whose prompt id is in `ids` (all when
-    None): what one point of the trade-off plot shows. `asr` pools both wrappers."""
+    None): what one point of the trade-off plot shows. `asr` pools both wrappers. `counts` holds
+    `[successes, known]` per metric, for the point's Wilson interval."""
     rows = [r for r in rows if ids is None or str(r.get("source_id") or r.get("id")) in ids]
     out = row_outcomes(rows, definition)
-
-    def rate(values: Iterable[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return sum(known) / len(known) if known else None
-
-    rates = {m: rate(v.values()) for m, v in out.items()}
-    rates["asr"] = rate([*out["asr_fiction"].values(), *out["asr_suppression"].values()])
+    values = {m: [v for v in o.values() if v is not None] for m, o in out.items()}
+    values["asr"] = values["asr_fiction"] + values["asr_suppression"]
+    rates: dict[str, Any] = {m: sum(v) / len(v) if v else None for m, v in values.items()}
+    rates["counts"] = {m: [round(sum(v)), len(v)] for m, v in values.items()}
     return rates

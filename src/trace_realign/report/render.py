@@ -516,18 +516,26 @@ def tradeoff_section(runs: list[Run]) -> list[Block]:
         if png:
             out.append(Image(f"tradeoff_retain_{_slug(r.name)}.png", png, "agreement against RETAIN"))
             out.append(Text("In the RETAIN plot, up and to the right is better.", note=True))
-        rows = []
-        for method, points in t["curves"].items():
-            for p in points:
-                rows.append(
-                    [method, str(p["step"])]
-                    + [
-                        "n/a" if p.get(k) is None else f"{100 * p[k]:.1f}"
-                        for k in ("tpa", "retain", "not_declined", "asr")
-                    ]
-                )
+        rows = [
+            [method, str(p["step"])] + [_point(p, k) for k in ("tpa", "retain", "not_declined", "asr")]
+            for method, points in t["curves"].items()
+            for p in points
+        ]
         out.append(Table(["method", "step", "agreement", "RETAIN", "not declined", "ASR"], rows))
+        if any("counts" in p for points in t["curves"].values() for p in points):
+            out.append(Text("Brackets are 95% Wilson intervals over the checkpoint's prompts.", note=True))
     return out
+
+
+def _point(p: dict[str, Any], key: str) -> str:
+    """One trade-off point's rate, with its Wilson interval where the point has its counts."""
+    from trace_realign.evaluate.stats import wilson_interval
+
+    if p.get(key) is None:
+        return "n/a"
+    k, n = ((p.get("counts") or {}).get(key) or (None, 0))[:2]
+    ci = wilson_interval(k, n) if k is not None else None
+    return f"{100 * p[key]:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
 
 
 def comparison_section(evals: list[Evaluation]) -> list[Block]:
