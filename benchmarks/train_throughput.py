@@ -6,7 +6,8 @@ own fresh process so its peak RSS is its own. Two times: the loop (`*_speed_vs_t
 the model is loaded: tokenisation, reference log-probs, training) and the whole process
 (`*_process_speed_vs_trl`: from launch to exit, imports and model loading included). Two memories:
 the peak (`*_peak_rss_vs_trl`) and what the training loop adds over the peak before its first step
-(`*_train_added_rss_vs_trl`; imports and the model are a fixed cost both share). Prints ONE JSON
+(`*_train_added_rss_vs_trl`; imports and the model, read once after loading so that it is resident
+in both, are a fixed cost both share). Prints ONE JSON
 line: ratios against TRL's DPO and the raw numbers.
 
 The 64 rows are 40 INVERT and 24 RETAIN pairs. `naive-oracle-dpo` and TRL see the same 64
@@ -50,6 +51,20 @@ def rows() -> list[dict]:
     return out
 
 
+def _resident(model):
+    """Read every weight once, so the model is resident before training in both contenders' processes.
+
+    Loaded weights can stay file-backed pages until their first read: TRL's first read is its first
+    training step, ours the reference log-probabilities before it, so without this the model's
+    0.5 GB would count as memory TRL's training adds and ours does not. The peak is unchanged."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+    return model
+
+
 def run_ours(method: str, model_dir: str, weighted: str, out: str) -> dict:
     from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
     from trace_realign.update.config import TraceConfig
@@ -57,7 +72,7 @@ def run_ours(method: str, model_dir: str, weighted: str, out: str) -> dict:
     from trace_realign.update.presets import get_preset
     from trace_realign.update.trainer import TraceTrainer
 
-    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    tok, model = load_tokenizer(model_dir), _resident(load_model(model_dir))
     model = apply_lora(
         model, LoraOptions(r=LORA_R, alpha=16, dropout=0.1, target_modules=["q_proj", "v_proj"])
     )
@@ -79,7 +94,7 @@ def run_trl(model_dir: str, weighted: str, out: str) -> dict:
 
     from trace_realign.model.loading import load_model, load_tokenizer
 
-    tok, model = load_tokenizer(model_dir), load_model(model_dir)
+    tok, model = load_tokenizer(model_dir), _resident(load_model(model_dir))
     data = [json.loads(line) for line in Path(weighted).read_text().splitlines()]
     # the same relabelled pairs as naive-oracle-dpo: INVERT swapped, RETAIN kept
     pairs = [
