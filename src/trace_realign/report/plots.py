@@ -9,6 +9,7 @@ from typing import Any
 
 COLOURS = {"INVERT": "#d95f02", "PUNISH": "#7570b3", "RETAIN": "#1b9e77", "UNKNOWN": "#999999"}
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
 def _png(fig: Any) -> bytes:
@@ -143,7 +144,9 @@ def tradeoff_curves(
         drawn = True
         colour = PALETTE[j % len(PALETTE)]
         xs, ys = [100 * p[x_key] for p in pts], [100 * p[y_key] for p in pts]
-        ax.plot(xs, ys, "-", marker="o", markersize=4, label=method, color=colour)
+        # a marker of its own as well as a colour: eight curves crowd the corner near zero
+        marker = MARKERS[j % len(MARKERS)]
+        ax.plot(xs, ys, "-", marker=marker, markersize=4, label=method, color=colour)
         for p, x, y in zip(pts, xs, ys, strict=True):
             ax.annotate(
                 str(p["step"]), (x, y), fontsize=6, color=colour, xytext=(2, 2), textcoords="offset points"
