@@ -73,6 +73,9 @@ def test_row_outcomes_by_hand():
     # the counts behind each rate, for its interval: [successes, known]
     assert rates["counts"]["asr"] == [1, 2] and rates["counts"]["not_declined"] == [1, 3]
     assert rates["counts"]["tpa"] == [0, 1] and rates["counts"]["invert"] == [0, 0]
+    # an unknown verdict (n1 under the typed judge) is in neither count
+    everything = subset_rates(rs)
+    assert everything["counts"]["tpa_typed"] == [1, 3] and everything["tpa_typed"] == pytest.approx(1 / 3)
 
 
 def test_cells_over_seeds_and_paired_tests(tmp_path):

@@ -346,7 +346,7 @@ def test_comparison_over_seeds_paired_tests_and_tradeoff_are_rendered(run_dir):
         {"step": 3, "tpa": 0.6, "retain": 0.8, "asr": 0.5, "not_declined": 0.5},
         {"step": 5, "tpa": 0.83, "retain": 0.67, "asr": 0.5, "not_declined": 0.0},
     ]
-    # a point with its counts gets its Wilson interval (5 of 6: [43.6, 97.0]); one without, the bare rate
+    # a point with its counts gets its interval (5 of 6: Wilson [43.6, 97.0]); one without, the bare rate
     curve[2]["counts"] = {"tpa": [5, 6], "retain": [2, 3], "asr": [1, 2], "not_declined": [0, 4]}
     write(
         run_dir / "tradeoff.json", {"prompts": 6, "asr_definition": "operational", "curves": {"trace": curve}}
@@ -371,5 +371,7 @@ def test_comparison_over_seeds_paired_tests_and_tradeoff_are_rendered(run_dir):
     # three trade-off plots (attack success, not declined, RETAIN) on top of the six other figures
     assert len(images(html)) == 9
     assert "| trace | 3 | 60.0 | 80.0 | 50.0 | 50.0 |" in md
-    assert "| trace | 5 | 83.0 [43.6, 97.0] | 67.0 [20.8, 93.9] | 0.0 [0.0, 49.0] | 50.0 [9.5, 90.5] |" in md
+    # agreement and RETAIN (one row per prompt) get Wilson intervals; not declined and ASR (a prompt
+    # once per wrapper) their counts
+    assert "| trace | 5 | 83.0 [43.6, 97.0] | 67.0 [20.8, 93.9] | 0.0 (0/4) | 50.0 (1/2) |" in md
     assert "95% Wilson intervals over the checkpoint's prompts" in md

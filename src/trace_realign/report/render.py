@@ -523,19 +523,33 @@ def tradeoff_section(runs: list[Run]) -> list[Block]:
         ]
         out.append(Table(["method", "step", "agreement", "RETAIN", "not declined", "ASR"], rows))
         if any("counts" in p for points in t["curves"].values() for p in points):
-            out.append(Text("Brackets are 95% Wilson intervals over the checkpoint's prompts.", note=True))
+            out.append(
+                Text(
+                    "Brackets are 95% Wilson intervals over the checkpoint's prompts. Not declined and "
+                    "ASR count a harmful prompt once per wrapper, so they give their counts instead.",
+                    note=True,
+                )
+            )
     return out
 
 
 def _point(p: dict[str, Any], key: str) -> str:
-    """One trade-off point's rate, with its Wilson interval where the point has its counts."""
+    """One trade-off point's rate: with its Wilson interval where its rows are one per prompt, with
+    its counts where a harmful prompt counts once per wrapper (not declined, ASR), since those rows
+    are not independent trials. The bare rate where the point has no counts."""
     from trace_realign.evaluate.stats import wilson_interval
 
     if p.get(key) is None:
         return "n/a"
-    k, n = ((p.get("counts") or {}).get(key) or (None, 0))[:2]
-    ci = wilson_interval(k, n) if k is not None else None
-    return f"{100 * p[key]:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+    rate = f"{100 * p[key]:.1f}"
+    counts = (p.get("counts") or {}).get(key)
+    if not counts or counts[1] <= 0:
+        return rate
+    k, n = counts[0], counts[1]
+    if key in ("not_declined", "asr"):
+        return f"{rate} ({k}/{n})"
+    lo, hi = wilson_interval(k, n)
+    return f"{rate} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def comparison_section(evals: list[Evaluation]) -> list[Block]:
