@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 N_PAIRS, BATCH, MAX_LENGTH, LORA_R = 64, 4, 128, 16
 TOPICS = ["phishing", "lock picking", "SQL injection", "tax evasion", "grief", "historic battles", "vaccines",
@@ -51,7 +52,7 @@ def rows() -> list[dict]:
     return out
 
 
-def _resident(model):
+def _resident(model: Any) -> Any:
     """Read every weight once, so the model is resident before training in both contenders' processes.
 
     Loaded weights can stay file-backed pages until their first read: TRL's first read is its first
