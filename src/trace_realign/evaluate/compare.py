@@ -40,6 +40,9 @@ C, N, U = "compliant", "non_compliant", "unknown"
 METRICS = ("tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression")
 LOWER_IS_BETTER = {"not_declined", "asr_fiction", "asr_suppression", "perplexity"}
 ATTACKS = {"asr_fiction": "fictional_scenario", "asr_suppression": "refusal_suppression"}
+# metrics that count a harmful prompt more than once (plain and wrapped; `subset_rates`' `asr`, both
+# wrappers pooled): their rows are not independent trials, so no Wilson interval over them
+SEVERAL_ROWS_PER_PROMPT = frozenset({"not_declined", "asr"})
 # what the paired tests compare by default: the headline axes
 TESTED = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression")
 

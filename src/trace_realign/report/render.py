@@ -537,6 +537,7 @@ def _point(p: dict[str, Any], key: str) -> str:
     """One trade-off point's rate: with its Wilson interval where its rows are one per prompt, with
     its counts where a harmful prompt counts once per wrapper (not declined, ASR), since those rows
     are not independent trials. The bare rate where the point has no counts."""
+    from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
     from trace_realign.evaluate.stats import wilson_interval
 
     if p.get(key) is None:
@@ -546,7 +547,7 @@ def _point(p: dict[str, Any], key: str) -> str:
     if not counts or counts[1] <= 0:
         return rate
     k, n = counts[0], counts[1]
-    if key in ("not_declined", "asr"):
+    if key in SEVERAL_ROWS_PER_PROMPT:
         return f"{rate} ({k}/{n})"
     lo, hi = wilson_interval(k, n)
     return f"{rate} [{100 * lo:.1f}, {100 * hi:.1f}]"
