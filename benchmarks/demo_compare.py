@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from trace_realign.scenario.demo import run_demo
+    from trace_realign.demo.run import run_demo
 
     started = time.time()
     summary = run_demo(args.out, size=args.size, compare=not args.no_compare, seed=args.seed, progress=False)

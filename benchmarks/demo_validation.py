@@ -5,7 +5,7 @@
 
 Builds the default demo's scenario and `M_ref` (cached), triages and scores once under `--out`
 (`base/`), then trains the method with the default size's settings plus the `--set` overrides
-(fields of `scenario.demo.DemoSize`) into `--out/<name>` and evaluates it and `M_ref` on the
+(fields of `demo.settings.DemoSize`) into `--out/<name>` and evaluates it and `M_ref` on the
 validation prompts: topics, context phrasings, requests, cues and prefixes seen neither in training
 nor in the held-out set. Prints one JSON line: the validation rows of `M_ref` and the method, the
 differences the targets speak of, the settings and the wall time of each step.
@@ -42,10 +42,13 @@ def main() -> None:
 
     from trace_realign.io import read_json
     from trace_realign.pipeline import run_pipeline
-    from trace_realign.scenario.demo import SIZES, base_model, pipeline_config, prepare_scenario, summary_rows
+    from trace_realign.demo.compare import summary_rows
+    from trace_realign.demo.run import base_model
+    from trace_realign.demo.settings import load_settings, pipeline_config
+    from trace_realign.scenario.generate import prepare_scenario
     from trace_realign.scenario.mref import build_mref
 
-    spec = SIZES["default"]
+    spec = load_settings().sizes["default"]
     overrides = dict(kv.split("=", 1) for kv in args.set)
     spec = replace(spec, **{k: _value(v) for k, v in overrides.items()})
     if args.n_validation:

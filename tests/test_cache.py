@@ -7,9 +7,10 @@ import threading
 
 import pytest
 
-from trace_realign.cache import GenerationCache, VerdictCache, judge_with_cache
+from trace_realign.cache import GenerationCache, VerdictCache
 from trace_realign.errors import JudgeUnavailableError
 from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, Verdict
 

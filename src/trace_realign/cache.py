@@ -20,13 +20,10 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trace_realign.judges.base import Judge, JudgeItem
-from trace_realign.judges.policy import Policy
+from trace_realign.io import cache_root
 from trace_realign.schema import Label, Verdict, canonical_hash
 
 VERDICTS_FILE = "verdicts.sqlite"
@@ -89,8 +86,6 @@ class VerdictCache(_SqliteStore):
     )
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from trace_realign.io import cache_root
-
         super().__init__(path if path is not None else cache_root() / VERDICTS_FILE)
 
     @staticmethod
@@ -139,8 +134,6 @@ class GenerationCache(_SqliteStore):
     )
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from trace_realign.io import cache_root
-
         super().__init__(path if path is not None else cache_root() / GENERATIONS_FILE)
 
     @staticmethod
@@ -179,103 +172,3 @@ class GenerationCache(_SqliteStore):
                 time.time(),
             ),
         )
-
-
-@dataclass
-class JudgeStats:
-    """What one batch cost: `calls` items went to the judge, the rest came from cache or dedup."""
-
-    items: int = 0
-    duplicates: int = 0  # items folded onto an identical (prompt, response) earlier in the batch
-    cache_hits: int = 0
-    calls: int = 0  # distinct items sent to the judge
-    unknown: int = 0  # items (counting duplicates) whose verdict is UNKNOWN
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-def judge_with_cache(
-    judge: Judge,
-    policy: Policy,
-    items: Sequence[JudgeItem],
-    cache: VerdictCache | None,
-    progress: bool = True,
-) -> tuple[list[Verdict], JudgeStats]:
-    """Judge `items` in order, asking the judge only for what is neither cached nor a duplicate.
-
-    Each fresh verdict is committed to `cache` from the judge's `on_verdict` callback, so a
-    `JudgeUnavailableError` (or a kill) half-way keeps everything judged so far.
-
-    Judges whose verdict depends on `JudgeItem.meta` (the label judge reads the data's own
-    columns) set `cacheable = False`: for them identical text is not the same question, so
-    they get every item and nothing is stored.
-
-    A judge that post-processes another one (the noise wrapper) names it in `wraps` and has
-    `transform(item, verdict)`: the wrapped judge's verdicts are cached under its own identity
-    and transformed afterwards.
-    """
-    wrapped = getattr(judge, "wraps", None)
-    if wrapped is not None:
-        verdicts, stats = judge_with_cache(wrapped, policy, items, cache, progress)
-        verdicts = [judge.transform(it, v) for it, v in zip(items, verdicts, strict=True)]
-        stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
-        return verdicts, stats
-
-    stats = JudgeStats(items=len(items))
-    if not getattr(judge, "cacheable", True):
-        verdicts = judge.judge(policy, items)
-        stats.calls = len(items)
-        stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
-        return verdicts, stats
-
-    # Fold identical (prompt, response) onto the first occurrence.
-    first: dict[tuple[str, str], int] = {}
-    source = []  # index of the unique item each input item maps to
-    unique: list[JudgeItem] = []
-    for it in items:
-        k = (it.prompt, it.response)
-        if k not in first:
-            first[k] = len(unique)
-            unique.append(it)
-        source.append(first[k])
-    stats.duplicates = len(items) - len(unique)
-
-    results: list[Verdict | None] = [None] * len(unique)
-    if cache is not None:
-        for u, it in enumerate(unique):
-            results[u] = cache.get(judge.identity, policy.hash, it.prompt, it.response)
-    todo = [u for u, v in enumerate(results) if v is None]
-    stats.cache_hits = len(unique) - len(todo)
-    stats.calls = len(todo)
-
-    if todo:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), desc=f"judging ({judge.identity})", unit="item", disable=not progress)
-        lock = threading.Lock()
-
-        def on_verdict(i: int, v: Verdict) -> None:
-            u = todo[i]
-            it = unique[u]
-            if cache is not None:
-                cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
-            with lock:
-                results[u] = v
-                bar.update(1)
-
-        try:
-            fresh = judge.judge(policy, [unique[u] for u in todo], on_verdict=on_verdict)
-        finally:
-            bar.close()
-        # The returned list is authoritative (a judge might not call back for every item).
-        for i, v in enumerate(fresh):
-            if results[todo[i]] is None and cache is not None:
-                it = unique[todo[i]]
-                cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
-            results[todo[i]] = v
-
-    verdicts = [results[s] for s in source]
-    assert all(v is not None for v in verdicts)
-    stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
-    return verdicts, stats  # type: ignore[return-value]

@@ -19,13 +19,13 @@ from trace_realign.errors import TraceError
 # subcommand -> module that implements it (imported lazily: `--help` stays fast, torch loads on demand)
 COMMANDS = {
     "triage": "trace_realign.triage.cli",
-    "audit": "trace_realign.judges.audit_cli",
+    "audit": "trace_realign.triage.audit_cli",
     "score": "trace_realign.impact.cli",
     "train": "trace_realign.update.cli",
     "run": "trace_realign.pipeline",
     "evaluate": "trace_realign.evaluate.cli",
     "report": "trace_realign.report.cli",
-    "demo": "trace_realign.scenario.demo",
+    "demo": "trace_realign.demo.cli",
 }
 
 

@@ -47,6 +47,19 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+def write_json_if_changed(path: str | Path, obj: Any) -> None:
+    """`write_json_atomic`, unless the file already holds exactly this: a rerun that computed the
+    same thing leaves the file and its time stamp alone, so nothing keyed on it reruns."""
+    p = Path(path)
+    if p.exists():
+        try:
+            if json.loads(p.read_text(encoding="utf-8")) == json.loads(json.dumps(obj, default=str)):
+                return
+        except ValueError:
+            pass
+    write_json_atomic(p, obj)
+
+
 def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 

@@ -126,7 +126,8 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _done(stage_dir: Path, fp: str) -> bool:
+def stage_done(stage_dir: Path, fp: str) -> bool:
+    """Did the stage in `stage_dir` finish with these inputs (its `.stage.json` holds `fp`)?"""
     marker = stage_dir / ".stage.json"
     if not marker.exists():
         return False
@@ -136,23 +137,30 @@ def _done(stage_dir: Path, fp: str) -> bool:
         return False
 
 
-def _mark_done(stage_dir: Path, fp: str) -> None:
-    write_json_atomic(stage_dir / ".stage.json", {"fingerprint": fp})
+def run_stage(
+    name: str,
+    stage_dir: Path,
+    fp: str,
+    work: Callable[[], None],
+    status: dict[str, str] | None = None,
+    force: bool = False,
+) -> bool:
+    """Run `work` unless the stage already finished with fingerprint `fp`; mark it done after.
 
-
-def _stage(
-    name: str, stage_dir: Path, fp: str, work: Callable[[], None], status: dict[str, str], force: bool
-) -> None:
-    if not force and _done(stage_dir, fp):
+    The one "skip if unchanged" rule of every stage, the demo's measurements included. Returns
+    whether `work` ran; `status[name]` says what happened."""
+    status = {} if status is None else status
+    if not force and stage_done(stage_dir, fp):
         status[name] = "skipped (unchanged)"
-        return
+        return False
     marker = stage_dir / ".stage.json"
     if marker.exists():  # inputs changed since it finished: its outputs are stale
         marker.unlink()
     print(f"trace-realign run: {name} ...", file=sys.stderr)
     work()
-    _mark_done(stage_dir, fp)
+    write_json_atomic(marker, {"fingerprint": fp})
     status[name] = "ran"
+    return True
 
 
 # ---- stages --------------------------------------------------------------------------------
@@ -284,9 +292,9 @@ def run_pipeline(
         )
 
     if "triage" in stages:
-        _stage("triage", run_dir / "triage", fp_triage, do_triage, status, force)
+        run_stage("triage", run_dir / "triage", fp_triage, do_triage, status, force)
     if "score" in stages:
-        _stage("score", run_dir / "score", fp_score, do_score, status, force)
+        run_stage("score", run_dir / "score", fp_score, do_score, status, force)
     methods = list(cfg.get("methods") or ["trace"])
     fp_train: dict[str, str] = {}
     for method in methods:
@@ -295,7 +303,7 @@ def run_pipeline(
         if "train" not in stages:
             continue
         result["train"][method] = str(out)
-        if not force and _done(out, fp_train[method]):
+        if not force and stage_done(out, fp_train[method]):
             status[f"train/{method}"] = "skipped (unchanged)"
             continue
         # checkpoints of a crashed run are resumed only when they come from the same settings
@@ -309,7 +317,7 @@ def run_pipeline(
         def do_train(method: str = method, out: Path = out) -> None:
             train(cfg["model"], weighted, _train_config(train_opts, method, out))
 
-        _stage(f"train/{method}", out, fp_train[method], do_train, status, True)
+        run_stage(f"train/{method}", out, fp_train[method], do_train, status, True)
     if "evaluate" in stages and cfg.get("evaluate"):
         _evaluate(cfg, run_dir, methods, fp_train, status, force, result)
     write_json_atomic(run_dir / "run.json", {k: v for k, v in result.items() if k != "run_dir"})
@@ -349,7 +357,7 @@ def _evaluate(
         def work(name: str = name, model: str = model, out: Path = out) -> None:
             evaluate_model(model, opts["prompts"], cfg["policy"], judge, out, name=name, **extra)
 
-        _stage(f"eval/{name}", out, fp, work, status, force)
+        run_stage(f"eval/{name}", out, fp, work, status, force)
         result["eval"][name] = str(out)
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from trace_realign.evaluate.compare import compare_evaluations, row_outcomes, subset_rates
-from trace_realign.evaluate.stats import mcnemar_exact
+from trace_realign.stats import mcnemar_exact
 
 C, N, U = "compliant", "non_compliant", "unknown"
 FIC, SUP = "fictional_scenario", "refusal_suppression"

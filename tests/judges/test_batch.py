@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from trace_realign.cache import VerdictCache, judge_with_cache
+from trace_realign.cache import VerdictCache
 from trace_realign.cli import main
 from trace_realign.data import EXAMPLES_DIR
 from trace_realign.errors import InputError, JudgeUnavailableError
 from trace_realign.judges.base import JudgeItem
 from trace_realign.judges.batch import BatchJudge, BatchPending, Prices, price_both_ways, state_path_for
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.openai import OpenAIJudge
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label

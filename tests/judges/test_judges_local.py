@@ -6,9 +6,10 @@ import random
 
 import pytest
 
-from trace_realign.cache import VerdictCache, judge_with_cache
+from trace_realign.cache import VerdictCache
 from trace_realign.errors import InputError
 from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.hf import HFJudge
 from trace_realign.judges.noisy import NoisyJudge
 from trace_realign.judges.openai import OpenAIJudge

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
-from trace_realign.cache import VerdictCache, judge_with_cache
+from trace_realign.cache import VerdictCache
 from trace_realign.errors import InputError, JudgeUnavailableError
 from trace_realign.judges import prompt as judge_prompt
 from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.openai import OpenAIJudge, normalise_base_url
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.prompt import parse_verdict

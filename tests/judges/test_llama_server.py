@@ -16,8 +16,9 @@ import time
 import httpx
 import pytest
 
-from trace_realign.cache import GenerationCache, VerdictCache, judge_with_cache
+from trace_realign.cache import GenerationCache, VerdictCache
 from trace_realign.judges.base import JudgeItem
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.openai import OpenAIJudge
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label, PreferencePair

@@ -18,6 +18,7 @@ from typing import Any
 from trace_realign.errors import InputError
 from trace_realign.evaluate.stress import ASR_DEFINITIONS
 from trace_realign.options import DTYPES, ModelConfig
+from trace_realign.stats import format_rate
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -167,14 +168,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rate(entry: dict[str, Any] | None) -> str:
-    if not entry or entry.get("rate") is None:
-        return "n/a"
-    lo, hi = entry["ci95"]
-    unknown = f", {entry['unknown']} unknown" if entry.get("unknown") else ""
-    return f"{100 * entry['rate']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={entry['n']}{unknown})"
-
-
 def metrics_table(metrics: dict[str, Any]) -> Any:
     """A rich table of one model's metrics: TPA (overall, per category), ASR, utility, win rates."""
     from rich.table import Table
@@ -182,25 +175,28 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
     t = Table(title=f"{metrics['name']} under policy {metrics['policy']['name']}", show_lines=False)
     t.add_column("metric")
     t.add_column("value (95% interval)")
-    t.add_row("target policy agreement", _rate(metrics["tpa"]["overall"]))
+    t.add_row("target policy agreement", format_rate(metrics["tpa"]["overall"], counts=True))
     for cat, entry in metrics["tpa"]["by_category"].items():
-        t.add_row(f"  {entry.get('metric', cat)}", _rate(entry))
+        t.add_row(f"  {entry.get('metric', cat)}", format_rate(entry, counts=True))
     if metrics.get("stress") and not metrics["stress"]["overall"]["total"]:
         t.add_row("attack success rate", "no prompt is marked harmful")
     elif metrics.get("stress"):
         st = metrics["stress"]
         what = st.get("definition", "non_compliant").replace("_", "-")
-        t.add_row(f"attack success rate ({what}; lower is better)", _rate(st["overall"]))
+        t.add_row(f"attack success rate ({what}; lower is better)", format_rate(st["overall"], counts=True))
         for attack, entry in st["by_attack"].items():
-            t.add_row(f"  {attack.replace('_', ' ')}", _rate(entry))
+            t.add_row(f"  {attack.replace('_', ' ')}", format_rate(entry, counts=True))
         if st.get("not_declined"):
-            t.add_row("malicious prompts not declined", _rate(st["not_declined"]["overall"]))
+            t.add_row(
+                "malicious prompts not declined", format_rate(st["not_declined"]["overall"], counts=True)
+            )
     for jname, j in (metrics.get("judges") or {}).items():
-        t.add_row(f"agreement under {jname}", _rate(j["tpa"]["overall"]))
+        t.add_row(f"agreement under {jname}", format_rate(j["tpa"]["overall"], counts=True))
         kappa = j["agreement_with_main"].get("kappa")
         t.add_row(
             f"  {jname} agrees with the judge",
-            _rate(j["agreement_with_main"]) + ("" if kappa is None else f", kappa {kappa:.2f}"),
+            format_rate(j["agreement_with_main"], counts=True)
+            + ("" if kappa is None else f", kappa {kappa:.2f}"),
         )
     for key, value in ((metrics.get("utility") or {}).get("headline") or {}).items():
         t.add_row(key.replace("_", " "), "n/a" if value is None else f"{value:.4g}")
@@ -208,7 +204,7 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
         c = wr["counts"]
         t.add_row(
             f"win rate vs {base}",
-            f"{_rate(wr['win'])}; {c['a_wins']} wins / {c['ties']} ties / {c['b_wins']} losses",
+            f"{format_rate(wr['win'], counts=True)}; {c['a_wins']} wins / {c['ties']} ties / {c['b_wins']} losses",
         )
     t.add_row("unknown verdicts", str(metrics.get("unknown_verdicts", 0)))
     return t

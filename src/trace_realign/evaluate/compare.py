@@ -27,14 +27,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trace_realign.evaluate.stats import (
+from trace_realign.io import read_jsonl
+from trace_realign.stats import (
     BOOTSTRAP_RESAMPLES,
     cell_estimate,
     compare_paired,
     t_interval,
     wilson_interval,
 )
-from trace_realign.io import read_jsonl
 
 C, N, U = "compliant", "non_compliant", "unknown"
 METRICS = ("tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression")

@@ -46,17 +46,16 @@ from trace_realign.evaluate.generate import (
 )
 from trace_realign.evaluate.metrics import (
     agreement_by_group,
-    proportion,
     target_policy_agreement,
     utility_summary,
 )
-from trace_realign.evaluate.stats import cohen_kappa
 from trace_realign.evaluate.stress import ASR_DEFINITIONS, ATTACK_POLICY, WRAPPERS, stress_prompts
 from trace_realign.evaluate.utility import read_mc
 from trace_realign.io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from trace_realign.judges.base import Judge, JudgeItem
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, Label, content_id, render_prompt
+from trace_realign.stats import cohen_kappa, proportion
 
 CATEGORIES = (Category.INVERT.value, Category.PUNISH.value, Category.RETAIN.value)
 # what a judge may read besides the text: the prompt's recorded type (the typed judge uses it)
@@ -201,8 +200,8 @@ def evaluate_model(
     `dtype` is the dtype a Hugging Face model is loaded in (`options.ModelConfig.dtype`, as in
     score and train).
     """
-    from trace_realign.cache import JudgeStats, judge_with_cache
     from trace_realign.evaluate.winrate import pairwise_win_rate
+    from trace_realign.judges.cached import JudgeStats, judge_with_cache
 
     started = time.time()
     out_dir = Path(out_dir)

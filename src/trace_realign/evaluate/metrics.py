@@ -11,8 +11,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from trace_realign.evaluate.stats import wilson_interval
 from trace_realign.schema import Category, Label
+from trace_realign.stats import proportion
 
 # What agreement on the held-out prompts of each triage category measures (docs/method.md, TPA).
 CATEGORY_METRIC = {
@@ -20,17 +20,6 @@ CATEGORY_METRIC = {
     Category.PUNISH.value: "PUNISH compliance",
     Category.RETAIN.value: "RETAIN preservation",
 }
-
-
-def proportion(successes: int, n: int) -> dict[str, Any]:
-    """`{"rate", "ci95", "k", "n"}` with rate and interval None when n is 0."""
-    ci = wilson_interval(successes, n)
-    return {
-        "rate": successes / n if n else None,
-        "ci95": list(ci) if ci else None,
-        "k": successes,
-        "n": n,
-    }
 
 
 def _labels(labels: Iterable[Label | str]) -> list[Label]:

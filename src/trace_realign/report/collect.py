@@ -129,7 +129,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     elif "judge_error" not in run.triage:  # an audit written beside the triage after it ran
         audit = _json(p / "triage" / "audit.json", run.notes)
         if isinstance(audit, dict) and isinstance(audit.get("error_rate"), dict):
-            from trace_realign.judges.audit import judge_error
+            from trace_realign.triage.audit import judge_error
 
             run.triage["judge_error"] = {
                 **judge_error(audit),

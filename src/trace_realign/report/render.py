@@ -13,6 +13,7 @@ from typing import Any
 
 from trace_realign.report import plots
 from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
+from trace_realign.stats import format_estimate, format_rate, wilson_interval
 
 BEFORE_NAMES = ("m_ref", "mref", "ref", "reference", "base", "baseline", "before")
 TPA_GROUPS = ("overall", "INVERT", "PUNISH", "RETAIN")
@@ -46,16 +47,6 @@ class Image:
 Block = Heading | Text | Table | Image
 
 
-def pct(entry: dict[str, Any] | None, interval: bool = True) -> str:
-    if not entry or entry.get("rate") is None:
-        return "n/a"
-    s = f"{100 * entry['rate']:.1f}%"
-    if interval and entry.get("ci95"):
-        lo, hi = entry["ci95"]
-        s += f" [{100 * lo:.1f}, {100 * hi:.1f}]"
-    return s
-
-
 def num(x: Any, fmt: str = ".4g") -> str:
     return "n/a" if not isinstance(x, (int, float)) or isinstance(x, bool) else format(x, fmt)
 
@@ -85,7 +76,7 @@ def triage_section(runs: list[Run]) -> list[Block]:
     out.append(Table(["run", "pairs", *CATEGORY_NAMES, "judge"], rows))
     for r in with_triage:  # the judge's measured error (trace-realign audit), next to its triage
         if isinstance(r.triage.get("judge_error"), dict):
-            from trace_realign.judges.audit import judge_error_line
+            from trace_realign.triage.audit import judge_error_line
 
             out.append(Text(f"{r.name}: {judge_error_line(r.triage['judge_error'])}"))
     for r in with_triage:
@@ -226,7 +217,7 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
             [
                 [
                     ev.name,
-                    *(pct(e) for e in series[ev.name]),
+                    *(format_rate(e) for e in series[ev.name]),
                     str(ev.metrics.get("unknown_verdicts", 0)),
                     str(ev.metrics.get("n_prompts", "")),
                 ]
@@ -242,7 +233,7 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
         out.append(
             Table(
                 ["harm category", *(ev.name for ev in harm)],
-                [[t, *(pct(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)] for t in tags],
+                [[t, *(format_rate(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)] for t in tags],
             )
         )
 
@@ -264,7 +255,9 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                 "ASR",
             )
         )
-        out.append(Table(["model", *groups], [[name, *(pct(e) for e in v)] for name, v in s_series.items()]))
+        out.append(
+            Table(["model", *groups], [[name, *(format_rate(e) for e in v)] for name, v in s_series.items()])
+        )
         defs = sorted({str(ev.metrics["stress"].get("definition", "non_compliant")) for ev in stressed})
         out.append(
             Text(
@@ -288,10 +281,10 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                     [
                         [
                             ev.name,
-                            pct(ev.metrics["stress"]["not_declined"]["overall"]),
-                            pct(ev.metrics["stress"]["not_declined"]["plain"]),
+                            format_rate(ev.metrics["stress"]["not_declined"]["overall"]),
+                            format_rate(ev.metrics["stress"]["not_declined"]["plain"]),
                             *(
-                                pct(ev.metrics["stress"]["not_declined"]["by_attack"].get(f))
+                                format_rate(ev.metrics["stress"]["not_declined"]["by_attack"].get(f))
                                 for f in forms[1:]
                             ),
                         ]
@@ -323,10 +316,13 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                     [
                         ev.name,
                         jname,
-                        pct(j["tpa"]["overall"]),
-                        *(pct(j["tpa"]["by_category"].get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
-                        pct(st.get("overall")),
-                        pct(ag) + ("" if kappa is None else f", kappa {kappa:.2f}"),
+                        format_rate(j["tpa"]["overall"]),
+                        *(
+                            format_rate(j["tpa"]["by_category"].get(c))
+                            for c in ("INVERT", "PUNISH", "RETAIN")
+                        ),
+                        format_rate(st.get("overall")),
+                        format_rate(ag) + ("" if kappa is None else f", kappa {kappa:.2f}"),
                     ]
                 )
         out.append(
@@ -358,9 +354,9 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                 [
                     ev.name,
                     base,
-                    pct(wr.get("win")),
+                    format_rate(wr.get("win")),
                     f"{c.get('a_wins', 0)} / {c.get('ties', 0)} / {c.get('b_wins', 0)}",
-                    pct(wr.get("order_agreement"), interval=False),
+                    format_rate(wr.get("order_agreement"), interval=False),
                     str(wr.get("unknown", 0)),
                     str(wr.get("method", "")),
                 ]
@@ -538,19 +534,16 @@ def _point(p: dict[str, Any], key: str) -> str:
     its counts where a harmful prompt counts once per wrapper (not declined, ASR), since those rows
     are not independent trials. The bare rate where the point has no counts."""
     from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
-    from trace_realign.evaluate.stats import wilson_interval
 
     if p.get(key) is None:
         return "n/a"
-    rate = f"{100 * p[key]:.1f}"
     counts = (p.get("counts") or {}).get(key)
     if not counts or counts[1] <= 0:
-        return rate
+        return format_estimate(p[key])
     k, n = counts[0], counts[1]
     if key in SEVERAL_ROWS_PER_PROMPT:
-        return f"{rate} ({k}/{n})"
-    lo, hi = wilson_interval(k, n)
-    return f"{rate} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        return f"{format_estimate(p[key])} ({k}/{n})"
+    return format_estimate(p[key], wilson_interval(k, n))
 
 
 def comparison_section(evals: list[Evaluation]) -> list[Block]:
@@ -566,10 +559,10 @@ def comparison_section(evals: list[Evaluation]) -> list[Block]:
         rows.append(
             [
                 ev.name,
-                pct(m["tpa"]["overall"]),
-                *(pct(by.get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
-                pct((stress.get("not_declined") or {}).get("overall")),
-                pct(stress.get("overall")),
+                format_rate(m["tpa"]["overall"]),
+                *(format_rate(by.get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
+                format_rate((stress.get("not_declined") or {}).get("overall")),
+                format_rate(stress.get("overall")),
                 str(stress.get("definition", "n/a")).replace("_", "-"),
                 num(head.get("mc_accuracy"), ".3f"),
                 num(head.get("perplexity"), ".4g"),

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trace_realign.io import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from trace_realign.io import read_json, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from trace_realign.judges.policy import Policy
 from trace_realign.scenario import catalog
 from trace_realign.schema import Category, PreferencePair, content_id
@@ -414,3 +414,15 @@ def write_scenario(scenario: Scenario, out_dir: str | Path) -> dict[str, Path]:
         },
     )
     return paths
+
+
+def prepare_scenario(folder: str | Path, config: ScenarioConfig) -> tuple[Scenario, dict[str, Path]]:
+    """Build the scenario and write its files into `folder`, rewriting them only when the scenario
+    changed (so stages keyed on their input files see the same files on a rerun)."""
+    scenario = build_scenario(config)
+    manifest = Path(folder) / SCENARIO_FILES["manifest"]
+    paths = scenario_paths(folder)
+    current = manifest.exists() and read_json(manifest).get("fingerprint") == config.fingerprint()
+    if not (current and all(p.exists() for p in paths.values())):
+        paths = write_scenario(scenario, folder)
+    return scenario, paths

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
-from trace_realign.judges.audit import category_table, format_kappa, format_rate, kappa_with_ci
 from trace_realign.schema import Category
+from trace_realign.stats import format_kappa, format_rate, kappa_with_ci
+from trace_realign.triage.audit import category_table
 from trace_realign.triage.triage import TriagedPair, TriageResult, read_triaged
 
 ON_DISAGREEMENT = ("keep", "drop", "unknown")
@@ -132,9 +133,9 @@ def agreement_table(agreement: dict[str, Any]) -> Any:
     t.add_column("category (first judge)", overflow="fold")
     t.add_column("second agrees (95% Wilson)", overflow="fold")
     for cat, e in cats["per_category"].items():
-        t.add_row(cat, format_rate(e))
+        t.add_row(cat, format_rate(e, counts=True))
     e = cats["agreement"]
-    t.add_row("all pairs", format_rate(e))
+    t.add_row("all pairs", format_rate(e, counts=True))
     t.add_row("kappa, categories (bootstrap)", kappa)
     vk = agreement["verdict_kappa"]
     if vk["kappa"] is not None:

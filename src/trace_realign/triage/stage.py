@@ -201,7 +201,7 @@ def run_triage(
         summ["agreement"] = agreement
         console.print(agreement_table(agreement))
     if audit:
-        from trace_realign.judges.audit import judge_error_for
+        from trace_realign.triage.audit import judge_error_for
 
         summ["judge_error"] = judge_error_for(audit, result.judge_identity)
     summ["files"] = {"triaged": str(out), "summary": str(summ_path)}
@@ -209,7 +209,7 @@ def run_triage(
     write_json_atomic(summ_path, summ)
     print_summary(summ, console)
     if "judge_error" in summ:
-        from trace_realign.judges.audit import judge_error_line
+        from trace_realign.triage.audit import judge_error_line
 
         console.print(judge_error_line(summ["judge_error"]), highlight=False, soft_wrap=True)
     unknown = summ["unknown"]

@@ -6,7 +6,7 @@ is unknown (None), never 0 or 1: a pair that needs it is UNKNOWN, reported in th
 out of training. `unknown_as="non_compliant"` (or `"compliant"`) is the explicit opt-in that keeps
 such pairs by reading their unknown verdicts as that label; their rows then carry `unknown_as`.
 
-Every distinct (prompt, response) is judged once, through `cache.judge_with_cache`, which commits
+Every distinct (prompt, response) is judged once, through `judges.cached.judge_with_cache`, which commits
 each verdict as it arrives: a killed run resumes without repeating a stored verdict.
 """
 
@@ -18,10 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from trace_realign.cache import JudgeStats, VerdictCache, judge_with_cache
+from trace_realign.cache import VerdictCache
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl, write_jsonl_atomic
 from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.cached import JudgeStats, judge_with_cache
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, Label, PreferencePair, Verdict
 

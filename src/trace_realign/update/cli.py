@@ -95,7 +95,7 @@ def parse_train_args(
         a.split("=")[0].lstrip("-").replace("-", "_") in rate_keys for a in argv if a.startswith("--")
     )
     if script.label_smoothing_from and not explicit:
-        from trace_realign.judges.audit import measured_flip_rate
+        from trace_realign.triage.audit import measured_flip_rate
 
         config.label_smoothing = config.flip_rate = measured_flip_rate(script.label_smoothing_from)
     return script, config

@@ -80,7 +80,7 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_redoes_nothing(tmp_path, private
 
 
 def test_quick_demo_with_seeds_shares_scoring_and_evaluates_checkpoints(tmp_path, private_cache):
-    from trace_realign.scenario.demo import run_demo
+    from trace_realign.demo.run import run_demo
 
     run = tmp_path / "run"
     summary = run_demo(run, size="quick", seeds=2, tradeoff=True, progress=False)
@@ -110,8 +110,8 @@ def test_quick_demo_with_seeds_shares_scoring_and_evaluates_checkpoints(tmp_path
 def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_path, private_cache):
     """`--methods` picks the compare rows; on the tiny random model every NPO impact weight of
     trace-no-triage clamps to 0, and the comparison goes on without that row, saying why."""
+    from trace_realign.demo.run import run_demo
     from trace_realign.errors import InputError
-    from trace_realign.scenario.demo import run_demo
 
     with pytest.raises(InputError, match="unknown compare method nope"):
         run_demo(tmp_path / "bad", size="quick", compare=True, only=["nope"], progress=False)
@@ -137,7 +137,7 @@ def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_pa
 
 @pytest.mark.slow
 def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
-    from trace_realign.scenario.demo import run_demo
+    from trace_realign.demo.run import run_demo
 
     summary = run_demo(tmp_path / "run", size="small", model=smollm2_dir, progress=False)
     rows = {r["model"]: r for r in summary["rows"]}
@@ -156,13 +156,15 @@ def test_quick_protocol_gives_every_method_the_same_exposure_and_terms(tmp_path,
     trace, trace ignoring the oracle corrections that trace-oracle and dpo-gold use."""
     from dataclasses import replace
 
+    from trace_realign.demo.run import base_model
+    from trace_realign.demo.settings import load_settings, pipeline_config
     from trace_realign.pipeline import run_pipeline
-    from trace_realign.scenario.demo import SIZES, base_model, pipeline_config, prepare_scenario
+    from trace_realign.scenario.generate import prepare_scenario
     from trace_realign.scenario.mref import build_mref
 
     methods = ["trace", "trace-oracle", "trace-no-kl", "naive-oracle-dpo", "dpo-gold"]
     for aux in (0.0, 1.5):
-        spec = replace(SIZES["quick"], aux_nll=aux)
+        spec = replace(load_settings().sizes["quick"], aux_nll=aux)
         run = tmp_path / f"aux{aux}"
         scenario, paths = prepare_scenario(run, spec.scenario)
         mref = build_mref(base_model("quick"), scenario.pairs, spec.mref, progress=False)

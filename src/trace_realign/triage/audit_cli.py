@@ -7,7 +7,7 @@ Prints accuracy, precision and recall per verdict (95% Wilson intervals), Cohen'
 percentile bootstrap interval), the confusion matrix and the rows the judge got wrong with its
 reason; `--out` writes all of it as JSON, which `triage --audit`, the report and
 `train --label_smoothing_from` read. The audit runs through the verdict cache, so the audited items
-are not judged again by the real triage. The labelled file's shapes: `judges/audit.py`.
+are not judged again by the real triage. The labelled file's shapes: `triage/labelled.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from trace_realign.errors import InputError
+from trace_realign.schema import Label
+from trace_realign.stats import format_kappa, format_rate
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,12 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    # the audit and the judges load here, not at import: `trace-realign --help` stays light
     from trace_realign.cache import VerdictCache
-    from trace_realign.judges.audit import audit_judge, print_audit, read_labelled
     from trace_realign.judges.policy import Policy
     from trace_realign.judges.spec import make_judge
+    from trace_realign.triage.audit import audit_judge
+    from trace_realign.triage.labelled import read_labelled
 
     cols = [c.strip() for c in args.pair_labels.split(",")]
     if len(cols) != 2 or not all(cols):
@@ -80,3 +85,65 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         console.print(f"wrote {args.out}", highlight=False, soft_wrap=True)
     return 0
+
+
+# ------------------------------------------------------------------------------ printing
+
+
+def audit_tables(report: dict[str, Any]) -> list[Any]:
+    """The audit as rich tables: the headline numbers, per verdict, the confusion matrix, categories."""
+    kappa = format_kappa(report["kappa"])
+    head = Table(title=f"Audit of judge {report['judge']} on {report['items']} labelled items")
+    head.add_column("measure", overflow="fold")
+    head.add_column("value (95% interval)", overflow="fold")
+    head.add_row("accuracy (Wilson)", format_rate(report["accuracy"], counts=True))
+    head.add_row("error rate = flip rate (Wilson)", format_rate(report["error_rate"], counts=True))
+    head.add_row("Cohen's kappa (bootstrap)", kappa)
+    head.add_row("decided (not UNKNOWN)", format_rate(report["coverage"], counts=True))
+    calls = report.get("judge_calls", {})
+    head.add_row("judge calls / cache hits", f"{calls.get('calls', 0)} / {calls.get('cache_hits', 0)}")
+
+    per = Table(title="Per verdict (Wilson intervals)")
+    for col in ("verdict", "precision", "recall", "human support"):
+        per.add_column(col, overflow="fold")
+    for v, row in report["per_verdict"].items():
+        per.add_row(
+            v,
+            format_rate(row["precision"], counts=True),
+            format_rate(row["recall"], counts=True),
+            str(row["support"]),
+        )
+
+    conf = Table(title="Confusion matrix (rows: human, columns: judge)")
+    conf.add_column("human \\ judge")
+    for j in Label:
+        conf.add_column(j.value, justify="right")
+    for t, row in report["confusion"].items():
+        conf.add_row(t, *(str(row[j.value]) for j in Label))
+    tables = [head, per, conf]
+
+    cats = report.get("categories")
+    if cats:
+        c = Table(title=f"Triage categories of {cats['pairs']} pairs: judge against human labels")
+        c.add_column("human category")
+        c.add_column("judge agrees (Wilson)", overflow="fold")
+        for cat, entry in cats["per_category"].items():
+            c.add_row(cat, format_rate(entry, counts=True))
+        c.add_row("all", format_rate(cats["agreement"], counts=True))
+        tables.append(c)
+    return tables
+
+
+def print_audit(report: dict[str, Any], console: Any = None, show_wrong: int = 10) -> None:
+    console = console or Console()
+    for t in audit_tables(report):
+        console.print(t)
+    wrong = report["wrong"]
+    for w in wrong[:show_wrong]:
+        where = f"line {w['line']}" + (f" ({w['side']})" if "side" in w else "")
+        reason = " ".join(str(w["reason"]).split())[:160]
+        console.print(
+            f"{where}: human {w['human']}, judge {w['judge']}: {reason}", highlight=False, soft_wrap=True
+        )
+    if len(wrong) > show_wrong:
+        console.print(f"... and {len(wrong) - show_wrong} more, all in the audit JSON", highlight=False)

@@ -6,12 +6,15 @@ import math
 
 import pytest
 
-from trace_realign.evaluate.stats import (
+from trace_realign.stats import (
     cell_estimate,
+    cohen_kappa,
     compare_paired,
+    kappa_with_ci,
     mcnemar_exact,
     mcnemar_paired,
     paired_bootstrap,
+    proportion,
     t_interval,
     t_quantile,
     wilson_interval,
@@ -134,3 +137,26 @@ def test_cell_estimate_over_seeds_leaves_missing_outcomes_out():
     assert cell_estimate([[None, None]])["mean"] is None
     with pytest.raises(ValueError):
         cell_estimate([[1, 0], [1]])
+
+
+def test_wilson_matches_the_textbook_formula():
+    # Wilson (1927) for 8 of 10 at z = 1.96: [0.4902, 0.9433] (Newcombe 1998, method 3)
+    w = proportion(8, 10)
+    assert w["rate"] == 0.8
+    assert w["ci95"][0] == pytest.approx(0.4902, abs=1e-4) and w["ci95"][1] == pytest.approx(0.9433, abs=1e-4)
+    assert proportion(0, 0)["rate"] is None
+    lo, hi = proportion(0, 20)["ci95"]
+    assert lo == 0.0 and 0 < hi < 0.17  # never a zero-width interval at the edge
+
+
+def test_kappa_matches_a_hand_computed_table():
+    # 2x2 table: yes/yes 20, yes/no 5, no/yes 10, no/no 15 (n 50): p_o 0.7, p_e 0.5*0.6+0.5*0.4 = 0.5
+    a = ["y"] * 25 + ["n"] * 25
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx((0.7 - 0.5) / (1 - 0.5))
+    assert cohen_kappa(a, a) == 1.0
+    assert cohen_kappa(["y"] * 5, ["y"] * 5) is None  # chance agreement 1: undefined, not 0 or 1
+    k = kappa_with_ci(a, b)
+    lo, hi = k["ci95"]
+    assert lo < k["kappa"] < hi and 0.1 < hi - lo < 0.7
+    assert kappa_with_ci(a, b) == k  # the bootstrap is seeded: the same interval every run

@@ -1,6 +1,15 @@
-"""The statistics a comparison rests on, as pure functions of 0/1 outcomes (no model, no files).
+"""Every statistic the project reports, as pure functions (no model, no files): the one home of
+each, used by the evaluation, the comparison, the judge audit and the report alike.
 
-- `wilson_interval`: a 95% interval for one rate (k successes in n), inside [0, 1] even at 0 or n.
+One rate:
+- `wilson_interval`, `proportion`: k successes in n with a 95% Wilson interval, which stays inside
+  [0, 1] and is exact at 0 and n (where the normal interval collapses).
+- `format_estimate`, `format_rate`: the one way a rate or a mean is printed with its interval.
+
+Agreement of two raters:
+- `cohen_kappa`, `kappa_with_ci`: Cohen's kappa, with a percentile bootstrap interval.
+
+Means over training seeds and paired comparisons:
 - `t_interval`: the mean of a few numbers (one per training seed) with a Student-t 95% interval;
   it measures training noise only, the held-out prompts being fixed.
 - `cell_estimate`: the mean of a table cell over seeds and prompts with a two-stage bootstrap 95%
@@ -22,7 +31,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +43,10 @@ Outcomes = Sequence[Sequence[float | int | bool | None]]
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval for a binomial proportion; None when there are no trials."""
+    """The Wilson score interval for a binomial proportion; None when there are no trials.
+
+    Exact at the edges: 0 successes give a lower end of exactly 0 and n successes an upper end of
+    exactly 1 (the closed form leaves them about 1e-17 off)."""
     if n <= 0:
         return None
     if not 0 <= successes <= n:
@@ -43,7 +55,51 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def proportion(successes: int, n: int) -> dict[str, Any]:
+    """`{"rate", "ci95", "k", "n"}`: a rate with its Wilson interval (both None when n is 0)."""
+    ci = wilson_interval(successes, n)
+    return {"rate": successes / n if n else None, "ci95": list(ci) if ci else None, "k": successes, "n": n}
+
+
+# ---- printing ----------------------------------------------------------------------------------
+
+
+def format_estimate(
+    value: float | None,
+    ci: Sequence[float] | None = None,
+    *,
+    scale: float = 100.0,
+    digits: int = 1,
+    unit: str = "",
+    ci_digits: int | None = None,
+) -> str:
+    """A number and its 95% interval, `68.8 [60.2, 76.6]`: the one way every table prints an
+    estimate. `scale` 100 shows a share in points, `unit` follows the number (`"%"`); `n/a` when
+    there is no value."""
+    if value is None:
+        return "n/a"
+    d = digits if ci_digits is None else ci_digits
+    text = f"{scale * value:.{digits}f}{unit}"
+    if ci:
+        text += f" [{scale * ci[0]:.{d}f}, {scale * ci[1]:.{d}f}]"
+    return text
+
+
+def format_rate(entry: Mapping[str, Any] | None, *, interval: bool = True, counts: bool = False) -> str:
+    """A `proportion` entry as `12.5% [4.2, 30.1]`, with `(3/24)` after it when `counts` (and the
+    unknown verdicts the entry records, `(3/24, 2 unknown)`)."""
+    if not entry or entry.get("rate") is None:
+        return "n/a"
+    text = format_estimate(entry["rate"], entry.get("ci95") if interval else None, unit="%")
+    if counts:
+        unknown = f", {entry['unknown']} unknown" if entry.get("unknown") else ""
+        text += f" ({entry['k']}/{entry['n']}{unknown})"
+    return text
 
 
 # ---- Student t ---------------------------------------------------------------------------------
@@ -280,3 +336,39 @@ def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
     if chance >= 1:
         return None
     return (observed - chance) / (1 - chance)
+
+
+def kappa_with_ci(a: Sequence[Any], b: Sequence[Any], n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Kappa and its 95% percentile bootstrap interval over items (resamples where kappa is
+    undefined are dropped; it collapses to [1, 1] at perfect agreement)."""
+    k = cohen_kappa(a, b)
+    n = len(a)
+    out: dict[str, Any] = {
+        "kappa": k,
+        "n": n,
+        "ci95": None,
+        "interval": f"percentile bootstrap, {n_boot} resamples",
+    }
+    if k is None or n < 2:
+        return out
+    codes = {c: i for i, c in enumerate(sorted(set(a) | set(b), key=str))}
+    xa = np.array([codes[x] for x in a])
+    xb = np.array([codes[y] for y in b])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    ra, rb = xa[idx], xb[idx]
+    p_o = (ra == rb).mean(axis=1)
+    p_e = sum((ra == c).mean(axis=1) * (rb == c).mean(axis=1) for c in codes.values())
+    ok = p_e < 1.0
+    kappas = (p_o[ok] - p_e[ok]) / (1 - p_e[ok])
+    if kappas.size:
+        out["ci95"] = [float(np.percentile(kappas, 2.5)), float(np.percentile(kappas, 97.5))]
+    return out
+
+
+def format_kappa(k: Mapping[str, Any]) -> str:
+    """`{"kappa", "ci95"}` as `0.812 [0.700, 0.905]`, or `undefined`."""
+    text = "undefined" if k.get("kappa") is None else f"{k['kappa']:.3f}"
+    if k.get("ci95"):
+        text += f" [{k['ci95'][0]:.3f}, {k['ci95'][1]:.3f}]"
+    return text

@@ -7,48 +7,20 @@ import math
 
 import pytest
 
-from trace_realign.cache import VerdictCache, judge_with_cache
+from trace_realign.cache import VerdictCache
 from trace_realign.cli import main
 from trace_realign.data import EXAMPLES_DIR
 from trace_realign.errors import InputError
-from trace_realign.judges.audit import (
-    audit,
-    audit_judge,
-    cohen_kappa,
-    kappa_with_ci,
-    measured_flip_rate,
-    read_labelled,
-    wilson,
-)
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Label
+from trace_realign.stats import cohen_kappa
+from trace_realign.triage.audit import audit, audit_judge, measured_flip_rate
+from trace_realign.triage.labelled import read_labelled
 
-from ..triage.fakes import TableJudge
+from .fakes import TableJudge
 
 POLICY = Policy("Never give harmful instructions.")
-
-
-def test_wilson_matches_the_textbook_formula():
-    # Wilson (1927) for 8 of 10 at z = 1.96: [0.4902, 0.9433] (Newcombe 1998, method 3)
-    w = wilson(8, 10)
-    assert w["rate"] == 0.8
-    assert w["ci95"][0] == pytest.approx(0.4902, abs=1e-4) and w["ci95"][1] == pytest.approx(0.9433, abs=1e-4)
-    assert wilson(0, 0)["rate"] is None
-    lo, hi = wilson(0, 20)["ci95"]
-    assert lo == 0.0 and 0 < hi < 0.17  # never a zero-width interval at the edge
-
-
-def test_kappa_matches_a_hand_computed_table():
-    # 2x2 table: yes/yes 20, yes/no 5, no/yes 10, no/no 15 (n 50): p_o 0.7, p_e 0.5*0.6+0.5*0.4 = 0.5
-    a = ["y"] * 25 + ["n"] * 25
-    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
-    assert cohen_kappa(a, b) == pytest.approx((0.7 - 0.5) / (1 - 0.5))
-    assert cohen_kappa(a, a) == 1.0
-    assert cohen_kappa(["y"] * 5, ["y"] * 5) is None  # chance agreement 1: undefined, not 0 or 1
-    k = kappa_with_ci(a, b)
-    lo, hi = k["ci95"]
-    assert lo < k["kappa"] < hi and 0.1 < hi - lo < 0.7
-    assert kappa_with_ci(a, b) == k  # the bootstrap is seeded: the same interval every run
 
 
 def _labelled_file(tmp_path, n=50, wrong=(3, 17, 41), unknown=(8,)):
@@ -248,32 +220,3 @@ def test_flip_rate_from_an_audit_must_be_a_usable_rate(tmp_path):
     f.write_text(json.dumps({"nothing": 1}))
     with pytest.raises(InputError, match="not an audit"):
         measured_flip_rate(f)
-
-
-def test_the_demo_audits_the_rule_judge_and_a_noisy_one_on_the_scenario(tmp_path):
-    from trace_realign.judges.audit import audit_scenario_judges, scenario_labelled_rows
-    from trace_realign.scenario.generate import ScenarioConfig, build_scenario, rules_path
-
-    scenario = build_scenario(ScenarioConfig(n_pairs=60))
-    rows = scenario_labelled_rows(scenario.pairs, n=50)
-    assert len(rows) == 50 and {r["kind"] for r in rows} == {"invert", "punish", "malicious", "neutral"}
-    audits = audit_scenario_judges(scenario.pairs, scenario.new_policy, rules_path("new"), tmp_path, n=50)
-    clean, noisy = audits["rules"], audits["noisy"]
-    assert clean["items"] == noisy["items"] == 50
-    # the rules were written for this scenario: near-perfect; 20% noise must show up as error
-    assert clean["error_rate"]["rate"] <= 0.1
-    assert noisy["error_rate"]["rate"] > clean["error_rate"]["rate"] + 0.05
-    assert noisy["kappa"]["kappa"] < clean["kappa"]["kappa"]
-    assert (tmp_path / "audit_rules.json").exists() and (tmp_path / "labelled.jsonl").exists()
-    # the report's copy, and a rerun that finds everything current rewrites nothing
-    also = tmp_path / "run" / "triage" / "audit.json"
-    audit_scenario_judges(
-        scenario.pairs, scenario.new_policy, rules_path("new"), tmp_path, n=50, also_to=also
-    )
-    assert json.loads(also.read_text())["judge"] == clean["judge"]
-    stamps = {f: f.stat().st_mtime_ns for f in tmp_path.rglob("*.json*")}
-    again = audit_scenario_judges(
-        scenario.pairs, scenario.new_policy, rules_path("new"), tmp_path, n=50, also_to=also
-    )
-    assert again["noisy"]["error_rate"] == noisy["error_rate"]
-    assert {f: f.stat().st_mtime_ns for f in tmp_path.rglob("*.json*")} == stamps

@@ -1,0 +1,280 @@
+"""`run_demo`: realign a real model to a changed policy, end to end, on a CPU.
+
+The steps: build the embedded policy-shift scenario (`scenario.generate`), build `M_ref` by
+teaching the base model the old policy (`scenario.mref`, cached), measure the base model and
+`M_ref` under both policies, then hand the scenario to the pipeline (`trace-realign run`):
+triage with the new policy's rule judge, impact scoring, the TRACE update, evaluation of `M_ref`
+and the realigned model on the held-out prompts (agreement, attack success under both stress
+wrappers, multiple-choice utility and perplexity), and the HTML report. Every stage is skipped on
+a rerun whose inputs have not changed. With `compare`, the rows of the comparison protocol
+(`demo.yaml`, `compare:`) are trained, seeded and tested as `demo.compare` says.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from trace_realign.demo.audit import audit_scenario_judges
+from trace_realign.demo.compare import (
+    comparison_of,
+    evaluate_checkpoints,
+    noise_runs,
+    summary_rows,
+    train_each,
+    train_seeds,
+)
+from trace_realign.demo.settings import DemoSettings, DemoSize, load_settings, pipeline_config
+from trace_realign.errors import InputError
+from trace_realign.evaluate import GenerationSettings, evaluate_model
+from trace_realign.io import cache_root, read_json, write_json_atomic, write_json_if_changed
+from trace_realign.judges.rules import RuleJudge
+from trace_realign.model.smollm2 import smollm2_path
+from trace_realign.model.tiny import save_tiny_model
+from trace_realign.pipeline import fingerprint, run_pipeline, run_stage
+from trace_realign.report import build_report
+from trace_realign.report.console import print_agreement, print_table, print_tests
+from trace_realign.scenario.generate import prepare_scenario
+from trace_realign.scenario.mref import build_mref
+
+
+def base_model(size: str, model: str | Path | None = None) -> Path | str:
+    """The model to realign: the one given, else a tiny Llama (`quick`) or SmolLM2-135M-Instruct."""
+    if model is not None:
+        return model
+    if size == "quick":
+        path = cache_root() / "tiny-demo-model"
+        if not (path / "config.json").exists():
+            tmp = save_tiny_model(path.with_name(path.name + ".partial"), seed=0, chat_template=True)
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.replace(path)
+        return path
+    return smollm2_path()
+
+
+def resolve_size(
+    settings: DemoSettings, size: str, *, seed: int, compare: bool, eval_batch_size: int | None
+) -> DemoSize:
+    """The size's settings for this run: the scenario and `M_ref` seeded, more held-out prompts for a
+    default-size comparison (pairs, validation and so `M_ref` stay the same), the generation batch."""
+    if size not in settings.sizes:
+        raise InputError(f"unknown size {size!r}: use one of {', '.join(settings.sizes)}", field="size")
+    spec = settings.sizes[size]
+    scenario = replace(spec.scenario, seed=seed)
+    if compare and size == "default":
+        scenario = replace(scenario, n_heldout=max(settings.compare.heldout, scenario.n_heldout))
+    spec = replace(spec, scenario=scenario, mref=replace(spec.mref, seed=seed))
+    if eval_batch_size is not None:
+        if eval_batch_size < 1:
+            raise InputError(
+                f"eval batch size must be at least 1, got {eval_batch_size}", field="eval_batch_size"
+            )
+        spec = replace(spec, eval_batch_size=eval_batch_size)
+    return spec
+
+
+def policy_agreement(
+    model: str | Path,
+    paths: dict[str, Path],
+    out_dir: Path,
+    name: str,
+    size: DemoSize,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Target policy agreement of `model` on the held-out prompts under the old and the new policy.
+
+    Generations are cached, so the second policy only re-judges them; a folder whose inputs have
+    not changed (model files, prompts, policy, rules, settings) is read back instead."""
+    out = {}
+    settings = GenerationSettings(max_new_tokens=size.max_new_tokens)
+    for which in ("old", "new"):
+        folder = out_dir / f"{name}-{which}-policy"
+        fp = fingerprint(
+            "agreement", str(Path(model).resolve()), str(paths["heldout"]), str(paths[f"{which}_policy"]),
+            str(paths[f"{which}_rules"]), settings.key(),
+        )  # fmt: skip
+
+        def work(which: str = which, folder: Path = folder) -> None:
+            evaluate_model(
+                model,
+                paths["heldout"],
+                paths[f"{which}_policy"],
+                RuleJudge.from_file(paths[f"{which}_rules"]),
+                folder,
+                name=f"{name} ({which} policy)",
+                stress=False,
+                settings=settings,
+                batch_size=size.eval_batch_size,
+                progress=progress,
+            )
+
+        run_stage(f"agreement/{name}-{which}", folder, fp, work)
+        out[which] = read_json(folder / "metrics.json")["tpa"]
+    return out
+
+
+def _clock(started: float, progress: bool) -> tuple[dict[str, float], Callable[[str], None]]:
+    """Stage wall times, and the `step(label)` that records the time since the last one."""
+    timings: dict[str, float] = {}
+
+    def step(label: str) -> None:
+        timings[label] = round(time.time() - started - sum(timings.values()), 1)
+        if progress:
+            print(f"[demo] {label} done ({timings[label]:.0f} s)", flush=True)
+
+    return timings, step
+
+
+def _methods(settings: DemoSettings, compare: bool, only: Sequence[str] | None) -> tuple[list[str], tuple]:
+    """The methods to train (the reference first) and what `--methods` chose."""
+    protocol = settings.compare
+    chosen = protocol.choices if only is None else tuple(only)
+    unknown = sorted(set(chosen) - set(protocol.choices))
+    if unknown:
+        raise InputError(
+            f"unknown compare method {', '.join(unknown)}: use {', '.join(protocol.choices)}", field="methods"
+        )
+    rows = [m for m in protocol.methods if m in chosen] if compare else []
+    return [protocol.reference, *rows], chosen
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    *,
+    size: str = "default",
+    compare: bool = False,
+    model: str | Path | None = None,
+    seed: int = 0,
+    seeds: int | None = None,
+    asr: str = "operational",
+    tradeoff: bool | None = None,
+    eval_batch_size: int | None = None,
+    only: Sequence[str] | None = None,
+    progress: bool = True,
+    settings: DemoSettings | str | Path | None = None,
+) -> dict[str, Any]:
+    """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
+
+    `size` names one of the settings' sizes ("default": SmolLM2; "quick": a tiny model; "small":
+    SmolLM2, tiny data). `compare` adds the protocol's rows; `seeds` training seeds (`seed`,
+    `seed + 1`, ...; default the protocol's with `compare`, else 1) for its seeded methods. `asr`
+    is the attack-success definition ("operational" or "non_compliant", `evaluate.evaluate`).
+    `tradeoff` evaluates every method's checkpoints (default: with `compare`). `eval_batch_size`
+    replaces the size's generation batch. `only` restricts `compare` to these of the protocol's
+    choices (default all); the reference always runs. `settings`: a demo YAML file (or loaded).
+    """
+    started = time.time()
+    if not isinstance(settings, DemoSettings):
+        settings = load_settings(settings)
+    protocol = settings.compare
+    spec = resolve_size(settings, size, seed=seed, compare=compare, eval_batch_size=eval_batch_size)
+    n_seeds = seeds if seeds is not None else (protocol.seeds if compare else 1)
+    if n_seeds < 1:
+        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
+    methods, chosen = _methods(settings, compare, only)
+    run_dir = Path(out_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings, step = _clock(started, progress)
+
+    scenario, paths = prepare_scenario(run_dir / "scenario", spec.scenario)
+    base = base_model(size, model)
+    step("scenario")
+    mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
+    step("M_ref")
+    agreement = {
+        name: policy_agreement(m, paths, run_dir / "baseline", name, spec, progress=progress)
+        for name, m in (("base", base), ("M_ref", mref))
+    }
+    step("baseline agreement")
+
+    def configure(folder: Path, **kwargs: Any) -> dict[str, Any]:
+        """`pipeline_config`, keeping every checkpoint for the trade-off plot, the same for every
+        method and seed."""
+        cfg = pipeline_config(folder, mref, paths, spec, asr=asr, progress=progress, **kwargs)
+        cfg["train"]["save_steps"] = max(1, spec.train_steps // protocol.tradeoff_points)
+        cfg["train"]["save_total_limit"] = None
+        return cfg
+
+    config = configure(run_dir, methods=methods, seed=seed)
+    run_pipeline(config, stages=("triage", "score"))
+    # the judge's audit, in the report beside the triage
+    audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
+                          also_to=run_dir / "triage" / "audit.json")  # fmt: skip
+    step("triage and impact")
+    not_trained = train_each(config, methods, compare=compare, step=step)
+    methods = [m for m in methods if m not in not_trained]
+    run_pipeline({**config, "methods": methods}, stages=("evaluate",))  # records the whole run's config
+    # the evaluation folders of each model, one per training seed
+    groups = {"M_ref": [run_dir / "eval" / "m_ref"], **{m: [run_dir / "eval" / m] for m in methods}}
+    train_seeds(run_dir, configure, methods, groups, seed=seed, n_seeds=n_seeds, protocol=protocol, step=step)
+    runs = [run_dir]
+    if compare and "noise" in chosen:
+        runs += noise_runs(run_dir, configure, paths["new_rules"], groups, seed=seed, protocol=protocol)
+        step("TRACE under judge noise")
+    if compare if tradeoff is None else tradeoff:
+        evaluate_checkpoints(run_dir, methods, paths, spec, protocol, asr=asr, progress=progress)
+        step("checkpoints for the trade-off plot")
+    comparison = comparison_of(groups, protocol, seed=seed, not_trained=not_trained)
+    write_json_if_changed(run_dir / "comparison.json", comparison)
+    step("statistics")
+
+    summary = {
+        "size": size,
+        "seed": seed,
+        "seeds": n_seeds,
+        "asr": asr,
+        "base_model": str(base),
+        "mref": str(mref),
+        "scenario": {
+            "pairs": len(scenario.pairs),
+            "n_heldout": len(scenario.heldout),
+            "fingerprint": spec.scenario.fingerprint(),
+            **read_json(paths["manifest"])["pairs_by_kind"],
+        },
+        "triage": read_json(run_dir / "triage" / "summary.json")["counts"],
+        "settings": asdict(spec),
+        "baseline_agreement": agreement,
+        "rows": summary_rows(comparison),
+        "tests": comparison["tests"],
+        "tests_also": comparison["tests_also"],
+        "not_trained": not_trained,
+        "timings_s": timings,
+    }
+    html, _ = build_report(runs, before="m_ref")
+    summary["report"] = str(html)
+    step("report")
+    timings["total"] = round(time.time() - started, 1)
+    write_json_atomic(run_dir / "demo_summary.json", summary)
+    print_summary(summary, comparison)
+    return summary
+
+
+def print_summary(summary: dict[str, Any], comparison: dict[str, Any]) -> None:
+    """What the demo prints when it is done: agreement before realignment, the comparison, the tests,
+    what could not train, the time each stage took and where the report is."""
+    console = Console()
+    n = summary["seeds"]
+    print_agreement(summary["baseline_agreement"], console)
+    print_table(
+        summary["rows"],
+        f"Held-out prompts under the new policy ({summary['scenario']['n_heldout']} prompts, "
+        f"{n} training seed{'s' if n > 1 else ''})",
+        console,
+    )
+    print_tests(comparison, console)
+    for method, why in summary["not_trained"].items():
+        print(f"not trained: {method}: {why}")
+    timings = summary["timings_s"]
+    print(
+        f"time taken: {timings['total']:.0f} s ("
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total")
+        + ")"
+    )
+    print(f"report: {summary['report']}")

@@ -1,0 +1,196 @@
+"""The demo's settings: run sizes and the comparison protocol, read from `demo.yaml`, and the
+`trace-realign run` configuration they give (`pipeline_config`), the same for every method.
+
+    from trace_realign.demo.settings import load_settings
+    settings = load_settings()            # or load_settings("my_demo.yaml")
+    size = settings.sizes["default"]      # a DemoSize
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trace_realign.errors import InputError
+from trace_realign.io import load_yaml
+from trace_realign.scenario.generate import DATA_DIR, ScenarioConfig
+from trace_realign.scenario.mref import MrefSettings
+
+SETTINGS_FILE = Path(__file__).with_name("demo.yaml")
+# the evaluation's attack judge (operational help only) and its independent second judge
+ATTACK_RULES = DATA_DIR / "attack_rules.yaml"
+EVAL_JUDGE_CUES = DATA_DIR / "eval_judge.yaml"
+LORA_TARGETS = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Everything that sets how big (and how slow) a demo run is."""
+
+    scenario: ScenarioConfig
+    mref: MrefSettings
+    train_steps: int
+    train_batch_size: int
+    learning_rate: float
+    gold_size: int
+    max_new_tokens: int
+    eval_batch_size: int
+    lora_r: int = 16
+    lora_alpha: int = 32
+    # the protocol, the same for every method (docs/results.md, "The comparison protocol")
+    sampler: str = "natural"  # the data's own category proportions, as the paper's trainer
+    aux_nll: float = 0.0  # weight of the auxiliary NLL of the preferred response, 0 = off for all
+    alpha_kl: float = 0.1  # α_KL of the TRACE rows (the baselines have no KL term)
+    compare_heldout: int = 256  # held-out prompts of `--compare` (the default run uses the scenario's)
+    extra_train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompareProtocol:
+    """What `demo --compare` trains and tests (`compare:` in demo.yaml)."""
+
+    reference: str
+    also_tested: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeded: tuple[str, ...]
+    seeds: int
+    noise_rates: tuple[float, ...]
+    heldout: int
+    tradeoff_points: int
+    tradeoff_prompts: int | None
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """What `--methods` can pick (the reference always runs): the rows, and "noise"."""
+        return (*self.methods, "noise")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    sizes: dict[str, DemoSize]
+    compare: CompareProtocol
+    source: str
+
+
+def _known(cls: type, block: Any, where: str, path: Path) -> dict[str, Any]:
+    if not isinstance(block, dict):
+        raise InputError("expected a mapping", path=str(path), field=where)
+    names = {f.name for f in fields(cls)}
+    for key in block:
+        if key not in names:
+            raise InputError(
+                f"unknown option (known: {', '.join(sorted(names))})", path=str(path), field=f"{where}.{key}"
+            )
+    return dict(block)
+
+
+def _size(name: str, block: Any, path: Path) -> DemoSize:
+    opts = _known(DemoSize, block, f"sizes.{name}", path)
+    for key in ("scenario", "mref", "train_steps", "train_batch_size", "learning_rate", "gold_size",
+                "max_new_tokens", "eval_batch_size"):  # fmt: skip
+        if key not in opts:
+            raise InputError("missing", path=str(path), field=f"sizes.{name}.{key}")
+    mref = _known(MrefSettings, opts["mref"] or {}, f"sizes.{name}.mref", path)
+    if "target_modules" in mref:
+        mref["target_modules"] = tuple(mref["target_modules"])
+    scenario = _known(ScenarioConfig, opts["scenario"] or {}, f"sizes.{name}.scenario", path)
+    return DemoSize(**{**opts, "scenario": ScenarioConfig(**scenario), "mref": MrefSettings(**mref)})
+
+
+def load_settings(path: str | Path | None = None) -> DemoSettings:
+    """The sizes and the comparison protocol of a demo YAML file (default: the packaged demo.yaml)."""
+    path = Path(path) if path is not None else SETTINGS_FILE
+    data = load_yaml(path)
+    for key in ("sizes", "compare"):
+        if not isinstance(data.get(key), dict):
+            raise InputError("missing or not a mapping", path=str(path), field=key)
+    sizes = {name: _size(name, block, path) for name, block in data["sizes"].items()}
+    proto = _known(CompareProtocol, data["compare"], "compare", path)
+    for key in ("also_tested", "methods", "seeded", "noise_rates"):
+        proto[key] = tuple(proto.get(key) or ())
+    try:
+        compare = CompareProtocol(**proto)
+    except TypeError as exc:
+        raise InputError(str(exc), path=str(path), field="compare") from None
+    return DemoSettings(sizes, compare, str(path))
+
+
+def aux_nll_options(weight: float) -> dict[str, Any]:
+    """The trainer options of the auxiliary NLL term on the preferred response, for every method.
+
+    The one place that names the option: TRL 1.16's `"sft"` entry of `loss_type` with its share in
+    `loss_weights` (the old `rpo_alpha`); 0 leaves the paper's objective alone."""
+    if weight <= 0:
+        return {}
+    return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(weight)]}
+
+
+def pipeline_config(
+    run_dir: Path,
+    mref: Path,
+    paths: dict[str, Path],
+    size: DemoSize,
+    *,
+    methods: list[str],
+    judge: str | None = None,
+    evaluate_reference: bool = True,
+    seed: int = 0,
+    score_seed: int | None = None,
+    asr: str = "operational",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
+
+    Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
+    scenario's oracle corrections (used by trace-oracle and dpo-gold only). Equal exposure: every
+    method gets the same `train` block (steps, batch, learning-rate schedule, sampler policy, the
+    auxiliary NLL term); evaluation always uses the clean rule judge.
+    """
+    clean = f"rules:{paths['new_rules']}"
+    lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
+    return {
+        "run_dir": str(run_dir),
+        "model": str(mref),
+        "data": str(paths["pairs"]),
+        "policy": str(paths["new_policy"]),
+        "judge": judge or clean,
+        "triage": {"corrections": f"file:{paths['corrections']}", "progress": progress},
+        # LoRA, loss, lengths and seed: the pipeline scores with the settings training uses
+        # `score_seed` (default `seed`) seeds impact scoring: the training seeds share one scoring
+        "score": {
+            "gold_size": size.gold_size,
+            "no_progress": not progress,
+            "seed": seed if score_seed is None else score_seed,
+        },
+        "methods": methods,
+        "train": {
+            "max_steps": size.train_steps,
+            "per_device_train_batch_size": size.train_batch_size,
+            "learning_rate": size.learning_rate,
+            "seed": seed,
+            "logging_steps": max(1, size.train_steps // 10),
+            "save_steps": max(1, size.train_steps // 3),
+            "save_total_limit": 1,
+            "disable_tqdm": not progress,
+            "sampler": size.sampler,
+            "alpha_kl": size.alpha_kl,
+            **aux_nll_options(size.aux_nll),
+            **lora,
+            **size.extra_train,
+        },
+        "evaluate": {
+            "prompts": str(paths["heldout"]),
+            "judge": clean,
+            "reference": evaluate_reference,
+            "mc_file": str(paths["multiple_choice"]),
+            "text_file": str(paths["neutral_text"]),
+            "generation": {"max_new_tokens": size.max_new_tokens},
+            "batch_size": size.eval_batch_size,
+            "progress": progress,
+            # attack success counts operational help only; an independent typed judge reads beside
+            "asr": asr,
+            "attack_judge": f"rules:{ATTACK_RULES}",
+            "judges": {"typed": {"kind": "typed", "file": str(EVAL_JUDGE_CUES)}},
+        },
+    }
