@@ -46,8 +46,8 @@ def test_ipo_loss_by_hand_sequence_and_per_token():
     assert got.tolist() == pytest.approx(want, rel=1e-6)
 
 
-def test_unknown_variant_is_refused():
-    with pytest.raises(ValueError, match="variant"):
+def test_unknown_loss_type_is_refused():
+    with pytest.raises(ValueError, match="loss_type"):
         preference_loss(POL_POS, REF_POS, POL_NEG, REF_NEG, 0.1, "dpo")
 
 

@@ -184,7 +184,7 @@ def test_the_train_block_sets_what_score_shares_with_it():
     assert opts == {"lora_r": 16, "lora_alpha": 4, "max_length": 64, "seed": 3, "loss_type": ["ipo", "sft"],
                     "gold_size": 5, "no_progress": True}  # fmt: skip
     config = _score_config(opts)
-    assert config.score_options().variant == "ipo" and config.use_peft and config.lora_dropout == 0.1
+    assert config.score_options().loss_type == "ipo" and config.use_peft and config.lora_dropout == 0.1
     with pytest.raises(InputError) as err:
         _score_options({"gold_sise": 5}, train)
     assert err.value.field == "score.gold_sise"

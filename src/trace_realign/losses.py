@@ -3,6 +3,9 @@
 Every function takes summed sequence log-probabilities (shape `[N]`) of the policy
 `π_θ` and of the reference `π_ref` and returns per-sequence losses (shape `[N]`): the
 caller decides how to weight and reduce them (impact weights, means, sums).
+
+`term_losses` is the one place a triage category's loss is assembled from these pieces: impact
+scoring scores exactly what the trainer trains, because both call it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-PreferenceVariant = Literal["sigmoid", "ipo"]
+LossType = Literal["sigmoid", "ipo", "robust"]
+
+# The loss term each triage category calls for (`triage.terms.category_term` names them), as the
+# integers a batch carries in one tensor
+PREF, NPO, KL = 0, 1, 2
+TERM_KINDS = {"pref": PREF, "npo": NPO, "kl": KL}
 
 
 def delta(
@@ -28,26 +36,30 @@ def preference_loss(
     pol_neg: torch.Tensor,
     ref_neg: torch.Tensor,
     beta: float,
-    variant: PreferenceVariant = "sigmoid",
+    loss_type: LossType = "sigmoid",
     *,
+    label_smoothing: float = 0.0,
     pos_len: torch.Tensor | None = None,
     neg_len: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`ℓ_pref(x, y+, y−)`, preferring `y+` over `y−`.
+    """`ℓ_pref(x, y+, y−)`, preferring `y+` over `y−`, under TRL's `loss_type` names.
 
     - `"sigmoid"`: `−log σ(β Δ_θ)`, the DPO loss. The paper calls it "IPO"; it is DPO.
     - `"ipo"`: the true IPO loss `(Δ_θ − 1/(2β))²`. With `pos_len`/`neg_len` (response token
       counts) each log-ratio is first divided by its length, the per-token form TRL's
       `loss_type="ipo"` uses; without them it is the sequence-level form of the IPO paper.
+    - `"robust"`: robust DPO with the flip rate `label_smoothing` (`robust_dpo_loss`).
     """
-    if variant == "sigmoid":
+    if loss_type == "sigmoid":
         return -F.logsigmoid(beta * delta(pol_pos, ref_pos, pol_neg, ref_neg))
-    if variant == "ipo":
+    if loss_type == "ipo":
         pos, neg = pol_pos - ref_pos, pol_neg - ref_neg
         if pos_len is not None and neg_len is not None:
             pos, neg = pos / pos_len.clamp(min=1), neg / neg_len.clamp(min=1)
         return (pos - neg - 1 / (2 * beta)) ** 2
-    raise ValueError(f"unknown preference loss variant {variant!r}: use 'sigmoid' or 'ipo'")
+    if loss_type == "robust":
+        return robust_dpo_loss(pol_pos, ref_pos, pol_neg, ref_neg, beta, label_smoothing)
+    raise ValueError(f"unknown loss_type {loss_type!r}: use 'sigmoid', 'ipo' or 'robust'")
 
 
 def npo_loss(pol: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
@@ -89,3 +101,47 @@ def token_kl(ref_logits: torch.Tensor, pol_logits: torch.Tensor, mask: torch.Ten
     per_token = (ref_logp.exp() * (ref_logp - pol_logp)).sum(-1)
     m = mask.to(per_token.dtype)
     return (per_token * m).sum(-1) / m.sum(-1).clamp(min=1)
+
+
+def term_losses(
+    kind: torch.Tensor,
+    pol_a: torch.Tensor,
+    ref_a: torch.Tensor,
+    pol_b: torch.Tensor,
+    ref_b: torch.Tensor,
+    *,
+    beta: float,
+    loss_type: LossType = "sigmoid",
+    label_smoothing: float = 0.0,
+    npo_a: torch.Tensor | None = None,
+    npo_b: torch.Tensor | None = None,
+    kl: torch.Tensor | None = None,
+    alpha_kl: float = 0.0,
+    preference_weight: float = 1.0,
+    sft_weight: float = 0.0,
+    len_a: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Each example's loss `[N]`, by the term its category calls for (`kind`: PREF, NPO or KL):
+
+    - PREF: `preference_weight · ℓ_pref(a ≻ b) + sft_weight · NLL(a)`, the NLL per token of the
+      preferred response (`len_a` its token count; TRL's `loss_type [.., "sft"]`);
+    - NPO: `ℓ_NPO` of `a` where `npo_a` and of `b` where `npo_b` (both by default): PUNISH unlearns
+      both responses, a single negative (U2A) only `a`;
+    - KL: `alpha_kl · kl`, the token KL of `a` to the reference (RETAIN's anchor).
+
+    Batched with no loop over examples: every branch is computed for every row and `kind` picks
+    one, so a row's loss does not depend on what else is in its batch.
+    """
+    ones = torch.ones_like(pol_a)
+    pref = preference_loss(pol_a, ref_a, pol_b, ref_b, beta, loss_type, label_smoothing=label_smoothing)
+    if preference_weight != 1.0:
+        pref = preference_weight * pref
+    if sft_weight > 0:
+        if len_a is None:
+            raise ValueError("an sft term needs the preferred responses' token counts (len_a)")
+        pref = pref + sft_weight * (-pol_a / len_a.clamp(min=1).to(pol_a.dtype))
+    on_a = ones if npo_a is None else npo_a.to(pol_a.dtype)
+    on_b = ones if npo_b is None else npo_b.to(pol_a.dtype)
+    npo = npo_loss(pol_a, ref_a, beta) * on_a + npo_loss(pol_b, ref_b, beta) * on_b
+    anchor = alpha_kl * (torch.zeros_like(pol_a) if kl is None else kl.to(pol_a.dtype))
+    return torch.where(kind == PREF, pref, torch.where(kind == NPO, npo, anchor))

@@ -41,6 +41,10 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 MAX_LENGTH = 512  # longest prompt + response, the default of every stage (half TRL's 1024: CPU memory)
 PREFERENCE_LOSSES = ("sigmoid", "ipo")
 SFT = "sft"
+# how impact weights are computed, and normalised over the conflicts (impact.scoring); training also
+# takes `weight_normalisation: none` (the weights as the file holds them)
+SCORING_MODES = ("fd", "exact", "naive")
+NORMALISATIONS = ("mean", "paper")
 
 # old name -> what replaces it (the deprecation message)
 DEPRECATED = {
@@ -128,6 +132,22 @@ def fold_deprecated(cfg: Any) -> None:
         cfg.flip_rate = cfg.label_smoothing
     if getattr(cfg, "max_prompt_length", None) is not None:
         deprecated("max_prompt_length")
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """`loss_type` and `loss_weights` resolved once, when a config is built: the preference loss
+    (sigmoid or ipo) and the weight of each term (the `sft` NLL's is 0 when it is not listed)."""
+
+    loss_type: str
+    preference_weight: float
+    sft_weight: float
+
+
+def loss_terms(cfg: Any) -> LossTerms:
+    """The `LossTerms` of a config whose `loss_type` (and `loss_weights`) `fold_deprecated` checked."""
+    pref = preference_loss_type(cfg)
+    return LossTerms(pref, loss_weight(cfg, pref), sft_weight(cfg))
 
 
 def preference_loss_type(cfg: Any) -> str:

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 from trace_realign.errors import InputError
+from trace_realign.losses import KL, NPO, PREF
 from trace_realign.schema import Category
 from trace_realign.update.data import (
-    KL,
-    NPO,
-    PREF,
     StratifiedSampler,
     TraceDataset,
     batch_counts,

@@ -121,7 +121,8 @@ def test_trl_names_and_the_old_ones_they_replace(tmp_path):
     _, cfg = parse_train_args(
         base + ["--loss_type", "ipo", "sft", "--loss_weights", "1", "2", "--label_smoothing", "0.2"]
     )
-    assert (cfg.preference_loss, cfg.preference_weight, cfg.sft_weight, cfg.label_smoothing) == (
+    terms = cfg.loss_terms
+    assert (terms.loss_type, terms.preference_weight, terms.sft_weight, cfg.label_smoothing) == (
         "ipo",
         1.0,
         2.0,

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from trace_realign.cli import main
+from trace_realign.losses import KL, NPO, PREF
 from trace_realign.update.config import TraceConfig
-from trace_realign.update.data import KL, NPO, PREF, TraceDataset, read_weighted, select_examples
+from trace_realign.update.data import TraceDataset, read_weighted, select_examples
 from trace_realign.update.presets import PRESETS
 from trace_realign.update.trainer import TraceTrainer, hybrid_loss, train
 
@@ -369,20 +370,30 @@ def test_checkpointing_and_bf16_pass_through(tmp_path, tiny_model_dir, flags):
     assert all(math.isfinite(h["loss"]) for h in summary["log_history"] if "loss" in h)
 
 
-def test_hybrid_loss_reads_the_old_keyword_names():
+def test_hybrid_loss_takes_the_preset_loss_types():
+    """DPO baselines train sigmoid whatever the run's loss_type; rdpo trains robust DPO with TRL's
+    label_smoothing as its flip rate; the old names (rpo_alpha, flip_rate) stop at the config."""
+    from trace_realign.losses import preference_loss, robust_dpo_loss
+    from trace_realign.update.presets import PRESETS, pair_loss_type
+
     pol = torch.tensor([-3.0, -4.0])
     ref = torch.tensor([-3.5, -3.0])
     batch = {"kind": torch.tensor([0]), "weight": torch.tensor([1.0]), "pos_idx": torch.tensor([0]),
              "neg_idx": torch.tensor([1]), "npo_mask": torch.zeros(1, 2), "has_neg": torch.tensor([True])}  # fmt: skip
-    n_tokens = torch.tensor([5, 6])
-    for pair_loss, new, old in [
-        ("pref", {"sft_weight": 0.7}, {"rpo_alpha": 0.7}),
-        ("rdpo", {"label_smoothing": 0.2}, {"flip_rate": 0.2}),
-    ]:
-        common = {"beta": 0.3, "alpha_kl": 0.1, "pair_loss": pair_loss, "n_tokens": n_tokens}
-        a = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **new).loss
-        b = hybrid_loss(pol, ref, torch.zeros(1), batch, **common, **old).loss
-        assert a.item() == b.item()
+    assert pair_loss_type(PRESETS["naive-oracle-dpo"], "ipo") == "sigmoid"
+    assert pair_loss_type(PRESETS["trace"], "ipo") == "ipo"
+    assert pair_loss_type(PRESETS["rdpo"], "sigmoid") == "robust"
+    got = hybrid_loss(
+        pol, ref, torch.zeros(1), batch, beta=0.3, alpha_kl=0.1, loss_type="robust", label_smoothing=0.2
+    )
+    want = robust_dpo_loss(pol[:1], ref[:1], pol[1:], ref[1:], 0.3, 0.2)
+    assert got.loss.item() == pytest.approx(want.item())
+    with_sft = hybrid_loss(pol, ref, torch.zeros(1), batch, beta=0.3, alpha_kl=0.1, sft_weight=0.7,
+                           n_tokens=torch.tensor([5, 6]))  # fmt: skip
+    plain = preference_loss(pol[:1], ref[:1], pol[1:], ref[1:], 0.3)
+    assert with_sft.loss.item() == pytest.approx(plain.item() + 0.7 * 3.0 / 5)
+    with pytest.raises(TypeError):
+        hybrid_loss(pol, ref, torch.zeros(1), batch, beta=0.3, alpha_kl=0.1, rpo_alpha=0.7)
 
 
 def test_sampler_options_reach_the_batches(tmp_path, tiny_model_dir):

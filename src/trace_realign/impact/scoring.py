@@ -33,18 +33,19 @@ from tqdm.auto import tqdm
 
 from trace_realign.errors import InputError
 from trace_realign.impact.reference import reference_logprobs
-from trace_realign.losses import PreferenceVariant, npo_loss, preference_loss
+from trace_realign.losses import TERM_KINDS, LossType, term_losses
 from trace_realign.model.loading import eval_mode, is_peft, process_state, trainable_parameters
 from trace_realign.model.logprobs import response_logprobs
 from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
+from trace_realign.options import NORMALISATIONS, SCORING_MODES
 from trace_realign.schema import Category, Prompt
 from trace_realign.triage.terms import category_term
 
 Mode = Literal["exact", "fd", "naive"]
 Normalisation = Literal["mean", "paper"]
-MODES: tuple[str, ...] = ("exact", "fd", "naive")
-NORMALISATIONS: tuple[str, ...] = ("mean", "paper")
 Gradient = dict[str, torch.Tensor]
+# U2A's single negatives: NPO on the response `a` alone (`b` is not used, not encoded)
+SINGLE = "npo_a"
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,14 @@ class ScoredItem:
     prompt: Prompt
     a: str
     b: str
-    kind: Literal["pref", "npo"] = "pref"
+    kind: Literal["pref", "npo", "npo_a"] = "pref"
 
 
 @dataclass
 class ScoreOptions:
     mode: Mode = "fd"
     beta: float = 0.3
-    variant: PreferenceVariant = "sigmoid"
+    loss_type: LossType = "sigmoid"
     gamma: float = 1.0
     normalisation: Normalisation = "mean"
     batch_size: int = 8
@@ -77,8 +78,10 @@ class ScoreOptions:
     fd_target_change: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}", field="mode")
+        if self.mode not in SCORING_MODES:
+            raise InputError(
+                f"unknown mode {self.mode!r}: use one of {', '.join(SCORING_MODES)}", field="mode"
+            )
         if self.normalisation not in NORMALISATIONS:
             raise InputError(
                 f"unknown normalisation {self.normalisation!r}: use one of {', '.join(NORMALISATIONS)}",
@@ -136,20 +139,17 @@ def item_loss(
     pol_b: torch.Tensor,
     ref_b: torch.Tensor,
     beta: float,
-    variant: PreferenceVariant = "sigmoid",
+    loss_type: LossType = "sigmoid",
 ) -> torch.Tensor:
-    """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`: `pref` ℓ_pref(a ≻ b),
-    `npo` NPO on both, `npo_a` (U2A's single negatives) NPO on `a` alone (`b` ignored)."""
-    if kind == "pref":
-        return preference_loss(pol_a, ref_a, pol_b, ref_b, beta, variant)
-    if kind == "npo_a":
-        return npo_loss(pol_a, ref_a, beta)
-    return npo_loss(pol_a, ref_a, beta) + npo_loss(pol_b, ref_b, beta)
+    """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`, by `losses.term_losses`,
+    the function the trainer trains with: `pref` ℓ_pref(a ≻ b), `npo` NPO on both, `npo_a` (U2A's
+    single negatives) NPO on `a` alone (`b` ignored)."""
+    code = torch.full_like(pol_a, TERM_KINDS["npo" if kind == SINGLE else kind], dtype=torch.long)
+    only_a = torch.full_like(pol_a, kind != SINGLE, dtype=torch.bool)
+    return term_losses(code, pol_a, ref_a, pol_b, ref_b, beta=beta, loss_type=loss_type, npo_b=only_a)
 
 
-def reference_coefficients(
-    kind: str, beta: float, variant: PreferenceVariant = "sigmoid"
-) -> tuple[float, float]:
+def reference_coefficients(kind: str, beta: float, loss_type: LossType = "sigmoid") -> tuple[float, float]:
     """`(∂ℓ/∂log π(a), ∂ℓ/∂log π(b))` at `θ_ref`, where every log-ratio is 0.
 
     Taken from the loss functions themselves, so they cannot drift from them: `pref` (sigmoid)
@@ -158,12 +158,12 @@ def reference_coefficients(
     a = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     zero = torch.zeros(1, dtype=torch.float64)
-    ga, gb = torch.autograd.grad(item_loss(kind, a, zero, b, zero, beta, variant).sum(), (a, b))
+    ga, gb = torch.autograd.grad(item_loss(kind, a, zero, b, zero, beta, loss_type).sum(), (a, b))
     return ga.item(), gb.item()
 
 
-def _coefficient_vectors(items: Sequence[ScoredItem], beta: float, variant: PreferenceVariant):
-    pairs = [reference_coefficients(it.kind, beta, variant) for it in items]
+def _coefficient_vectors(items: Sequence[ScoredItem], beta: float, loss_type: LossType):
+    pairs = [reference_coefficients(it.kind, beta, loss_type) for it in items]
     return torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
 
 
@@ -271,7 +271,7 @@ def gold_gradient(
                 ).to(lp.device)
             else:
                 ref = lp.detach()
-            loss = item_loss("pref", lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.variant).sum()
+            loss = item_loss("pref", lp[:n], ref[:n], lp[n:], ref[n:], opts.beta, opts.loss_type).sum()
             loss.backward(inputs=list(params.values()))
             del loss, lp, ref
     acc = {}
@@ -296,7 +296,7 @@ def fd_step(g_J: Gradient, n_gold: int, opts: ScoreOptions) -> float:
     near 1e-3 relative. (A step scaled by `‖θ‖` fails under LoRA: `‖θ‖` is all `A`, which `g_J`
     does not touch at `B = 0`.)
     """
-    c = abs(reference_coefficients("pref", opts.beta, opts.variant)[0])
+    c = abs(reference_coefficients("pref", opts.beta, opts.loss_type)[0])
     return opts.fd_target_change * c * 2 * n_gold / gradient_norm(g_J) ** 2
 
 
@@ -362,7 +362,7 @@ def _naive_impacts(
         )
         lp = _logprobs(model, batch)
         ref = ref.to(lp.device)
-        loss = item_loss(it.kind, lp[:1], ref[:1], lp[1:], ref[1:], opts.beta, opts.variant).sum()
+        loss = item_loss(it.kind, lp[:1], ref[:1], lp[1:], ref[1:], opts.beta, opts.loss_type).sum()
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         flat = torch.cat(
             [
@@ -413,7 +413,7 @@ def conflict_impacts(
                     d = _directional_jvp(model, batch, g_J)
                 else:
                     d = _directional_fd(model, batch, g_J, h)
-                ca, cb = _coefficient_vectors(chunk, opts.beta, opts.variant)
+                ca, cb = _coefficient_vectors(chunk, opts.beta, opts.loss_type)
                 d = d.detach().double().cpu()
                 values = (ca.double() * d[:n] + cb.double() * d[n:]).tolist()
             new = {it.id: float(v) for it, v in zip(chunk, values, strict=True)}
@@ -485,8 +485,6 @@ def impact_weights(
 #
 # Items may also be `kind="npo_a"`: NPO on the single response `a` (`b` is not used, not encoded).
 
-SINGLE = "npo_a"
-
 
 def current_coefficients(
     kinds: Sequence[str],
@@ -495,7 +493,7 @@ def current_coefficients(
     pol_b: torch.Tensor,
     ref_b: torch.Tensor,
     beta: float,
-    variant: PreferenceVariant = "sigmoid",
+    loss_type: LossType = "sigmoid",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(∂ℓ_i/∂log π(a_i), ∂ℓ_i/∂log π(b_i))` `[N]` (float64) at the given log-probabilities.
 
@@ -508,7 +506,7 @@ def current_coefficients(
     total = a.new_zeros(())
     for kind in sorted(set(kinds)):
         m = torch.tensor([k == kind for k in kinds])
-        total = total + item_loss(kind, a[m], ra[m], b[m], rb[m], beta, variant).sum()
+        total = total + item_loss(kind, a[m], ra[m], b[m], rb[m], beta, loss_type).sum()
     ga, gb = torch.autograd.grad(total, (a, b), allow_unused=True)
     return (
         ga if ga is not None else torch.zeros_like(a),
@@ -580,7 +578,7 @@ def objective_gradient(
             loss = lp.new_zeros(())
             for kind in sorted({it.kind for it in chunk}):
                 m = torch.tensor([it.kind == kind for it in chunk], device=lp.device)
-                loss = loss + item_loss(kind, pa[m], ra[m], pb[m], rb[m], opts.beta, opts.variant).sum()
+                loss = loss + item_loss(kind, pa[m], ra[m], pb[m], rb[m], opts.beta, opts.loss_type).sum()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for (name, _), g in zip(params.items(), grads, strict=True):
                 if g is not None:
@@ -661,7 +659,7 @@ def current_impacts(
                     lp = _logprobs(model, batch)
                     pa, pb = _split(lp, b_rows.to(lp.device))
                     loss = item_loss(
-                        it.kind, pa, ref_a[[i]].to(lp), pb, ref_b[[i]].to(lp), opts.beta, opts.variant
+                        it.kind, pa, ref_a[[i]].to(lp), pb, ref_b[[i]].to(lp), opts.beta, opts.loss_type
                     ).sum()
                     grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
                     flat = torch.cat(
@@ -682,11 +680,11 @@ def current_impacts(
                     lp, d = lp.cpu(), d.cpu()
                 pa, pb = _split(lp, b_rows)
                 da, db = _split(d, b_rows)
-                ca, cb = current_coefficients(kinds, pa, ra, pb, rb, opts.beta, opts.variant)
+                ca, cb = current_coefficients(kinds, pa, ra, pb, rb, opts.beta, opts.loss_type)
                 values = ca * da + cb * db
                 with torch.no_grad():
                     losses = [
-                        float(item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.variant))
+                        float(item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.loss_type))
                         for j, k in enumerate(kinds)
                     ]
                 for j, i in enumerate(idx):

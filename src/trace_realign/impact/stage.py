@@ -24,7 +24,14 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
-from trace_realign.options import MAX_LENGTH, ModelConfig, fold_deprecated, preference_loss_type
+from trace_realign.options import (
+    MAX_LENGTH,
+    NORMALISATIONS,
+    SCORING_MODES,
+    ModelConfig,
+    fold_deprecated,
+    loss_terms,
+)
 from trace_realign.schema import Category, content_id
 
 TOP_N = 10
@@ -40,7 +47,7 @@ class ScoreConfig(ModelConfig):
     mode: str = field(
         default="fd",
         metadata={"help": "fd (central difference), exact (forward-mode AD) or naive (one backward per pair).",
-                  "choices": ["fd", "exact", "naive"]},
+                  "choices": list(SCORING_MODES)},
     )  # fmt: skip
     gold_size: int = field(default=64, metadata={"help": "Gold batch size B (Algorithm 2)."})
     beta: float = field(default=0.3, metadata={"help": "β of the preference and NPO losses."})
@@ -64,7 +71,7 @@ class ScoreConfig(ModelConfig):
     weight_normalisation: str = field(
         default="mean",
         metadata={"help": "mean: mean weight 1 over conflicts (default); paper: weights sum to 1.",
-                  "choices": ["mean", "paper"]},
+                  "choices": list(NORMALISATIONS)},
     )  # fmt: skip
     batch_size: int = field(default=8, metadata={"help": "Pairs per forward pass."})
     grad_batch_size: int | None = field(
@@ -94,6 +101,7 @@ class ScoreConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         fold_deprecated(self)
+        self.loss_terms = loss_terms(self)  # resolved once, as train does
         if self.gold_size < 1:
             raise InputError(f"gold batch size must be at least 1, got {self.gold_size}", field="gold_size")
 
@@ -104,7 +112,7 @@ class ScoreConfig(ModelConfig):
         return ScoreOptions(
             mode=self.mode,
             beta=self.beta,
-            variant=preference_loss_type(self),
+            loss_type=self.loss_terms.loss_type,
             gamma=self.gamma,
             normalisation=self.weight_normalisation,
             batch_size=self.batch_size,
@@ -220,7 +228,7 @@ def score(
         "triaged": _file_hash(triaged_path),
         "mode": opts.mode,
         "beta": opts.beta,
-        "loss": opts.variant,
+        "loss": opts.loss_type,
         "gold_size": config.gold_size,
         "corrections": config.corrections,
         "seed": config.seed,
@@ -393,9 +401,9 @@ def _summary(
             if opts.normalisation == "paper"
             else "mean: mean weight 1 over conflicts (N * w / sum|w|)"
         ),
-        "loss": opts.variant,
+        "loss": opts.loss_type,
         "loss_note": "sigmoid is the DPO loss the paper calls IPO"
-        if opts.variant == "sigmoid"
+        if opts.loss_type == "sigmoid"
         else "true IPO",
         "beta": opts.beta,
         "gamma": opts.gamma,

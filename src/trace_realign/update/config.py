@@ -19,14 +19,16 @@ from transformers import TrainingArguments
 from trace_realign.errors import InputError
 from trace_realign.options import (
     MAX_LENGTH,
+    NORMALISATIONS,
+    SCORING_MODES,
+    LossTerms,
     ModelConfig,
     fold_deprecated,
-    loss_weight,
-    preference_loss_type,
-    sft_weight,
+    loss_terms,
 )
 
-NORMALISATIONS = ("mean", "paper", "none")
+# training's impact-weight normalisations: the scoring stage's, or the weights as the file holds them
+WEIGHT_NORMALISATIONS = (*NORMALISATIONS, "none")
 SAMPLERS = ("natural", "stratified")
 # TrainingArguments.train_sampling_strategy values this trainer implements (in its own sampler)
 SAMPLING_STRATEGIES = ("group_by_length", "random")
@@ -198,20 +200,8 @@ class TraceConfig(TrainingArguments, ModelConfig):
         super().__post_init__()
         fold_deprecated(self)
         self.validate()
-
-    @property
-    def preference_loss(self) -> str:
-        """The ℓ_pref of `loss_type`: sigmoid or ipo."""
-        return preference_loss_type(self)
-
-    @property
-    def preference_weight(self) -> float:
-        return loss_weight(self, self.preference_loss)
-
-    @property
-    def sft_weight(self) -> float:
-        """Weight of the NLL of the preferred response (`"sft"` in `loss_type`); 0 when absent."""
-        return sft_weight(self)
+        # resolved once: the trainer and the loss read these, never loss_type's list again
+        self.loss_terms: LossTerms = loss_terms(self)
 
     def validate(self) -> None:
         """Raise `InputError` naming the field of the first bad option."""
@@ -221,7 +211,7 @@ class TraceConfig(TrainingArguments, ModelConfig):
             raise InputError(
                 f"unknown method {self.method!r}: use one of {', '.join(PRESETS)}", field="method"
             )
-        if self.weight_normalisation not in NORMALISATIONS:
+        if self.weight_normalisation not in WEIGHT_NORMALISATIONS:
             raise InputError(
                 f"unknown weight_normalisation {self.weight_normalisation!r}: use mean, paper or none",
                 field="weight_normalisation",
@@ -285,7 +275,7 @@ class TraceConfig(TrainingArguments, ModelConfig):
                 f"u2a_objective_size must be at least 1, got {self.u2a_objective_size}",
                 field="u2a_objective_size",
             )
-        if self.u2a_scoring not in ("fd", "exact", "naive"):
+        if self.u2a_scoring not in SCORING_MODES:
             raise InputError(
                 f"unknown u2a_scoring {self.u2a_scoring!r}: use fd, exact or naive", field="u2a_scoring"
             )

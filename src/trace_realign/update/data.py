@@ -29,15 +29,15 @@ from torch.utils.data import Dataset, Sampler
 from trace_realign.errors import InputError
 from trace_realign.impact.scoring import normalise_weights
 from trace_realign.io import read_jsonl
+from trace_realign.losses import NPO, PREF, TERM_KINDS
 from trace_realign.model.tokenize import Encoded, TruncationReport, collate, encode, pad_id
 from trace_realign.schema import Category, Prompt, content_id
 from trace_realign.triage.terms import category_term
 from trace_realign.update.presets import Preset
 
-# Example kinds, as integers so a batch carries them as one tensor
-PREF, NPO, KL = 0, 1, 2
-KIND_NAMES = {PREF: "pref", NPO: "npo", KL: "kl"}
-KIND = {name: kind for kind, name in KIND_NAMES.items()}
+# Example kinds: the loss terms of `losses`, as integers so a batch carries them as one tensor
+KIND = TERM_KINDS
+KIND_NAMES = {kind: name for name, kind in TERM_KINDS.items()}
 # Stratum of each category in `sampling_proportions` and in the batch tensor `stratum`
 STRATA = (Category.INVERT, Category.PUNISH, Category.RETAIN)
 STRATUM = {c: i for i, c in enumerate(STRATA)}

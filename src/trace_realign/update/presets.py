@@ -113,6 +113,13 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def pair_loss_type(preset: Preset, configured: str) -> str:
+    """The `losses.preference_loss` a preset trains its pairs with: `configured` (the run's
+    `loss_type`, sigmoid or ipo) for the TRACE rows, DPO's sigmoid for the DPO baselines whatever
+    `loss_type` says, robust DPO for rdpo."""
+    return {"dpo": "sigmoid", "rdpo": "robust"}.get(preset.pair_loss or "", configured)
+
+
 def get_preset(name: str) -> Preset:
     from trace_realign.errors import InputError
 

@@ -38,12 +38,12 @@ import torch
 from transformers import Trainer, TrainerCallback, set_seed
 
 from trace_realign.io import write_json_atomic
-from trace_realign.losses import npo_loss, preference_loss, robust_dpo_loss, token_kl
+from trace_realign.losses import KL, NPO, PREF, term_losses, token_kl
 from trace_realign.model.logprobs import logprobs_and_logits, positions_to_keep, sequence_logprobs
 from trace_realign.model.tokenize import IGNORE_INDEX
 from trace_realign.update.config import TraceConfig
-from trace_realign.update.data import KL, NPO, PREF, STRATA, TraceCollator, TraceDataset
-from trace_realign.update.presets import Preset, get_preset
+from trace_realign.update.data import STRATA, TraceCollator, TraceDataset
+from trace_realign.update.presets import Preset, get_preset, pair_loss_type
 
 # Logged means; each is accumulated as (sum, count) so categories absent from a batch never skew them.
 METRICS = (
@@ -85,48 +85,41 @@ def hybrid_loss(
     beta: float,
     alpha_kl: float,
     loss_type: str = "sigmoid",
-    pair_loss: str | None = "pref",
     label_smoothing: float = 0.0,
     preference_weight: float = 1.0,
     sft_weight: float = 0.0,
     n_tokens: torch.Tensor | None = None,
-    rpo_alpha: float | None = None,
-    flip_rate: float | None = None,
 ) -> HybridLoss:
     """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
 
     `pol`, `ref`: `[S]` summed log-probabilities of every sequence of the batch; `kl`: `[B]` token KL
     of each example's first sequence (used only where `kind == KL`); `batch`: the collated tensors.
-    `loss_type` is the preference loss (sigmoid or ipo), `label_smoothing` the robust-DPO flip rate;
-    each preference term is `preference_weight · ℓ_pref + sft_weight · NLL(preferred)` (TRL's
-    `loss_type [.., "sft"]` with `loss_weights`). `n_tokens`: `[S]` response tokens of each
-    sequence, needed when `sft_weight > 0`. `pair_loss=None`: the preset builds no pairs.
-    `rpo_alpha` and `flip_rate` are the old names of `sft_weight` and `label_smoothing`
-    (options.DEPRECATED), still read for callers written before TRL 1.16's names.
+    Each example's term is `losses.term_losses` (the same function impact scoring scores): `loss_type`
+    is the preference loss (sigmoid, ipo, or robust with the flip rate `label_smoothing`), and each
+    preference term is `preference_weight · ℓ_pref + sft_weight · NLL(preferred)` (TRL's
+    `loss_type [.., "sft"]` with `loss_weights`). `n_tokens`: `[S]` response tokens of each sequence.
     """
-    if rpo_alpha is not None:
-        sft_weight = rpo_alpha
-    if flip_rate is not None:
-        label_smoothing = flip_rate
     kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
     pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
     rp, rn = ref[batch["pos_idx"]].to(pol.dtype), ref[batch["neg_idx"]].to(pol.dtype)
-    if pair_loss is None:
-        pref = torch.zeros_like(pp)
-    elif pair_loss == "rdpo":
-        pref = robust_dpo_loss(pp, rp, pn, rn, beta, label_smoothing)
-    else:
-        pref = preference_loss(pp, rp, pn, rn, beta, "sigmoid" if pair_loss == "dpo" else loss_type)
-    if preference_weight != 1.0:
-        pref = preference_weight * pref
-    if sft_weight > 0 and pair_loss is not None:
-        if n_tokens is None:
-            raise ValueError("an sft term needs the response token counts (n_tokens)")
-        pref = pref + sft_weight * (-pp / n_tokens[batch["pos_idx"]].clamp(min=1).to(pol.dtype))
     npo_mask = batch["npo_mask"].to(pol.dtype)
-    npo_neg = npo_mask[:, 1] * batch["has_neg"].to(pol.dtype)
-    npo = npo_loss(pp, rp, beta) * npo_mask[:, 0] + npo_loss(pn, rn, beta) * npo_neg
-    per = torch.where(kind == PREF, pref, torch.where(kind == NPO, npo, alpha_kl * kl.to(pol.dtype)))
+    per = term_losses(
+        kind,
+        pp,
+        rp,
+        pn,
+        rn,
+        beta=beta,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        npo_a=npo_mask[:, 0],
+        npo_b=npo_mask[:, 1] * batch["has_neg"].to(pol.dtype),
+        kl=kl,
+        alpha_kl=alpha_kl,
+        preference_weight=preference_weight,
+        sft_weight=sft_weight,
+        len_a=None if n_tokens is None else n_tokens[batch["pos_idx"]],
+    )
     loss = (weight * per).sum() / max(1, kind.numel())
     return HybridLoss(loss, per, beta * (pp - rp), beta * (pn - rn), kl)
 
@@ -177,6 +170,7 @@ class TraceTrainer(Trainer):
 
         self.preset: Preset = get_preset(args.method)
         self.alpha_kl = args.alpha_kl if self.preset.use_kl else 0.0
+        self.loss_type = pair_loss_type(self.preset, args.loss_terms.loss_type)
         if args.gradient_checkpointing and is_peft(model):
             # the frozen embeddings give checkpointed blocks no input that requires grad otherwise
             model.enable_input_require_grads()
@@ -337,6 +331,7 @@ class TraceTrainer(Trainer):
                 at = torch.full((ref.numel(),), -1, dtype=torch.long, device=ref.device)
                 at[rows] = torch.arange(rows.numel(), device=ref.device)
                 kl[kind == KL] = token_kl(ref_logits[at[kl_seq], :-1], kl_logits, mask[kl_seq])
+        terms = self.args.loss_terms
         return hybrid_loss(
             pol,
             ref,
@@ -344,11 +339,11 @@ class TraceTrainer(Trainer):
             inputs,
             beta=self.args.beta,
             alpha_kl=self.alpha_kl,
-            loss_type=self.args.preference_loss,
-            pair_loss=self.preset.pair_loss,
+            loss_type=self.loss_type,
             label_smoothing=self.args.label_smoothing,
-            preference_weight=self.args.preference_weight,
-            sft_weight=self.args.sft_weight,
+            preference_weight=terms.preference_weight,
+            # presets that build no preference pair have no preferred response to raise
+            sft_weight=terms.sft_weight if self.preset.pair_loss is not None else 0.0,
             n_tokens=mask.sum(-1),
         )
 
@@ -512,14 +507,15 @@ def _zero3_reference(model_name_or_path: str | Path, config: TraceConfig) -> Any
 def _loss_label(preset: Preset, config: TraceConfig) -> str:
     if preset.pair_loss is None:
         return "none (no preference pairs: NPO only)"
-    if preset.pair_loss == "rdpo":
+    loss_type = pair_loss_type(preset, config.loss_terms.loss_type)
+    if loss_type == "robust":
         label = f"robust DPO (flip rate {config.label_smoothing})"
-    elif preset.pair_loss == "dpo" or config.preference_loss == "sigmoid":
+    elif loss_type == "sigmoid":
         label = "sigmoid (DPO; the paper's 'IPO')"
     else:
         label = "ipo ((Δ - 1/(2β))²)"
-    if config.sft_weight > 0:
-        label += f" + {config.sft_weight:g} × sft (NLL of the preferred response)"
+    if config.loss_terms.sft_weight > 0:
+        label += f" + {config.loss_terms.sft_weight:g} × sft (NLL of the preferred response)"
     return label
 
 

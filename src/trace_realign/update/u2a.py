@@ -41,8 +41,9 @@ from trace_realign.impact.scoring import (
     normalise_weights,
     objective_gradient,
 )
+from trace_realign.losses import NPO
 from trace_realign.schema import Category
-from trace_realign.update.data import NPO, Example, WeightedRow
+from trace_realign.update.data import Example, WeightedRow
 
 STATE_FILE = "u2a_state.json"
 FLOOR = 1e-6  # ω is clamped above 0 after each update
@@ -194,7 +195,7 @@ class ImpactWeights(TrainerCallback):
         self.opts = ScoreOptions(
             mode=cfg.u2a_scoring,
             beta=cfg.beta,
-            variant=cfg.preference_loss,
+            loss_type=cfg.loss_terms.loss_type,
             # trace-no-triage's weights are normalised, where a damping γ > 0 cancels: u2a_gamma serves both
             gamma=cfg.u2a_gamma,
             batch_size=cfg.u2a_batch_size,
