@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from trace_realign.errors import InputError
 
 
@@ -86,7 +88,6 @@ def read_text(path: str | Path, what: str = "file") -> str:
 def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """A YAML mapping; a missing or unparseable file, or one that is not a mapping, is an `InputError`
     naming the file (and the line, for a syntax error). An empty file is an empty mapping."""
-    import yaml
 
     p = Path(path)
     try:

@@ -36,9 +36,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from trace_realign.errors import InputError
+from trace_realign.evaluate.evaluate import evaluate_model
+from trace_realign.evaluate.generate import GenerationSettings
+from trace_realign.impact.stage import ScoreConfig, score
 from trace_realign.io import load_yaml, read_json, write_json_atomic, write_text_atomic
 from trace_realign.judges.spec import split_path_spec
+from trace_realign.triage.stage import OPTIONS, run_triage
+
+# Imported inside functions: the training code (torch, transformers) is imported inside the functions that train: `run --help`
+# and a triage-only run stay light.
 
 TOP_LEVEL = {"run_dir", "model", "data", "policy", "judge", "triage", "score", "methods", "train", "evaluate"}
 STAGES = ("triage", "score", "train", "evaluate")
@@ -176,7 +185,6 @@ def _options(block: Any, name: str) -> dict[str, Any]:
 
 
 def _triage_options(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    from trace_realign.triage.stage import OPTIONS
 
     opts = _options(cfg.get("triage"), "triage")
     for key in opts:
@@ -195,7 +203,6 @@ def _score_options(score: dict[str, Any], train: dict[str, Any]) -> dict[str, An
     """The score block over what it shares with the train block (model, LoRA, loss, lengths, seed):
     the impact weights are gradients over the LoRA parameters training trains and of its loss, and
     equal lengths let training reuse the reference log-probabilities score cached."""
-    from trace_realign.impact.stage import ScoreConfig
     from trace_realign.update.config import TraceConfig
 
     known = {f.name for f in fields(ScoreConfig)}
@@ -211,7 +218,6 @@ def _score_options(score: dict[str, Any], train: dict[str, Any]) -> dict[str, An
 
 
 def _score_config(options: dict[str, Any]) -> Any:
-    from trace_realign.impact.stage import ScoreConfig
 
     try:
         return ScoreConfig(**{k: v for k, v in options.items() if k not in _SCORE_CALL})
@@ -247,10 +253,7 @@ def run_pipeline(
     `config` is a path to the YAML file or the same mapping (its relative paths: from the working directory).
     `force` reruns every stage; `stages` limits the run to some of them (their inputs must exist).
     """
-    import yaml
 
-    from trace_realign.impact.stage import score
-    from trace_realign.triage.stage import run_triage
     from trace_realign.update.trainer import train
 
     # a mapping's relative paths are relative to the working directory: made absolute here, so
@@ -334,7 +337,6 @@ def _evaluate(
     result: dict[str, Any],
 ) -> None:
     """Evaluate M_ref and every trained method with `evaluate_model`."""
-    from trace_realign.evaluate.evaluate import evaluate_model
 
     opts = dict(cfg["evaluate"])
     if "prompts" not in opts:
@@ -344,8 +346,6 @@ def _evaluate(
     judge = opts.pop("judge", cfg["judge"])
     extra = {k: v for k, v in opts.items() if k not in ("prompts", "generation")}
     if "generation" in opts:  # a YAML block of decoding settings
-        from trace_realign.evaluate.generate import GenerationSettings
-
         extra["settings"] = GenerationSettings(**opts["generation"])
     models = {"m_ref": cfg["model"]} if include_ref else {}
     models.update({m: str(run_dir / "train" / m) for m in methods})

@@ -14,10 +14,10 @@ from trace_realign.evaluate.metrics import (
     perplexity,
     target_policy_agreement,
     utility_summary,
-    wilson_interval,
     win_rate,
 )
 from trace_realign.schema import Label
+from trace_realign.stats import wilson_interval
 
 C, N, U = Label.COMPLIANT, Label.NON_COMPLIANT, Label.UNKNOWN
 

@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from trace_realign.data.pku import PKU_REQUIRED, pku_row_to_pair
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl
 from trace_realign.schema import Message, PreferencePair
+
+# Imported inside functions: datasets and pyarrow are imported inside the readers that need them (a Hub id, a Parquet file):
+# a JSONL triage never loads them.
 
 FILE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 FORMATS = ("auto", "trl", "pku")
@@ -143,14 +147,11 @@ def load_pairs(
 
 def _converter(fmt: str) -> RowConverter:
     if fmt == "pku":
-        from trace_realign.data.pku import pku_row_to_pair
-
         return pku_row_to_pair
     return trl_row_to_pair
 
 
 def _detect_format(columns: list[str]) -> str:
-    from trace_realign.data.pku import PKU_REQUIRED
 
     if all(c in columns for c in PKU_REQUIRED):
         return "pku"

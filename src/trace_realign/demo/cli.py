@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from trace_realign.demo.run import run_demo
 from trace_realign.evaluate.stress import ASR_DEFINITIONS
 
 
@@ -74,8 +75,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    # the whole pipeline loads here, not at import: `trace-realign demo --help` stays light
-    from trace_realign.demo.run import run_demo
 
     size = args.size or ("quick" if args.quick else "default")
     run_demo(

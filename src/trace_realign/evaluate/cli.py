@@ -15,7 +15,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from trace_realign.errors import InputError
+from trace_realign.evaluate import evaluate_model
+from trace_realign.evaluate.generate import GenerationSettings
 from trace_realign.evaluate.stress import ASR_DEFINITIONS
 from trace_realign.options import DTYPES, ModelConfig
 from trace_realign.stats import format_rate
@@ -131,10 +136,6 @@ def _default_name(model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from trace_realign.evaluate import evaluate_model
-    from trace_realign.evaluate.generate import GenerationSettings
 
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise InputError("--max-new-tokens and --batch-size must be at least 1")
@@ -170,7 +171,6 @@ def run(args: argparse.Namespace) -> int:
 
 def metrics_table(metrics: dict[str, Any]) -> Any:
     """A rich table of one model's metrics: TPA (overall, per category), ASR, utility, win rates."""
-    from rich.table import Table
 
     t = Table(title=f"{metrics['name']} under policy {metrics['policy']['name']}", show_lines=False)
     t.add_column("metric")

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+# Imported inside functions: accelerate and the model code are imported inside the functions that use them, so importing
+# the evaluation (as `evaluate --help` does) stays light.
+
 T = TypeVar("T")
 
 

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trace_realign.cache import GENERATIONS_FILE, VERDICTS_FILE, GenerationCache, VerdictCache
 from trace_realign.errors import InputError
 from trace_realign.evaluate.distributed import from_main, split_generate, world
 from trace_realign.evaluate.generate import (
@@ -50,10 +51,15 @@ from trace_realign.evaluate.metrics import (
     utility_summary,
 )
 from trace_realign.evaluate.stress import ASR_DEFINITIONS, ATTACK_POLICY, WRAPPERS, stress_prompts
-from trace_realign.evaluate.utility import read_mc
-from trace_realign.io import read_jsonl, write_json_atomic, write_jsonl_atomic
+from trace_realign.evaluate.typed_judge import is_typed_spec, typed_judge_from_spec
+from trace_realign.evaluate.utility import lm_eval_scores, mc_scores, read_mc, text_perplexity
+from trace_realign.evaluate.winrate import pairwise_win_rate
+from trace_realign.io import cache_root, read_jsonl, write_json_atomic, write_jsonl_atomic
 from trace_realign.judges.base import Judge, JudgeItem
+from trace_realign.judges.cached import JudgeStats, judge_with_cache
 from trace_realign.judges.policy import Policy
+from trace_realign.judges.rules import RuleJudge
+from trace_realign.judges.spec import make_judge
 from trace_realign.schema import Category, Label, content_id, render_prompt
 from trace_realign.stats import cohen_kappa, proportion
 
@@ -127,7 +133,6 @@ def _policy(policy: Policy | str | Path) -> Policy:
 def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
     """A ready judge, or one built from a spec string or YAML block (`judges.spec`), or the
     evaluation-only `typed:FILE` (`typed_judge.py`)."""
-    from trace_realign.evaluate.typed_judge import is_typed_spec, typed_judge_from_spec
 
     if is_typed_spec(judge):
         return typed_judge_from_spec(judge)
@@ -136,8 +141,6 @@ def _judge(judge: Judge | str | dict[str, Any]) -> Judge:
             raise InputError("a typed judge block is {kind: typed, file: CUES.yaml}", field="judge")
         return typed_judge_from_spec(f"typed:{judge['file']}")
     if isinstance(judge, (str, dict)):
-        from trace_realign.judges.spec import make_judge
-
         return make_judge(judge)
     return judge
 
@@ -152,8 +155,6 @@ def _backend(model: str | Path | Backend, batch_size: int, dtype: str = "float32
 
 def _caches(cache: str | Path | None | bool) -> tuple[Any, Any]:
     """`None`: the default cache folder; a path: that folder; `False`: no caching."""
-    from trace_realign.cache import GENERATIONS_FILE, VERDICTS_FILE, GenerationCache, VerdictCache
-    from trace_realign.io import cache_root
 
     if cache is False:
         return None, None
@@ -200,8 +201,6 @@ def evaluate_model(
     `dtype` is the dtype a Hugging Face model is loaded in (`options.ModelConfig.dtype`, as in
     score and train).
     """
-    from trace_realign.evaluate.winrate import pairwise_win_rate
-    from trace_realign.judges.cached import JudgeStats, judge_with_cache
 
     started = time.time()
     out_dir = Path(out_dir)
@@ -382,7 +381,6 @@ def _attack_judge(
         return _judge(attack_judge), attack_policy
     if hasattr(judge, "operational"):
         return judge.operational(), attack_policy
-    from trace_realign.judges.rules import RuleJudge
 
     if isinstance(judge, RuleJudge):  # its rules are its policy: no attack reading without a file
         return None
@@ -478,7 +476,6 @@ def _utility(
 ) -> dict[str, Any] | None:
     if not (mc_items or text_file or lm_eval_tasks):
         return None
-    from trace_realign.evaluate.utility import lm_eval_scores, mc_scores, text_perplexity
 
     mc = ppl = lm = None
     if mc_items:

@@ -16,9 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tqdm.auto import tqdm
+
 from trace_realign.cache import GenerationCache
 from trace_realign.errors import InputError
+from trace_realign.judges.openai import DEFAULT_BASE_URL, ChatEndpoint, run_batch
 from trace_realign.schema import Prompt
+
+# Imported inside functions: torch, transformers, vllm and the model code are imported inside the backends that use them:
+# an endpoint or cached evaluation, and `evaluate --help`, load none of them.
 
 
 @dataclass(frozen=True)
@@ -239,7 +245,6 @@ class EndpointBackend:
     def __init__(
         self, model: str, base_url: str | None = None, *, concurrency: int = 8, **kwargs: Any
     ) -> None:
-        from trace_realign.judges.openai import DEFAULT_BASE_URL, ChatEndpoint
 
         self.endpoint = ChatEndpoint(model, base_url or DEFAULT_BASE_URL, concurrency=concurrency, **kwargs)
         self.identity = f"openai:{model}@{self.endpoint.base_url}"
@@ -254,7 +259,6 @@ class EndpointBackend:
         return cls(model, url or None, concurrency=batch_size)
 
     def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[str]:
-        from trace_realign.judges.openai import run_batch
 
         def work(i: int, stop: Any) -> str:
             p = prompts[i]
@@ -287,7 +291,6 @@ def generate_responses(
 ) -> list[str]:
     """One response per prompt, in order. Cached ones are reused; new ones are committed per chunk,
     so an interrupted run loses at most one chunk."""
-    from tqdm.auto import tqdm
 
     settings = settings or GenerationSettings()
     key = settings.key()

@@ -18,9 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+from tqdm.auto import tqdm
+
 from trace_realign.errors import InputError
 from trace_realign.evaluate.metrics import mc_accuracy, perplexity
 from trace_realign.io import read_jsonl, read_text
+
+# Imported inside functions: torch, lm-eval (optional) and the model code are imported inside the functions that use them:
+# reading a multiple-choice file loads none of them.
 
 LETTERS = string.ascii_uppercase
 
@@ -87,7 +93,6 @@ def _logprobs(
     desc: str = "",
 ) -> list[float]:
     import torch
-    from tqdm.auto import tqdm
 
     from trace_realign.model.logprobs import batch_logprobs
     from trace_realign.model.tokenize import collate, pad_id
@@ -198,7 +203,6 @@ def _local_task(spec: str) -> tuple[str, Path] | None:
         return None
     if not p.is_file():
         raise InputError("lm-eval task file not found", path=spec, field="lm_eval")
-    import yaml
 
     try:
         name = (yaml.safe_load(p.read_text(encoding="utf-8")) or {}).get("task")

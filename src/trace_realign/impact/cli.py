@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.impact.stage import ScoreConfig, score
+
+# Imported inside functions: transformers and the scoring code are imported inside `run`: `score --help` stays light.
 
 
 @dataclass
@@ -56,8 +59,6 @@ def add_parser(subparsers: Any) -> None:
 def _parser() -> Any:
     from transformers import HfArgumentParser
 
-    from trace_realign.impact.stage import ScoreConfig
-
     return HfArgumentParser((ScoreScriptArguments, ScoreConfig), prog="trace-realign score")
 
 
@@ -81,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.help:
         _parser().print_help()
         return 0
-    from trace_realign.impact.stage import score
 
     script, config = parse_score_args(list(args.extra))
     score(

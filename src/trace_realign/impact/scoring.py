@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from accelerate.utils import gather_object, reduce
 from tqdm.auto import tqdm
 
 from trace_realign.errors import InputError
@@ -217,7 +218,6 @@ def _distributed() -> tuple[int, int]:
 
 
 def _sum_across_processes(grad: Gradient) -> Gradient:
-    from accelerate.utils import reduce
 
     return {n: reduce(g, reduction="sum") for n, g in grad.items()}
 
@@ -423,8 +423,6 @@ def conflict_impacts(
             bar.update(n)
     bar.close()
     if world > 1:
-        from accelerate.utils import gather_object
-
         for part in gather_object([mine]):
             done.update(part)
     else:
@@ -585,8 +583,6 @@ def objective_gradient(
                     acc[name] += g.float()
             loss_sum += float(loss.detach())
     if world > 1:
-        from accelerate.utils import reduce
-
         acc = _sum_across_processes(acc)
         loss_sum = reduce(loss_sum.to(next(iter(acc.values())).device), reduction="sum").cpu()
     return GoldDirection(acc, len(items)), float(loss_sum) / len(items)
@@ -692,8 +688,6 @@ def current_impacts(
             bar.update(len(idx))
     bar.close()
     if world > 1:
-        from accelerate.utils import gather_object
-
         merged: dict[int, tuple[float, float]] = {}
         for part in gather_object([mine]):
             merged.update(part)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.impact.gold import gold_batch
 from trace_realign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from trace_realign.options import (
     MAX_LENGTH,
@@ -33,6 +34,10 @@ from trace_realign.options import (
     loss_terms,
 )
 from trace_realign.schema import Category, content_id
+from trace_realign.triage.triage import read_triaged
+
+# Imported inside functions: torch and the scoring code are imported inside `score`: `ScoreConfig` is what `score --help`
+# parses, and it must not load torch (tests/test_cli_imports.py).
 
 TOP_N = 10
 HISTOGRAM_BINS = 10
@@ -128,7 +133,6 @@ def _file_hash(path: Path) -> str:
 
 def load_conflicts(path: str | Path) -> tuple[list[dict[str, Any]], list[Any]]:
     """The raw rows of a triaged file (kept whole for the output) and their `TriagedPair`s."""
-    from trace_realign.triage.triage import read_triaged
 
     triaged = read_triaged(path)
     rows = [row for _, row in read_jsonl(path)]
@@ -171,7 +175,6 @@ def score(
     """
     import torch
 
-    from trace_realign.impact.gold import gold_batch
     from trace_realign.impact.reference import model_fingerprint, open_cache, reference_logprobs
     from trace_realign.impact.scoring import (
         GoldDirection,

@@ -38,10 +38,13 @@ from typing import Any
 
 from trace_realign.cache import cache_key
 from trace_realign.errors import InputError, JudgeUnavailableError, TraceError
+from trace_realign.io import write_json_atomic, write_text_atomic
 from trace_realign.judges.base import JudgeItem, OnVerdict
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.prompt import TASK_REASONED, judge_messages, parse_verdict
 from trace_realign.schema import Label, Verdict
+
+# Imported inside functions: the openai SDK is imported inside the call that needs it: a triage with another judge never loads it.
 
 ENDPOINT = "/v1/chat/completions"
 DONE = {"completed", "expired", "cancelled", "failed"}
@@ -189,7 +192,6 @@ class BatchJudge:
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        from trace_realign.io import write_json_atomic
 
         write_json_atomic(self.state_path, state)
 
@@ -204,7 +206,6 @@ class BatchJudge:
             for cid, it in zip(ids, items, strict=True)
         ]
         requests = self.state_path.with_name(self.state_path.name.removesuffix(".json") + ".requests.jsonl")
-        from trace_realign.io import write_text_atomic
 
         write_text_atomic(requests, "\n".join(lines) + "\n")
         headers = self.endpoint.request_headers()

@@ -18,6 +18,9 @@ from trace_realign.judges.policy import Policy
 from trace_realign.judges.prompt import TASK_ONE_WORD, TEMPLATE_VERSION, judge_messages
 from trace_realign.schema import Label, Verdict
 
+# Imported inside functions: torch and the model code are imported inside the judge's methods: `make_judge` of any other
+# spec (a rules-judge triage) must not load them.
+
 ANSWERS = (("COMPLIANT", Label.COMPLIANT), ("NON_COMPLIANT", Label.NON_COMPLIANT))
 
 

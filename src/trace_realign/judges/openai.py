@@ -38,6 +38,9 @@ from trace_realign.judges.policy import Policy
 from trace_realign.judges.prompt import TASK_REASONED, TEMPLATE_VERSION, judge_messages, parse_verdict
 from trace_realign.schema import Label, Verdict
 
+# Imported inside functions: the openai SDK (and its HTTP client) is imported inside the functions that call it: a triage with
+# another judge never loads it.
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 FATAL_STATUS = {401, 403, 404}

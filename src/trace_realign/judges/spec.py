@@ -22,6 +22,11 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.judges.base import Judge
+from trace_realign.judges.hf import HFJudge
+from trace_realign.judges.labels import LabelJudge
+from trace_realign.judges.noisy import NoisyJudge
+from trace_realign.judges.openai import OpenAIJudge, default_base_url
+from trace_realign.judges.rules import RuleJudge
 
 GENERIC = {"concurrency"}  # accepted by every kind, used by those that can
 OPTIONS: dict[str, dict[str, type]] = {
@@ -144,30 +149,21 @@ def _build(kind: str, opts: dict[str, Any]) -> Judge:
             opts["judge"] = {**inner, **generic}
     o = typed_options(OPTIONS[kind], opts, "judge")
     if kind == "openai":
-        from trace_realign.judges.openai import OpenAIJudge, default_base_url
-
         if not o.get("model"):
             raise InputError("an openai judge needs a model", field="judge.model")
         return OpenAIJudge(o.pop("model"), o.pop("base_url", None) or default_base_url(), **o)
     if kind == "hf":
-        from trace_realign.judges.hf import HFJudge
-
         if not o.get("path"):
             raise InputError("an hf judge needs a model path or Hub id", field="judge.path")
         return HFJudge(o.pop("path"), **o)
     if kind == "rules":
-        from trace_realign.judges.rules import RuleJudge
-
         if not o.get("file"):
             raise InputError("a rules judge needs a file", field="judge.file")
         return RuleJudge.from_file(o["file"])
     if kind == "labels":
-        from trace_realign.judges.labels import LabelJudge
-
         if "columns" in o:
             return LabelJudge.from_spec(o["columns"])
         return LabelJudge(o.get("chosen", ""), o.get("rejected", ""))
-    from trace_realign.judges.noisy import NoisyJudge
 
     if o.get("rate") is None or o.get("judge") is None:
         raise InputError("a noisy judge needs a rate and a judge to wrap", field="judge.rate")

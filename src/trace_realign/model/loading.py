@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trace_realign.errors import InputError
 
@@ -71,7 +75,6 @@ def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 def load_tokenizer(path_or_id: str | Path) -> Any:
     """The tokenizer of a checkpoint or adapter folder (an adapter without one uses its base's)."""
-    from transformers import AutoTokenizer
 
     src = str(path_or_id)
     base = adapter_base(src) if Path(src).is_dir() else None
@@ -87,8 +90,6 @@ def process_state() -> Any:
     """accelerate's `PartialState`: this process's rank, world and device. On a machine without
     an accelerator (or under `accelerate launch --cpu`) a multi-process world is a CPU (gloo)
     world, which `PartialState()` alone would not start."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
 
     accel = getattr(torch, "accelerator", None)
     has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
@@ -113,7 +114,6 @@ def load_model(
 
     `attn_implementation="eager"` is needed for double backward on CPU (the SDPA kernels have none).
     """
-    from transformers import AutoModelForCausalLM
 
     src = str(path_or_id)
     base = adapter_base(src) if Path(src).is_dir() else None
@@ -125,8 +125,6 @@ def load_model(
     except OSError as exc:
         raise InputError(f"cannot load a model: {str(exc).splitlines()[0]}", path=base or src) from None
     if base is not None:
-        from peft import PeftModel
-
         model = PeftModel.from_pretrained(model, src).merge_and_unload()
     if device is not None:
         model.to(device)
@@ -138,7 +136,6 @@ def apply_lora(model: Any, options: LoraOptions | None = None) -> Any:
 
     PEFT initialises `B = 0`, so the wrapped model computes exactly `θ_ref` until trained.
     """
-    from peft import LoraConfig, get_peft_model
 
     o = options or LoraOptions()
     config = LoraConfig(
@@ -155,7 +152,6 @@ def apply_lora(model: Any, options: LoraOptions | None = None) -> Any:
 
 
 def is_peft(model: Any) -> bool:
-    from peft import PeftModel
 
     return isinstance(model, PeftModel)
 

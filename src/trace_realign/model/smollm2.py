@@ -13,6 +13,9 @@ from pathlib import Path
 from trace_realign.errors import TraceError
 from trace_realign.io import cache_root
 
+# Imported inside functions: torch and transformers are imported inside the conversion, which runs once per machine: finding
+# the cached copy loads neither.
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

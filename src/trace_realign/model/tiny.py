@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Imported inside functions: tokenizers, transformers and torch are imported inside the builders: importing the module is free.
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"

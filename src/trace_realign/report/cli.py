@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.report import build_report
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -32,7 +33,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trace_realign.report import build_report
 
     for d in args.dirs:
         if not Path(d).is_dir():

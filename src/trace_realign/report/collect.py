@@ -19,6 +19,7 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl
+from trace_realign.triage.audit import judge_error
 
 CATEGORY_NAMES = ("INVERT", "PUNISH", "RETAIN", "UNKNOWN")
 
@@ -129,8 +130,6 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     elif "judge_error" not in run.triage:  # an audit written beside the triage after it ran
         audit = _json(p / "triage" / "audit.json", run.notes)
         if isinstance(audit, dict) and isinstance(audit.get("error_rate"), dict):
-            from trace_realign.triage.audit import judge_error
-
             run.triage["judge_error"] = {
                 **judge_error(audit),
                 "source_audit": str(p / "triage" / "audit.json"),

@@ -7,6 +7,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+# Imported inside functions: matplotlib is imported inside the function that draws: a report without plots never loads it.
+
 COLOURS = {"INVERT": "#d95f02", "PUNISH": "#7570b3", "RETAIN": "#1b9e77", "UNKNOWN": "#999999"}
 PALETTE = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]

@@ -11,9 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
 from trace_realign.report import plots
 from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
 from trace_realign.stats import format_estimate, format_rate, wilson_interval
+from trace_realign.triage.audit import judge_error_line
 
 BEFORE_NAMES = ("m_ref", "mref", "ref", "reference", "base", "baseline", "before")
 TPA_GROUPS = ("overall", "INVERT", "PUNISH", "RETAIN")
@@ -76,8 +78,6 @@ def triage_section(runs: list[Run]) -> list[Block]:
     out.append(Table(["run", "pairs", *CATEGORY_NAMES, "judge"], rows))
     for r in with_triage:  # the judge's measured error (trace-realign audit), next to its triage
         if isinstance(r.triage.get("judge_error"), dict):
-            from trace_realign.triage.audit import judge_error_line
-
             out.append(Text(f"{r.name}: {judge_error_line(r.triage['judge_error'])}"))
     for r in with_triage:
         harm = r.triage.get("harm_categories")
@@ -533,7 +533,6 @@ def _point(p: dict[str, Any], key: str) -> str:
     """One trade-off point's rate: with its Wilson interval where its rows are one per prompt, with
     its counts where a harmful prompt counts once per wrapper (not declined, ASR), since those rows
     are not independent trials. The bare rate where the point has no counts."""
-    from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
 
     if p.get(key) is None:
         return "n/a"

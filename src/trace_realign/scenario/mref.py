@@ -27,8 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from trace_realign.io import cache_root, write_json_atomic
 from trace_realign.schema import PreferencePair, content_id
+
+# Imported inside functions: torch and the model code are imported inside `build_mref`: a cached M_ref is found without them.
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,6 @@ def build_mref(
         return out
 
     import torch
-    from tqdm.auto import tqdm
 
     from trace_realign.model.loading import (
         LoraOptions,

@@ -17,11 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from trace_realign.errors import InputError
+from trace_realign.io import write_jsonl_atomic
+from trace_realign.judges.spec import make_judge
 from trace_realign.schema import Category
 from trace_realign.stats import format_kappa, format_rate, kappa_with_ci
 from trace_realign.triage.audit import category_table
-from trace_realign.triage.triage import TriagedPair, TriageResult, read_triaged
+from trace_realign.triage.triage import TriagedPair, TriageResult, read_triaged, triage_pairs
 
 ON_DISAGREEMENT = ("keep", "drop", "unknown")
 
@@ -125,7 +129,6 @@ def agreement_summary(
 
 
 def agreement_table(agreement: dict[str, Any]) -> Any:
-    from rich.table import Table
 
     cats = agreement["categories"]
     kappa = format_kappa(cats["kappa"])
@@ -158,9 +161,6 @@ def second_opinion(
 ) -> tuple[TriageResult, dict[str, Any]]:
     """Triage `pairs` again with `judge2` (a spec or a judge), compare, write the disagreeing pairs,
     and combine: `(the triage to use, the agreement block for the summary)`. What `triage --judge2` runs."""
-    from trace_realign.io import write_jsonl_atomic
-    from trace_realign.judges.spec import make_judge
-    from trace_realign.triage.triage import triage_pairs
 
     judge = judge2 if hasattr(judge2, "judge") else make_judge(judge2)
     try:

@@ -18,9 +18,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from trace_realign.cache import VerdictCache
 from trace_realign.errors import InputError
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.spec import make_judge
 from trace_realign.schema import Label
 from trace_realign.stats import format_kappa, format_rate
+from trace_realign.triage.audit import audit_judge
+from trace_realign.triage.labelled import read_labelled
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,12 +55,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    # the audit and the judges load here, not at import: `trace-realign --help` stays light
-    from trace_realign.cache import VerdictCache
-    from trace_realign.judges.policy import Policy
-    from trace_realign.judges.spec import make_judge
-    from trace_realign.triage.audit import audit_judge
-    from trace_realign.triage.labelled import read_labelled
 
     cols = [c.strip() for c in args.pair_labels.split(",")]
     if len(cols) != 2 or not all(cols):

@@ -23,10 +23,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from trace_realign.data import EXAMPLES_DIR
 from trace_realign.errors import InputError
 from trace_realign.io import load_yaml
 from trace_realign.judges.spec import split_path_spec
-from trace_realign.triage.stage import OPTIONS, REQUIRED
+from trace_realign.triage.stage import OPTIONS, REQUIRED, run_triage
 
 PATH_OPTIONS = ("policy", "out", "summary", "cache", "audit")
 
@@ -122,7 +123,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _example() -> str:
-    from trace_realign.data import EXAMPLES_DIR
 
     ex = EXAMPLES_DIR
     return (
@@ -192,7 +192,6 @@ def _beside(config: Path, value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trace_realign.triage.stage import run_triage
 
     run_triage(**resolve_options(args))
     return 0

@@ -18,8 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from tqdm.auto import tqdm
+
 from trace_realign.cache import GenerationCache
 from trace_realign.errors import InputError
+from trace_realign.io import read_jsonl
 from trace_realign.judges.openai import (
     DEFAULT_BASE_URL,
     ChatEndpoint,
@@ -28,6 +31,8 @@ from trace_realign.judges.openai import (
     run_batch,
 )
 from trace_realign.judges.policy import Policy
+from trace_realign.judges.spec import OPTIONS as JUDGE_OPTIONS
+from trace_realign.judges.spec import parse_spec, typed_options
 from trace_realign.schema import Message, PreferencePair, Prompt
 
 
@@ -130,8 +135,6 @@ class OracleCorrections:
         self.stats = CorrectionStats(len(pairs), len(prompts), len(prompts) - len(todo), len(todo))
 
         if todo:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=len(todo), desc="oracle corrections", unit="prompt", disable=not self.progress)
 
             def work(i: int, stop) -> str:
@@ -167,7 +170,6 @@ class FileCorrections:
     looked up by pair id. The embedded scenario ships its template oracle this way."""
 
     def __init__(self, path: str | Path) -> None:
-        from trace_realign.io import read_jsonl
 
         self.table: dict[str, str] = {}
         for n, row in read_jsonl(path):
@@ -193,8 +195,6 @@ def make_corrections(
     target = spec.get("spec") if isinstance(spec, dict) else spec
     if isinstance(target, str) and target.startswith("file:"):
         return FileCorrections(target[len("file:") :])
-    from trace_realign.judges.spec import OPTIONS as JUDGE_OPTIONS
-    from trace_realign.judges.spec import parse_spec, typed_options
 
     options = {**JUDGE_OPTIONS["openai"], "temperature": float, "progress": bool}
 

@@ -15,7 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
+from trace_realign.cache import GENERATIONS_FILE, GenerationCache, VerdictCache
+from trace_realign.data import load_pairs
 from trace_realign.errors import InputError
+from trace_realign.io import write_json_atomic
+from trace_realign.judges.batch import BatchJudge, price_lines, state_path_for
+from trace_realign.judges.policy import Policy
+from trace_realign.judges.spec import make_judge
+from trace_realign.triage.agreement import agreement_table, disagreements_path_for, second_opinion
+from trace_realign.triage.audit import judge_error_for, judge_error_line
+from trace_realign.triage.corrections import make_corrections
+from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
 
 # every option of `run_triage` and its default; the CLI and `trace-realign run` check names against it
 OPTIONS: dict[str, Any] = {
@@ -101,14 +113,6 @@ def run_triage(
     `batch` judges through the Batch API (judges/batch.py): the job id is stored beside `out`, and a
     call that stops waiting after `batch_wait` seconds (`BatchPending`, exit 4) resumes the job.
     """
-    from rich.console import Console
-
-    from trace_realign.cache import VerdictCache
-    from trace_realign.data import load_pairs
-    from trace_realign.io import write_json_atomic
-    from trace_realign.judges.policy import Policy
-    from trace_realign.judges.spec import make_judge
-    from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
 
     if limit is not None and int(limit) < 0:
         raise InputError("limit must be >= 0", field="limit")
@@ -133,8 +137,6 @@ def run_triage(
 
     the_judge = make_judge(_with_concurrency(judge, concurrency))
     if batch and not dry_run:
-        from trace_realign.judges.batch import BatchJudge, state_path_for
-
         the_judge = BatchJudge(
             the_judge, state_path_for(out), poll=float(batch_poll),
             wait=None if batch_wait is None else float(batch_wait), progress=bool(progress),
@@ -158,8 +160,6 @@ def run_triage(
                 soft_wrap=True,
             )
             if price:
-                from trace_realign.judges.batch import price_lines
-
                 console.print(price_lines(plan, price, batch_discount), highlight=False)
             if corrections:
                 console.print(
@@ -182,8 +182,6 @@ def run_triage(
         )
         agreement = None
         if judge2:
-            from trace_realign.triage.agreement import disagreements_path_for, second_opinion
-
             result, agreement = second_opinion(
                 load.pairs, result, judge2, new_policy, verdicts, on_disagreement=on_disagreement,
                 disagreements_path=disagreements_path_for(out), progress=bool(progress),
@@ -196,21 +194,15 @@ def run_triage(
     summ_path = Path(summary) if summary else summary_path(out)
     summ = summarise(result, load)
     if agreement is not None:
-        from trace_realign.triage.agreement import agreement_table
-
         summ["agreement"] = agreement
         console.print(agreement_table(agreement))
     if audit:
-        from trace_realign.triage.audit import judge_error_for
-
         summ["judge_error"] = judge_error_for(audit, result.judge_identity)
     summ["files"] = {"triaged": str(out), "summary": str(summ_path)}
     write_triaged(out, result.rows)
     write_json_atomic(summ_path, summ)
     print_summary(summ, console)
     if "judge_error" in summ:
-        from trace_realign.triage.audit import judge_error_line
-
         console.print(judge_error_line(summ["judge_error"]), highlight=False, soft_wrap=True)
     unknown = summ["unknown"]
     if unknown["pairs"]:
@@ -243,8 +235,6 @@ def _corrections(
     progress: bool,
 ):
     """The oracle correction generator, its generations cached beside the verdict cache."""
-    from trace_realign.cache import GENERATIONS_FILE, GenerationCache
-    from trace_realign.triage.corrections import make_corrections
 
     spec = {**spec} if isinstance(spec, dict) else {"spec": spec}
     spec.setdefault("progress", bool(progress))

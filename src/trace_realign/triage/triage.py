@@ -18,11 +18,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from trace_realign.cache import VerdictCache
+from trace_realign.data.pku import HARM_CATEGORIES
 from trace_realign.errors import InputError
 from trace_realign.io import read_jsonl, write_jsonl_atomic
 from trace_realign.judges.base import Judge, JudgeItem
 from trace_realign.judges.cached import JudgeStats, judge_with_cache
+from trace_realign.judges.openai import estimate_tokens
 from trace_realign.judges.policy import Policy
 from trace_realign.schema import Category, Label, PreferencePair, Verdict
 
@@ -158,7 +163,6 @@ def plan_triage(
     Runs the same dedup and cache lookup as a real run, with a stand-in judge that records the
     items it is handed and answers UNKNOWN, which the cache never stores: nothing is written.
     """
-    from trace_realign.judges.openai import estimate_tokens
 
     # A wrapper (the noise judge) costs what the judge it wraps costs, cached under that judge's identity.
     while getattr(judge, "wraps", None) is not None:
@@ -257,7 +261,6 @@ def harm_breakdown(rows: Iterable[TriagedPair]) -> dict[str, dict[str, Any]]:
     the scenario keep them in `meta[side]["harm_categories"]`), and under "none" when neither has
     one. Empty when the data has no such metadata.
     """
-    from trace_realign.data.pku import HARM_CATEGORIES
 
     table: dict[str, Counter] = {}
     seen_metadata = False
@@ -291,7 +294,6 @@ def harm_breakdown(rows: Iterable[TriagedPair]) -> dict[str, dict[str, Any]]:
 
 def summary_tables(summary: dict[str, Any]) -> list[Any]:
     """The summary as rich tables: categories, judge calls, and the harm audit when present."""
-    from rich.table import Table
 
     t = Table(title=f"Triage under policy '{summary['policy']['name']}' ({summary['policy']['hash']})")
     t.add_column("category", overflow="fold")
@@ -331,7 +333,6 @@ def summary_tables(summary: dict[str, Any]) -> list[Any]:
 
 
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
-    from rich.console import Console
 
     console = console or Console()
     for table in summary_tables(summary):

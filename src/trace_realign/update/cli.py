@@ -21,6 +21,10 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.io import load_yaml
+from trace_realign.triage.audit import measured_flip_rate
+
+# Imported inside functions: transformers and the trainer are imported inside the functions that parse and train: `train --help`
+# and the other commands stay light.
 
 
 @dataclass
@@ -95,8 +99,6 @@ def parse_train_args(
         a.split("=")[0].lstrip("-").replace("-", "_") in rate_keys for a in argv if a.startswith("--")
     )
     if script.label_smoothing_from and not explicit:
-        from trace_realign.triage.audit import measured_flip_rate
-
         config.label_smoothing = config.flip_rate = measured_flip_rate(script.label_smoothing_from)
     return script, config
 

@@ -26,6 +26,7 @@ from trace_realign.options import (
     fold_deprecated,
     loss_terms,
 )
+from trace_realign.update.presets import PRESETS
 
 # training's impact-weight normalisations: the scoring stage's, or the weights as the file holds them
 WEIGHT_NORMALISATIONS = (*NORMALISATIONS, "none")
@@ -205,7 +206,6 @@ class TraceConfig(TrainingArguments, ModelConfig):
 
     def validate(self) -> None:
         """Raise `InputError` naming the field of the first bad option."""
-        from trace_realign.update.presets import PRESETS
 
         if self.method not in PRESETS:
             raise InputError(

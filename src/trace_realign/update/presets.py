@@ -45,6 +45,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from trace_realign.errors import InputError
+
 Selection = Literal["triaged", "flagged", "negatives", "relabelled", "relabelled-gold"]
 
 
@@ -121,7 +123,6 @@ def pair_loss_type(preset: Preset, configured: str) -> str:
 
 
 def get_preset(name: str) -> Preset:
-    from trace_realign.errors import InputError
 
     if name not in PRESETS:
         raise InputError(f"unknown method {name!r}: use one of {', '.join(PRESETS)}", field="method")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+# Imported inside functions: FSDP, DeepSpeed and accelerate are imported inside the functions that run under those engines.
+
 # The ZeRO-3 buckets scaled to the model's width (DeepSpeed's own advice for inference engines;
 # its "auto" values are filled from the hidden size the same way by transformers for the policy).
 _ZERO3_BUCKETS = {

@@ -36,14 +36,36 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_utils import get_last_checkpoint
 
+from trace_realign.errors import InputError
+from trace_realign.impact.reference import item_key, open_cache, reference_logprobs
 from trace_realign.io import write_json_atomic
 from trace_realign.losses import KL, NPO, PREF, term_losses, token_kl
+from trace_realign.model.loading import (
+    LoraOptions,
+    Reference,
+    apply_lora,
+    is_peft,
+    load_model,
+    load_tokenizer,
+)
 from trace_realign.model.logprobs import logprobs_and_logits, positions_to_keep, sequence_logprobs
 from trace_realign.model.tokenize import IGNORE_INDEX
 from trace_realign.update.config import TraceConfig
-from trace_realign.update.data import STRATA, TraceCollator, TraceDataset
+from trace_realign.update.data import (
+    STRATA,
+    StratifiedSampler,
+    TraceCollator,
+    TraceDataset,
+    read_weighted,
+    select_examples,
+    weight_summary,
+)
 from trace_realign.update.presets import Preset, get_preset, pair_loss_type
+from trace_realign.update.sharding import prepare_reference
+from trace_realign.update.u2a import ImpactWeights, example_item, objective_items
 
 # Logged means; each is accumulated as (sum, count) so categories absent from a batch never skew them.
 METRICS = (
@@ -166,7 +188,6 @@ class TraceTrainer(Trainer):
     ) -> None:
         """`objective`: J's preferred pairs (`ScoredItem`s, see `update.u2a.objective_items`), needed by
         the methods whose weights the trainer estimates itself (`trace-no-triage`, `u2a`)."""
-        from trace_realign.model.loading import Reference, is_peft
 
         self.preset: Preset = get_preset(args.method)
         self.alpha_kl = args.alpha_kl if self.preset.use_kl else 0.0
@@ -194,9 +215,6 @@ class TraceTrainer(Trainer):
         self.example_weights: torch.Tensor | None = None
         self.reweighting = None
         if self.preset.weights in ("npo-impact", "u2a"):
-            from trace_realign.errors import InputError
-            from trace_realign.update.u2a import ImpactWeights, example_item
-
             if not objective:
                 raise InputError(
                     f"method {self.preset.name} needs J's preferred pairs (objective=...)",
@@ -216,14 +234,12 @@ class TraceTrainer(Trainer):
             self._precompute_reference(processing_class, ref_cache_dir)
         if self.reference.copy is not None:
             # after the precompute, which runs the whole copy on one process while the others wait
-            from trace_realign.update.sharding import prepare_reference
 
             self.reference.copy = prepare_reference(self.reference.copy, self.accelerator)
 
     # ---- data ----------------------------------------------------------------------------
 
     def _get_train_sampler(self, train_dataset=None):
-        from trace_realign.update.data import StratifiedSampler
 
         ds = train_dataset if train_dataset is not None else self.train_dataset
         lengths = ds.lengths() if self.args.train_sampling_strategy == "group_by_length" else None
@@ -236,7 +252,6 @@ class TraceTrainer(Trainer):
         return StratifiedSampler.natural(len(ds), batch_size, seed, lengths=lengths)
 
     def _precompute_reference(self, tokenizer: Any, cache_dir: str | Path | None) -> None:
-        from trace_realign.impact.reference import item_key, open_cache, reference_logprobs
 
         ds: TraceDataset = self.train_dataset
         todo = [t for t in ds.ref_items() if ds.items[t[0]]["kind"] != KL]
@@ -270,8 +285,6 @@ class TraceTrainer(Trainer):
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
         """`Trainer.train`, restoring the estimated weights (ω) of the checkpoint it resumes from."""
         if resume_from_checkpoint is True:
-            from transformers.trainer_utils import get_last_checkpoint
-
             resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
         if resume_from_checkpoint and self.reweighting is not None:
             self.reweighting.load(resume_from_checkpoint)
@@ -415,10 +428,6 @@ def train(
     from the last one), then the PEFT adapter (or the full model), `merged/` with `save_merged`,
     and `run_summary.json`.
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
-    from trace_realign.update.data import read_weighted, select_examples, weight_summary
 
     started = time.time()
     preset = get_preset(config.method)
@@ -440,8 +449,6 @@ def train(
     )
     objective = None
     if preset.weights in ("npo-impact", "u2a"):
-        from trace_realign.update.u2a import objective_items
-
         objective = objective_items(rows, config.u2a_objective, config.u2a_objective_size, seed=config.seed)
     trainer = TraceTrainer(
         model,
@@ -495,11 +502,9 @@ def train(
 def _zero3_reference(model_name_or_path: str | Path, config: TraceConfig) -> Any:
     """Full fine-tuning under ZeRO-3 loads `θ_ref` a second time from its path: the policy was
     partitioned as it loaded (`zero.Init`), and a partitioned model cannot be deep-copied."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
 
     if config.use_peft or not is_deepspeed_zero3_enabled():
         return None
-    from trace_realign.model.loading import load_model
 
     return load_model(model_name_or_path)
 

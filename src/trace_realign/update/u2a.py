@@ -31,8 +31,11 @@ from typing import Any, Literal
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from trace_realign.errors import InputError
+from trace_realign.impact.gold import gold_batch
+from trace_realign.impact.reference import reference_logprobs
 from trace_realign.impact.scoring import (
     SINGLE,
     ScoredItem,
@@ -42,7 +45,8 @@ from trace_realign.impact.scoring import (
     objective_gradient,
 )
 from trace_realign.losses import NPO
-from trace_realign.schema import Category
+from trace_realign.schema import Category, PreferencePair
+from trace_realign.triage.triage import TriagedPair
 from trace_realign.update.data import Example, WeightedRow
 
 STATE_FILE = "u2a_state.json"
@@ -68,10 +72,6 @@ def objective_items(rows: Sequence[WeightedRow], source: str, size: int, seed: i
     random subset of the relabelled pairs (`relabelled`: INVERT swapped, RETAIN kept)."""
     usable = [r for r in rows if r.category is not Category.UNKNOWN]
     if source == "gold":
-        from trace_realign.impact.gold import gold_batch
-        from trace_realign.schema import PreferencePair
-        from trace_realign.triage.triage import TriagedPair
-
         triaged = [
             TriagedPair(
                 PreferencePair(r.prompt, r.chosen, r.rejected, id=r.id),
@@ -216,7 +216,6 @@ class ImpactWeights(TrainerCallback):
     # -- reference log-probabilities, once --
 
     def _references(self) -> None:
-        from trace_realign.impact.reference import reference_logprobs
 
         tr = self.trainer
         model = tr.reference.copy if tr.reference.copy is not None else tr.model
@@ -350,7 +349,6 @@ class ImpactWeights(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
