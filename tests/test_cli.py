@@ -42,6 +42,9 @@ from trace_realign.cli import build_parser, main
             "float32",
         ),  # the model options' default, as for score and train
         (["run", "c.yaml", "--stages", "triage"], "stages", ["triage"]),
+        (["label", "--export_labelstudio", "ls"], "export_labelstudio", "ls"),
+        (["label", "--import-labelstudio", "e.json"], "import_labelstudio", "e.json"),
+        (["audit", "--agreement", "a.jsonl", "b.jsonl"], "agreement", ["a.jsonl", "b.jsonl"]),
     ],
 )
 def test_both_spellings_of_a_flag(argv, attr, value):

@@ -13,6 +13,7 @@ import pytest
 from trace_realign.data import EXAMPLES_DIR
 
 HEAVY = ("torch", "transformers", "peft", "accelerate", "datasets", "trl")
+WEB = ("starlette", "uvicorn", "jinja2", "multipart", "python_multipart")  # only `label` serving needs them
 
 PROBE = """
 import json, sys
@@ -25,10 +26,10 @@ print("MODULES " + json.dumps({"code": code, "loaded": sorted(m for m in {heavy}
 """
 
 
-def loaded_after(argv: list[str], tmp_path) -> dict:
+def loaded_after(argv: list[str], tmp_path, heavy: tuple[str, ...] = HEAVY) -> dict:
     env = {**os.environ, "TRACE_REALIGN_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("{heavy}", repr(HEAVY)), *argv],
+        [sys.executable, "-c", PROBE.replace("{heavy}", repr(heavy)), *argv],
         capture_output=True,
         text=True,
         env=env,
@@ -43,6 +44,7 @@ def loaded_after(argv: list[str], tmp_path) -> dict:
     [
         (["--help"], []),
         (["triage", "--help"], []),
+        (["label", "--help"], []),
         # score's options are parsed by transformers' HfArgumentParser (one vocabulary with train):
         # that light module may load, torch and the rest may not
         (["score", "--help"], ["transformers"]),
@@ -60,3 +62,8 @@ def test_triage_with_a_rules_judge_does_not_import_torch(tmp_path):
     got = loaded_after(argv, tmp_path)
     assert got["code"] == 0 and (tmp_path / "triaged.jsonl").exists()
     assert got["loaded"] == [], got
+
+
+def test_label_help_loads_no_web_framework(tmp_path):
+    got = loaded_after(["label", "--help"], tmp_path, HEAVY + WEB)
+    assert got["code"] == 0 and got["loaded"] == [], got

@@ -20,6 +20,7 @@ from trace_realign.errors import TraceError
 COMMANDS = {
     "triage": "trace_realign.triage.cli",
     "audit": "trace_realign.triage.audit_cli",
+    "label": "trace_realign.label.cli",
     "score": "trace_realign.impact.cli",
     "train": "trace_realign.update.cli",
     "run": "trace_realign.pipeline",

@@ -62,16 +62,30 @@ def write_json_if_changed(path: str | Path, obj: Any) -> None:
     write_json_atomic(p, obj)
 
 
-def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict[str, Any]], *, durable: bool = False) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    write_text_atomic(path, text, durable=durable)
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
+def write_text_atomic(path: str | Path, text: str, *, durable: bool = False) -> None:
+    """Write through a temporary file and a rename. `durable` also fsyncs the file and its folder, so
+    the new content survives a power cut once this returns (what a reviewer's answer needs; a stage's
+    output, rewritten by a rerun, does not pay for it)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, p)
+    if durable and hasattr(os, "O_DIRECTORY"):  # the rename itself is durable once the folder is synced
+        fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_text(path: str | Path, what: str = "file") -> str:

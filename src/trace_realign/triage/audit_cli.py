@@ -8,6 +8,11 @@ percentile bootstrap interval), the confusion matrix and the rows the judge got 
 reason; `--out` writes all of it as JSON, which `triage --audit`, the report and
 `train --label_smoothing_from` read. The audit runs through the verdict cache, so the audited items
 are not judged again by the real triage. The labelled file's shapes: `triage/labelled.py`.
+
+    trace-realign audit --agreement labels/alice.jsonl labels/bob.jsonl
+
+compares two reviewers instead (triage/reviewers.py): agreement and Cohen's kappa, with 95%
+intervals, over the items both labelled; no judge is run.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from rich.table import Table
 
 from trace_realign.cache import VerdictCache
 from trace_realign.errors import InputError
+from trace_realign.io import write_json_atomic
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.spec import make_judge
 from trace_realign.schema import Label
 from trace_realign.stats import format_kappa, format_rate
 from trace_realign.triage.audit import audit_judge
 from trace_realign.triage.labelled import read_labelled
+from trace_realign.triage.reviewers import agreement_tables, reviewer_agreement
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,9 +42,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--labelled", required=True, help="JSONL of labelled items or pairs")
-    p.add_argument("--policy", required=True, help="text file with the policy the judge applies")
-    p.add_argument("--judge", required=True, help="judge spec, as for triage")
+    p.add_argument("--labelled", help="JSONL of labelled items or pairs (required unless --agreement)")
+    p.add_argument(
+        "--policy", help="text file with the policy the judge applies (required unless --agreement)"
+    )
+    p.add_argument("--judge", help="judge spec, as for triage (required unless --agreement)")
+    p.add_argument(
+        "--agreement",
+        nargs=2,
+        metavar=("FIRST", "SECOND"),
+        help="instead: Cohen's kappa between two reviewers' labelled files, over the items both labelled",
+    )
     p.add_argument("--out", help="write the audit (every wrong row included) as JSON here")
     p.add_argument("--label-field", default="label", help="label field of item rows (default: label)")
     p.add_argument(
@@ -55,6 +70,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.agreement:
+        return _agreement(args)
+    missing = [f"--{k}" for k in ("labelled", "policy", "judge") if not getattr(args, k)]
+    if missing:
+        raise InputError(f"{', '.join(missing)}: required (or --agreement FIRST SECOND)")
 
     cols = [c.strip() for c in args.pair_labels.split(",")]
     if len(cols) != 2 or not all(cols):
@@ -82,6 +102,21 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     print_audit(report, console, show_wrong=args.show_wrong)
     if args.out:
+        console.print(f"wrote {args.out}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _agreement(args: argparse.Namespace) -> int:
+    report = reviewer_agreement(*args.agreement)
+    console = Console()
+    for table in agreement_tables(report):
+        console.print(table)
+    for d in report["differ"][: args.show_wrong]:
+        text = " ".join(d["response"].split())[:120]
+        console.print(f"lines {d['lines'][0]} / {d['lines'][1]}: {d['first']} / {d['second']}: {text}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+    if args.out:
+        write_json_atomic(args.out, report)
         console.print(f"wrote {args.out}", highlight=False, soft_wrap=True)
     return 0
 
