@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -153,13 +154,60 @@ def _backend(model: str | Path | Backend, batch_size: int, dtype: str = "float32
     )
 
 
-def _caches(cache: str | Path | None | bool) -> tuple[Any, Any]:
-    """`None`: the default cache folder; a path: that folder; `False`: no caching."""
+def _caches(cache: str | Path | None | bool, opened: contextlib.ExitStack) -> tuple[Any, Any]:
+    """The generation and verdict caches, closed when `opened` closes. `None`: the default cache
+    folder; a path: that folder; `False`: no caching."""
 
     if cache is False:
         return None, None
     root = cache_root() if cache is None or cache is True else Path(cache)
-    return GenerationCache(root / GENERATIONS_FILE), VerdictCache(root / VERDICTS_FILE)
+    caches = GenerationCache(root / GENERATIONS_FILE), VerdictCache(root / VERDICTS_FILE)
+    for c in caches:
+        opened.callback(c.close)
+    return caches
+
+
+@dataclass
+class _Session:
+    """What every step of one evaluation asks through: the main judge and the policy it reads, how
+    models load and answer, the two caches, and the tally of what judging cost (`judge_stats`)."""
+
+    judge: Judge
+    policy: Policy
+    settings: GenerationSettings
+    batch_size: int
+    dtype: str
+    gen_cache: GenerationCache | None
+    verdict_cache: VerdictCache | None
+    progress: bool
+    stats: dict[str, int] = field(default_factory=lambda: JudgeStats().to_dict())
+
+    def judge_items(
+        self, items: Sequence[JudgeItem], by: Judge | None = None, under: Policy | None = None
+    ) -> list[Any]:
+        """Verdicts on `items` by `by` under `under` (by default the main judge and policy), through
+        the verdict cache, adding what they cost to `stats`."""
+        verdicts, s = judge_with_cache(
+            by or self.judge, under or self.policy, items, self.verdict_cache, progress=self.progress
+        )
+        for k, v in s.to_dict().items():
+            self.stats[k] += v
+        return verdicts
+
+    def backend(self, model: str | Path | Backend) -> Backend:
+        """A backend for `model` (a ready one as is), loaded as every model of this evaluation is."""
+        return _backend(model, self.batch_size, self.dtype)
+
+    def respond(self, backend: Backend, rows: Sequence[dict[str, Any]], desc: str) -> list[str]:
+        """`backend`'s answers to the prompts of `rows`, through the generation cache."""
+        # the model and every baseline answer under the same settings, through the same cache;
+        # under `accelerate launch` each process answers its share of the prompts
+        return split_generate(
+            lambda share: generate_responses(
+                backend, share, self.settings, cache=self.gen_cache, progress=self.progress, desc=desc
+            ),
+            [r["prompt"] for r in rows],
+        )
 
 
 def evaluate_model(
@@ -204,10 +252,7 @@ def evaluate_model(
 
     started = time.time()
     out_dir = Path(out_dir)
-    if isinstance(prompts, (str, Path)):
-        rows = read_prompts(prompts)
-    else:
-        rows = check_prompts(enumerate((dict(r) for r in prompts), start=1))
+    rows = _prompt_rows(prompts)
     if asr not in ASR_DEFINITIONS:
         raise InputError(f"expected one of {', '.join(ASR_DEFINITIONS)}, got {asr!r}", field="asr")
     policy, judge = _policy(policy), _judge(judge)
@@ -220,156 +265,224 @@ def evaluate_model(
         raise InputError("text file not found", path=str(text_file))
 
     with contextlib.ExitStack() as opened:
-        gen_cache, verdict_cache = _caches(cache)
-        for c in (gen_cache, verdict_cache):
-            if c is not None:
-                opened.callback(c.close)
-        backend = _backend(model, batch_size, dtype)
-        if (mc_file or text_file) and getattr(backend, "model", None) is None:
-            raise InputError(
-                "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint",
-                field="model",
-            )
-        stats: dict[str, int] = JudgeStats().to_dict()
-
-        def judge_items(
-            items: Sequence[JudgeItem], by: Judge | None = None, under: Policy | None = None
-        ) -> list[Any]:
-            verdicts, s = judge_with_cache(
-                by or judge, under or policy, items, verdict_cache, progress=progress
-            )
-            for k, v in s.to_dict().items():
-                stats[k] += v
-            return verdicts
-
-        # the model and every baseline answer under the same settings, through the same cache;
-        # under `accelerate launch` each process answers its share of the prompts
-        def respond(b: Backend, prompts: list[Any], desc: str) -> list[str]:
-            return split_generate(
-                lambda share: generate_responses(
-                    b, share, settings, cache=gen_cache, progress=progress, desc=desc
-                ),
-                prompts,
-            )
-
-        # the plain prompts and, for harmful ones, every stress wrapper around them
-        wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
-        all_rows = [{**r, "attack": None} for r in rows] + wrapped
-        responses = respond(backend, [r["prompt"] for r in all_rows], f"generate {name or ''}".strip())
-        base_answers = {}
-        for base_name, base_model in (baselines or {}).items():
-            base_backend = _backend(base_model, batch_size, dtype)
-            base_answers[base_name] = (
-                base_backend.identity,
-                respond(base_backend, [r["prompt"] for r in rows], f"generate {base_name}"),
-            )
-        rank, _ = world()
-        if rank != 0:
+        session = _Session(judge, policy, settings, batch_size, dtype, *_caches(cache, opened), progress)
+        backend = _model_backend(session, model, scored=bool(mc_file or text_file))
+        all_rows = _all_prompts(rows, stress)
+        responses = session.respond(backend, all_rows, f"generate {name or ''}".strip())
+        base_answers = _baseline_answers(session, baselines or {}, rows)
+        if world()[0] != 0:
             # the main process judges, scores and writes; the others return its metrics
             return from_main(None)
-        # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
-        items = [
-            JudgeItem(
-                render_prompt(r.get("original_prompt", r["prompt"])),
-                resp,
-                {k: r.get(k) for k in ITEM_META},
-            )
-            for r, resp in zip(all_rows, responses, strict=True)
-        ]
-        verdicts = judge_items(items)
-        # operational help or not, on every harmful prompt (plain and wrapped)
-        harmful_idx = [i for i, r in enumerate(all_rows) if r.get("harmful") is True]
-        attack_verdicts: dict[int, Any] = {}
-        if attack is not None and harmful_idx:
-            att_judge, att_policy = attack
-            got = judge_items([items[i] for i in harmful_idx], att_judge, att_policy)
-            attack_verdicts = dict(zip(harmful_idx, got, strict=True))
 
-        out_rows = []
-        for i, (r, resp, v) in enumerate(zip(all_rows, responses, verdicts, strict=True)):
-            row = {**r, "response": resp, "label": v.label.value, "reason": v.reason}
-            if i in attack_verdicts:
-                row["attack_label"] = attack_verdicts[i].label.value
-            out_rows.append(row)
-        second: dict[str, dict[str, Any]] = {}
-        for jname, j in extra_judges.items():
-            jv = judge_items(items, j)
-            j_attack = _attack_judge(j, None)
-            ja: dict[int, Any] = {}
-            if j_attack is not None and harmful_idx:
-                got = judge_items([items[i] for i in harmful_idx], j_attack[0], j_attack[1])
-                ja = dict(zip(harmful_idx, got, strict=True))
-            for i, row in enumerate(out_rows):
-                row.setdefault("labels", {})[jname] = jv[i].label.value
-                if i in ja:
-                    row.setdefault("attack_labels", {})[jname] = ja[i].label.value
-            second[jname] = {"judge": j, "labels": [v.label.value for v in jv], "attack": ja}
-        plain = [r for r in out_rows if r["attack"] is None]
-        metrics: dict[str, Any] = {
-            "name": name or out_dir.name,
-            "model": backend.identity,
-            "policy": {"name": policy.name, "hash": policy.hash},
-            "judge": judge.identity,
-            "settings": settings.key(),
-            "n_prompts": len(plain),
-            "tpa": target_policy_agreement([r["label"] for r in plain], [r.get("category") for r in plain]),
-            # where the policy change bites, per harm category of the prompt (empty without them)
-            "tpa_by_harm_category": agreement_by_group(
-                [r["label"] for r in plain], [r.get("harm_category") for r in plain]
-            ),
-            "stress": None,
-        }
-        if stress:
-            metrics["stress"] = stress_metrics(
-                out_rows,
-                [r["label"] for r in out_rows],
-                {i: v.label.value for i, v in attack_verdicts.items()},
-                asr,
-            )
-            metrics["stress"]["attack_judge"] = (
-                None if attack is None else f"{attack[0].identity} ({attack[1].name})"
-            )
-        metrics["judges"] = {}
-        main_labels = [r["label"] for r in out_rows]
-        for jname, info in second.items():
-            j_labels = info["labels"]
-            j_plain = [lab for lab, r in zip(j_labels, out_rows, strict=True) if r["attack"] is None]
-            metrics["judges"][jname] = {
-                "judge": info["judge"].identity,
-                "tpa": target_policy_agreement(j_plain, [r.get("category") for r in plain]),
-                "stress": stress_metrics(
-                    out_rows, j_labels, {i: v.label.value for i, v in info["attack"].items()}, asr
-                )
-                if stress
-                else None,
-                "agreement_with_main": judge_agreement(main_labels, j_labels),
-            }
+        out_rows, operational, second = _judge_responses(session, all_rows, responses, attack, extra_judges)
+        metrics = _metrics_head(name or out_dir.name, backend.identity, session, out_rows)
+        metrics["stress"] = _stress(out_rows, operational, attack, asr) if stress else None
+        metrics["judges"] = _second_judge_metrics(second, out_rows, stress, asr)
         metrics["utility"] = _utility(
             backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size, progress
         )
-
-        metrics["win_rate"] = {}
-        for base_name, (base_identity, base_responses) in base_answers.items():
-            wr = pairwise_win_rate(
-                judge,
-                policy,
-                [r["prompt"] for r in rows],
-                [r["response"] for r in plain],
-                base_responses,
-                judge_singles=judge_items,
-                cache=gen_cache,
-            )
-            wr["baseline_model"] = base_identity
-            wr["ids"] = [r["id"] for r in rows]
-            metrics["win_rate"][base_name] = wr
-
+        metrics["win_rate"] = _win_rates(session, rows, out_rows, base_answers)
         metrics["unknown_verdicts"] = sum(r["label"] == "unknown" for r in out_rows)
-        metrics["judge_stats"] = stats
+        metrics["judge_stats"] = session.stats
         metrics["wall_time_s"] = round(time.time() - started, 2)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl_atomic(out_dir / "responses.jsonl", out_rows)
-        write_json_atomic(out_dir / "metrics.json", metrics)
+        _write(out_dir, out_rows, metrics)
         return from_main(metrics)
+
+
+def _model_backend(session: _Session, model: str | Path | Backend, scored: bool) -> Backend:
+    """The evaluated model's backend. Multiple-choice and perplexity scoring (`scored`) read the
+    Hugging Face model itself, so an endpoint is refused here, before any generation."""
+    backend = session.backend(model)
+    if scored and getattr(backend, "model", None) is None:
+        raise InputError(
+            "multiple-choice and perplexity scoring need a Hugging Face model, not an endpoint",
+            field="model",
+        )
+    return backend
+
+
+def _prompt_rows(prompts: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The held-out prompts checked, whether given as a file or as rows."""
+    if isinstance(prompts, (str, Path)):
+        return read_prompts(prompts)
+    return check_prompts(enumerate((dict(r) for r in prompts), start=1))
+
+
+def _all_prompts(rows: Sequence[dict[str, Any]], stress: bool) -> list[dict[str, Any]]:
+    """The plain prompts (`attack` None) and, with `stress`, every stress wrapper around the harmful ones."""
+    wrapped = stress_prompts(rows, tuple(WRAPPERS)) if stress else []
+    return [{**r, "attack": None} for r in rows] + wrapped
+
+
+def _baseline_answers(
+    session: _Session, baselines: Mapping[str, str | Path | Backend], rows: Sequence[dict[str, Any]]
+) -> dict[str, tuple[str, list[str]]]:
+    """Each baseline's identity and its answers to the plain prompts `rows`, for the win rates."""
+    answers = {}
+    for base_name, base_model in baselines.items():
+        base_backend = session.backend(base_model)
+        answers[base_name] = (
+            base_backend.identity,
+            session.respond(base_backend, rows, f"generate {base_name}"),
+        )
+    return answers
+
+
+def _judge_responses(
+    session: _Session,
+    all_rows: Sequence[dict[str, Any]],
+    responses: Sequence[str],
+    attack: tuple[Judge, Policy] | None,
+    extra_judges: Mapping[str, Judge],
+) -> tuple[list[dict[str, Any]], dict[int, Any], dict[str, dict[str, Any]]]:
+    """Judge every response: by the main judge, by the attack judge where the prompt is harmful,
+    and by each second judge. Returns the rows of responses.jsonl, the attack verdicts by row and
+    each second judge's verdicts (`_second_opinion`)."""
+    # a wrapped request is judged against the request itself: the wrapper is the attacker's, not the user's need
+    items = [
+        JudgeItem(
+            render_prompt(r.get("original_prompt", r["prompt"])),
+            resp,
+            {k: r.get(k) for k in ITEM_META},
+        )
+        for r, resp in zip(all_rows, responses, strict=True)
+    ]
+    verdicts = session.judge_items(items)
+    # operational help or not, on every harmful prompt (plain and wrapped)
+    harmful = [i for i, r in enumerate(all_rows) if r.get("harmful") is True]
+    attack_verdicts = _operational_verdicts(session, items, harmful, attack)
+    out_rows = []
+    for i, (r, resp, v) in enumerate(zip(all_rows, responses, verdicts, strict=True)):
+        row = {**r, "response": resp, "label": v.label.value, "reason": v.reason}
+        if i in attack_verdicts:
+            row["attack_label"] = attack_verdicts[i].label.value
+        out_rows.append(row)
+    second = {n: _second_opinion(session, n, j, items, harmful, out_rows) for n, j in extra_judges.items()}
+    return out_rows, attack_verdicts, second
+
+
+def _operational_verdicts(
+    session: _Session, items: Sequence[JudgeItem], harmful: list[int], attack: tuple[Judge, Policy] | None
+) -> dict[int, Any]:
+    """The attack judge's verdict on each harmful item, by index (non_compliant: operational help);
+    empty without an attack judge or harmful prompts."""
+    if attack is None or not harmful:
+        return {}
+    by, under = attack
+    got = session.judge_items([items[i] for i in harmful], by, under)
+    return dict(zip(harmful, got, strict=True))
+
+
+def _second_opinion(
+    session: _Session,
+    jname: str,
+    j: Judge,
+    items: Sequence[JudgeItem],
+    harmful: list[int],
+    out_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Judge every response again with the second judge `j`; its verdicts go into `out_rows` under
+    `labels` / `attack_labels` (by `jname`), and are returned for its metrics."""
+    jv = session.judge_items(items, j)
+    ja = _operational_verdicts(session, items, harmful, _attack_judge(j, None))
+    for i, row in enumerate(out_rows):
+        row.setdefault("labels", {})[jname] = jv[i].label.value
+        if i in ja:
+            row.setdefault("attack_labels", {})[jname] = ja[i].label.value
+    return {"judge": j, "labels": [v.label.value for v in jv], "attack": ja}
+
+
+def _metrics_head(
+    name: str, model: str, session: _Session, out_rows: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The head of metrics.json: what was evaluated and how, and its target policy agreement."""
+    plain = [r for r in out_rows if r["attack"] is None]
+    return {
+        "name": name,
+        "model": model,
+        "policy": {"name": session.policy.name, "hash": session.policy.hash},
+        "judge": session.judge.identity,
+        "settings": session.settings.key(),
+        "n_prompts": len(plain),
+        "tpa": target_policy_agreement([r["label"] for r in plain], [r.get("category") for r in plain]),
+        # where the policy change bites, per harm category of the prompt (empty without them)
+        "tpa_by_harm_category": agreement_by_group(
+            [r["label"] for r in plain], [r.get("harm_category") for r in plain]
+        ),
+    }
+
+
+def _stress(
+    out_rows: Sequence[dict[str, Any]],
+    operational: Mapping[int, Any],
+    attack: tuple[Judge, Policy] | None,
+    asr: str,
+) -> dict[str, Any]:
+    """The main judge's stress metrics (`stress_metrics`), given the attack judge's verdicts by row
+    (`operational`), naming the attack judge they rest on."""
+    out = stress_metrics(
+        out_rows,
+        [r["label"] for r in out_rows],
+        {i: v.label.value for i, v in operational.items()},
+        asr,
+    )
+    out["attack_judge"] = None if attack is None else f"{attack[0].identity} ({attack[1].name})"
+    return out
+
+
+def _second_judge_metrics(
+    second: Mapping[str, dict[str, Any]], out_rows: Sequence[dict[str, Any]], stress: bool, asr: str
+) -> dict[str, Any]:
+    """Agreement, stress and agreement with the main judge, as each second judge reads the responses."""
+    plain = [r for r in out_rows if r["attack"] is None]
+    main_labels = [r["label"] for r in out_rows]
+    out = {}
+    for jname, info in second.items():
+        j_labels = info["labels"]
+        j_plain = [lab for lab, r in zip(j_labels, out_rows, strict=True) if r["attack"] is None]
+        out[jname] = {
+            "judge": info["judge"].identity,
+            "tpa": target_policy_agreement(j_plain, [r.get("category") for r in plain]),
+            "stress": stress_metrics(
+                out_rows, j_labels, {i: v.label.value for i, v in info["attack"].items()}, asr
+            )
+            if stress
+            else None,
+            "agreement_with_main": judge_agreement(main_labels, j_labels),
+        }
+    return out
+
+
+def _win_rates(
+    session: _Session,
+    rows: Sequence[dict[str, Any]],
+    out_rows: Sequence[dict[str, Any]],
+    base_answers: Mapping[str, tuple[str, list[str]]],
+) -> dict[str, Any]:
+    """The model's win rate over each baseline on the plain prompts, judged through the same cache."""
+    plain = [r for r in out_rows if r["attack"] is None]
+    out = {}
+    for base_name, (base_identity, base_responses) in base_answers.items():
+        wr = pairwise_win_rate(
+            session.judge,
+            session.policy,
+            [r["prompt"] for r in rows],
+            [r["response"] for r in plain],
+            base_responses,
+            judge_singles=session.judge_items,
+            cache=session.gen_cache,
+        )
+        wr["baseline_model"] = base_identity
+        wr["ids"] = [r["id"] for r in rows]
+        out[base_name] = wr
+    return out
+
+
+def _write(out_dir: Path, out_rows: list[dict[str, Any]], metrics: dict[str, Any]) -> None:
+    """responses.jsonl and metrics.json into `out_dir`, each written whole or not at all."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(out_dir / "responses.jsonl", out_rows)
+    write_json_atomic(out_dir / "metrics.json", metrics)
 
 
 def _attack_judge(

@@ -67,16 +67,7 @@ def judge_with_cache(
         stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
         return verdicts, stats
 
-    # Fold identical (prompt, response) onto the first occurrence.
-    first: dict[tuple[str, str], int] = {}
-    source = []  # index of the unique item each input item maps to
-    unique: list[JudgeItem] = []
-    for it in items:
-        k = (it.prompt, it.response)
-        if k not in first:
-            first[k] = len(unique)
-            unique.append(it)
-        source.append(first[k])
+    unique, source = _fold_duplicates(items)
     stats.duplicates = len(items) - len(unique)
 
     results: list[Verdict | None] = [None] * len(unique)
@@ -86,32 +77,61 @@ def judge_with_cache(
     todo = [u for u, v in enumerate(results) if v is None]
     stats.cache_hits = len(unique) - len(todo)
     stats.calls = len(todo)
-
     if todo:
-        bar = tqdm(total=len(todo), desc=f"judging ({judge.identity})", unit="item", disable=not progress)
-        lock = threading.Lock()
-
-        def on_verdict(i: int, v: Verdict) -> None:
-            u = todo[i]
-            it = unique[u]
-            if cache is not None:
-                cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
-            with lock:
-                results[u] = v
-                bar.update(1)
-
-        try:
-            fresh = judge.judge(policy, [unique[u] for u in todo], on_verdict=on_verdict)
-        finally:
-            bar.close()
-        # The returned list is authoritative (a judge might not call back for every item).
-        for i, v in enumerate(fresh):
-            if results[todo[i]] is None and cache is not None:
-                it = unique[todo[i]]
-                cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
-            results[todo[i]] = v
+        fresh = _judge_and_commit(judge, policy, [unique[u] for u in todo], cache, progress)
+        for u, v in zip(todo, fresh, strict=True):
+            results[u] = v
 
     verdicts = [results[s] for s in source]
     assert all(v is not None for v in verdicts)
     stats.unknown = sum(v.label is Label.UNKNOWN for v in verdicts)
     return verdicts, stats  # type: ignore[return-value]
+
+
+def _fold_duplicates(items: Sequence[JudgeItem]) -> tuple[list[JudgeItem], list[int]]:
+    """The distinct (prompt, response) items in first-seen order, and for each input item the index
+    of its distinct one: a batch often holds the same answer twice, and it is judged once."""
+    first: dict[tuple[str, str], int] = {}
+    source = []
+    unique: list[JudgeItem] = []
+    for it in items:
+        k = (it.prompt, it.response)
+        if k not in first:
+            first[k] = len(unique)
+            unique.append(it)
+        source.append(first[k])
+    return unique, source
+
+
+def _judge_and_commit(
+    judge: Judge,
+    policy: Policy,
+    items: list[JudgeItem],
+    cache: VerdictCache | None,
+    progress: bool,
+) -> list[Verdict | None]:
+    """The judge's verdicts on `items`, each committed to `cache` the moment it arrives, so that a
+    failure or a kill half-way keeps everything judged so far."""
+    got: list[Verdict | None] = [None] * len(items)
+    bar = tqdm(total=len(items), desc=f"judging ({judge.identity})", unit="item", disable=not progress)
+    lock = threading.Lock()
+
+    def on_verdict(i: int, v: Verdict) -> None:
+        it = items[i]
+        if cache is not None:
+            cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
+        with lock:
+            got[i] = v
+            bar.update(1)
+
+    try:
+        fresh = judge.judge(policy, items, on_verdict=on_verdict)
+    finally:
+        bar.close()
+    # The returned list is authoritative (a judge might not call back for every item).
+    for i, v in enumerate(fresh):
+        if got[i] is None and cache is not None:
+            it = items[i]
+            cache.put(judge.identity, policy.hash, it.prompt, it.response, v)
+        got[i] = v
+    return got

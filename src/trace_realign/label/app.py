@@ -18,14 +18,19 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trace_realign.errors import InputError
-from trace_realign.label.sample import Sample
+from trace_realign.label.sample import LabelItem, Sample
 from trace_realign.label.store import ANSWERS, LabelStore, shown
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import RedirectResponse, Response
+
 # Imported inside functions: Starlette, Jinja2 and uvicorn load when the page is served, not at import:
-# `trace-realign label --help` and the Label Studio files need none of them.
+# `trace-realign label --help` and the Label Studio files need none of them (the TYPE_CHECKING block
+# above is read by type checkers only).
 
 HERE = Path(__file__).parent
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -54,111 +59,144 @@ class LabelSession:
 
 def create_app(session: LabelSession, allowed_hosts: Sequence[str] = LOOPBACK) -> Any:
     """The Starlette app for `session`; `allowed_hosts` are the Host names it answers to."""
-    import jinja2
     from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
     from starlette.middleware import Middleware
     from starlette.middleware.trustedhost import TrustedHostMiddleware
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse, RedirectResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
+
+    pages = _Pages(session, _templates())
+    routes = [
+        Route("/", pages.home),
+        Route("/done", pages.done),
+        Route("/item/{n:int}", pages.show, methods=["GET"]),
+        Route("/item/{n:int}", pages.save, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _templates() -> Any:
+    """The page templates, every value from the data autoescaped and a missing one an error."""
+    import jinja2
     from starlette.templating import Jinja2Templates
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
-    templates = Jinja2Templates(env=env)
-    store, items = session.store, session.sample.items
-    total = len(items)
+    return Jinja2Templates(env=env)
 
-    def page(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+
+class _Pages:
+    """The routes of one review session, one method each (`home`, `done`, `show`, `save`): every
+    answer lives in the session's store, so the pages themselves keep no state."""
+
+    def __init__(self, session: LabelSession, templates: Any) -> None:
+        self.session = session
+        self.templates = templates
+        self.store = session.store
+        self.items = session.sample.items
+        self.total = len(self.items)
+
+    def page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        """Template `name` with `context` and what every page shows (reviewer, progress, commands)."""
+        store = self.store
         context.update(
             reviewer=store.reviewer,
             progress=store.progress(),
             labels_path=shown(store.path),
-            audit_lines=session.audit_lines,
-            agreement_line=session.agreement_line,
+            audit_lines=self.session.audit_lines,
+            agreement_line=self.session.agreement_line,
         )
-        return templates.TemplateResponse(request, name, context, status_code=status, headers=HEADERS)
+        return self.templates.TemplateResponse(request, name, context, status_code=status, headers=HEADERS)
 
     def item_page(
-        request: Request, i: int, given: dict[str, str] | None = None, error: str = "", status: int = 200
-    ):
-        item = items[i]
-        answer = store.answers.get(item.id)
+        self,
+        request: Request,
+        i: int,
+        given: dict[str, str] | None = None,
+        error: str = "",
+        status: int = 200,
+    ) -> Response:
+        """Pair `i` (0-based) with the answers `given` (by default the stored ones) and an `error`."""
+        item = self.items[i]
+        answer = self.store.answers.get(item.id)
         given = given or ({"chosen": answer.chosen, "rejected": answer.rejected} if answer else {})
-        sides = [
-            {
-                "key": key,
-                "letter": letter,
-                "text": getattr(item, key),
-                "given": given.get(key),
-                "options": [(a, WORDS[a], k) for a, k in zip(ANSWERS, KEYS[key], strict=True)],
-            }
-            for key, letter in (("chosen", "A"), ("rejected", "B"))
-        ]
-        return page(
+        return self.page(
             request,
             "item.html",
             status,
             n=i + 1,
-            total=total,
+            total=self.total,
             item=item,
             turns=item.turns,
-            sides=sides,
+            sides=_sides(item, given),
             answer=answer,
             error=error,
-            prev_n=(i - 1) % total + 1,
-            next_n=(i + 1) % total + 1,
-            policy_name=session.sample.policy_name,
-            policy_text=session.sample.policy_text,
+            prev_n=(i - 1) % self.total + 1,
+            next_n=(i + 1) % self.total + 1,
+            policy_name=self.session.sample.policy_name,
+            policy_text=self.session.sample.policy_text,
         )
 
-    def where(i: int | None) -> RedirectResponse:
+    def where(self, i: int | None) -> RedirectResponse:
+        """To pair `i` (0-based), or to `/done` when `i` is None (every pair answered)."""
+        from starlette.responses import RedirectResponse
+
         return RedirectResponse("/done" if i is None else f"/item/{i + 1}", status_code=303)
 
-    async def home(request: Request) -> Response:
-        return where(store.next_open())
+    async def home(self, request: Request) -> Response:
+        return self.where(self.store.next_open())
 
-    async def done(request: Request) -> Response:
-        return page(request, "done.html")
+    async def done(self, request: Request) -> Response:
+        return self.page(request, "done.html")
 
-    async def show(request: Request) -> Response:
+    async def show(self, request: Request) -> Response:
         n = request.path_params["n"]
-        if not 1 <= n <= total:
-            return page(request, "missing.html", 404)
-        return item_page(request, n - 1)
+        if not 1 <= n <= self.total:
+            return self.page(request, "missing.html", 404)
+        return self.item_page(request, n - 1)
 
-    async def save(request: Request) -> Response:
+    async def save(self, request: Request) -> Response:
+        """Store the answer to pair N and go to the next open one; refuse a cross-origin POST, a
+        form for another pair (a stale page) and a side left unanswered."""
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import PlainTextResponse
+
         n = request.path_params["n"]
-        if not 1 <= n <= total:
-            return page(request, "missing.html", 404)
+        if not 1 <= n <= self.total:
+            return self.page(request, "missing.html", 404)
         origin = request.headers.get("origin")
         if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
             return PlainTextResponse("cross-origin POST refused", status_code=403)
         form = await request.form()
-        item = items[n - 1]
+        item = self.items[n - 1]
         if form.get("id") != item.id:
             return PlainTextResponse("this page is out of date: reload it", status_code=409)
         given = {k: str(form.get(k) or "") for k in ("chosen", "rejected")}
         missing = [letter for k, letter in (("chosen", "A"), ("rejected", "B")) if given[k] not in ANSWERS]
         if missing:
             error = f"Choose complies, violates or skip for response {' and '.join(missing)}."
-            return item_page(request, n - 1, given, error, 400)
+            return self.item_page(request, n - 1, given, error, 400)
         note = str(form.get("note") or "")
-        await run_in_threadpool(store.answer, item.id, given["chosen"], given["rejected"], note)
-        return where(store.next_open(n - 1))
+        await run_in_threadpool(self.store.answer, item.id, given["chosen"], given["rejected"], note)
+        return self.where(self.store.next_open(n - 1))
 
-    routes = [
-        Route("/", home),
-        Route("/done", done),
-        Route("/item/{n:int}", show, methods=["GET"]),
-        Route("/item/{n:int}", save, methods=["POST"]),
-        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+
+def _sides(item: LabelItem, given: dict[str, str]) -> list[dict[str, Any]]:
+    """Responses A (the old winner) and B (the old loser) as the item page lays them out: the text,
+    the answer given, and each answer's label and keyboard shortcut."""
+    return [
+        {
+            "key": key,
+            "letter": letter,
+            "text": getattr(item, key),
+            "given": given.get(key),
+            "options": [(a, WORDS[a], k) for a, k in zip(ANSWERS, KEYS[key], strict=True)],
+        }
+        for key, letter in (("chosen", "A"), ("rejected", "B"))
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))]
-    return Starlette(routes=routes, middleware=middleware)
 
 
 def serve(session: LabelSession, host: str = "127.0.0.1", port: int = 8765, on_ready: Any = None) -> None:

@@ -192,12 +192,25 @@ def training_section(runs: list[Run]) -> list[Block]:
 
 
 def evaluation_section(evals: list[Evaluation]) -> list[Block]:
+    """Every evaluation read alone: agreement, stress, a second judge's reading, utility and win
+    rates, each a heading with its plot or table (or a note saying why it is missing)."""
     out: list[Block] = [Heading("Target policy agreement")]
     if not evals:
         return [
             *out,
             Text("No evaluations found: agreement, stress, utility and win rates are skipped.", note=True),
         ]
+    out += _agreement_blocks(evals)
+    out += _stress_blocks(evals)
+    out += _second_judge_blocks(evals)
+    out += _utility_blocks(evals)
+    out += _win_rate_blocks(evals)
+    return out
+
+
+def _agreement_blocks(evals: list[Evaluation]) -> list[Block]:
+    """Target policy agreement per model, overall and per category, then per harm category of the
+    prompt where the evaluations have them."""
     series = {
         ev.name: [
             ev.metrics["tpa"]["overall"] if g == "overall" else ev.metrics["tpa"]["by_category"].get(g)
@@ -206,12 +219,10 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
         for ev in evals
     }
     labels = ["overall", "INVERT success", "PUNISH compliance", "RETAIN preservation"]
-    out.append(
+    out: list[Block] = [
         Image(
             "agreement.png", plots.rate_bars("Target policy agreement", labels, series, "% compliant"), "TPA"
-        )
-    )
-    out.append(
+        ),
         Table(
             ["model", *labels, "unknown verdicts", "prompts"],
             [
@@ -223,9 +234,9 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                 ]
                 for ev in evals
             ],
-        )
-    )
-    out.append(Text("Rates exclude unknown verdicts (counted apart); brackets are 95% Wilson intervals."))
+        ),
+        Text("Rates exclude unknown verdicts (counted apart); brackets are 95% Wilson intervals."),
+    ]
     harm = [ev for ev in evals if ev.metrics.get("tpa_by_harm_category")]
     if harm:
         out.append(Heading("Agreement by harm category of the prompt", 3))
@@ -236,121 +247,134 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                 [[t, *(format_rate(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)] for t in tags],
             )
         )
+    return out
 
-    out.append(Heading("Adversarial stress (attack success rate, lower is better)"))
+
+def _stress_blocks(evals: list[Evaluation]) -> list[Block]:
+    """Attack success per wrapper, which definition it counts, and the malicious prompts not declined."""
+    out: list[Block] = [Heading("Adversarial stress (attack success rate, lower is better)")]
     # an evaluation without prompts marked harmful has a stress block with nothing in it
     stressed = [ev for ev in evals if ((ev.metrics.get("stress") or {}).get("overall") or {}).get("total")]
-    if stressed:
-        attacks = sorted({a for ev in stressed for a in ev.metrics["stress"]["by_attack"]})
-        s_series = {
-            ev.name: [ev.metrics["stress"]["overall"]]
-            + [ev.metrics["stress"]["by_attack"].get(a) for a in attacks]
-            for ev in stressed
-        }
-        groups = ["overall", *(a.replace("_", " ") for a in attacks)]
-        out.append(
-            Image(
-                "stress.png",
-                plots.rate_bars("Attack success rate", groups, s_series, "% non-compliant"),
-                "ASR",
-            )
-        )
-        out.append(
-            Table(["model", *groups], [[name, *(format_rate(e) for e in v)] for name, v in s_series.items()])
-        )
-        defs = sorted({str(ev.metrics["stress"].get("definition", "non_compliant")) for ev in stressed})
-        out.append(
+    if not stressed:
+        return [
+            *out,
             Text(
-                "Attack success counts "
-                + (
-                    "only operational help for the harmful act (the attack judge), as the paper does."
-                    if defs == ["operational"]
-                    else "every answer the policy judge finds non-compliant (the earlier definition)."
-                    if defs == ["non_compliant"]
-                    else f"by evaluation: {', '.join(defs)}."
-                )
+                "No stress results (evaluated with --no-stress, or no prompt is marked harmful).", note=True
+            ),
+        ]
+    attacks = sorted({a for ev in stressed for a in ev.metrics["stress"]["by_attack"]})
+    s_series = {
+        ev.name: [ev.metrics["stress"]["overall"]]
+        + [ev.metrics["stress"]["by_attack"].get(a) for a in attacks]
+        for ev in stressed
+    }
+    groups = ["overall", *(a.replace("_", " ") for a in attacks)]
+    out.append(
+        Image(
+            "stress.png", plots.rate_bars("Attack success rate", groups, s_series, "% non-compliant"), "ASR"
+        )
+    )
+    out.append(
+        Table(["model", *groups], [[name, *(format_rate(e) for e in v)] for name, v in s_series.items()])
+    )
+    defs = sorted({str(ev.metrics["stress"].get("definition", "non_compliant")) for ev in stressed})
+    out.append(
+        Text(
+            "Attack success counts "
+            + (
+                "only operational help for the harmful act (the attack judge), as the paper does."
+                if defs == ["operational"]
+                else "every answer the policy judge finds non-compliant (the earlier definition)."
+                if defs == ["non_compliant"]
+                else f"by evaluation: {', '.join(defs)}."
             )
         )
-        nd = [ev for ev in stressed if ev.metrics["stress"].get("not_declined")]
-        if nd:
-            out.append(Heading("Malicious prompts not declined (a policy failure, not an attack success)", 3))
-            forms = ["plain", *sorted(nd[0].metrics["stress"]["not_declined"]["by_attack"])]
-            out.append(
-                Table(
-                    ["model", "all forms", *(f.replace("_", " ") for f in forms)],
-                    [
-                        [
-                            ev.name,
-                            format_rate(ev.metrics["stress"]["not_declined"]["overall"]),
-                            format_rate(ev.metrics["stress"]["not_declined"]["plain"]),
-                            *(
-                                format_rate(ev.metrics["stress"]["not_declined"]["by_attack"].get(f))
-                                for f in forms[1:]
-                            ),
-                        ]
-                        for ev in nd
-                    ],
-                )
-            )
-    else:
-        out.append(
-            Text("No stress results (evaluated with --no-stress, or no prompt is marked harmful).", note=True)
-        )
+    )
+    return out + _not_declined_blocks(stressed)
 
+
+def _not_declined_blocks(stressed: list[Evaluation]) -> list[Block]:
+    """The harmful prompts answered without declining, plain and per wrapper: a policy failure kept
+    apart from attack success (empty where no evaluation counted them)."""
+    nd = [ev for ev in stressed if ev.metrics["stress"].get("not_declined")]
+    if not nd:
+        return []
+    forms = ["plain", *sorted(nd[0].metrics["stress"]["not_declined"]["by_attack"])]
+    rows = [
+        [
+            ev.name,
+            format_rate(ev.metrics["stress"]["not_declined"]["overall"]),
+            format_rate(ev.metrics["stress"]["not_declined"]["plain"]),
+            *(format_rate(ev.metrics["stress"]["not_declined"]["by_attack"].get(f)) for f in forms[1:]),
+        ]
+        for ev in nd
+    ]
+    return [
+        Heading("Malicious prompts not declined (a policy failure, not an attack success)", 3),
+        Table(["model", "all forms", *(f.replace("_", " ") for f in forms)], rows),
+    ]
+
+
+def _second_judge_blocks(evals: list[Evaluation]) -> list[Block]:
+    """Agreement and attack success as each second evaluation judge reads the same responses, and
+    how often it agrees with the main judge: how far the headline numbers rest on one judge
+    (empty where no evaluation had a second judge)."""
     judged = [ev for ev in evals if ev.metrics.get("judges")]
-    if judged:
-        out.append(Heading("Under a second, independent evaluation judge"))
-        out.append(
-            Text(
-                "Agreement and attack success as the second judge reads the same responses, and how "
-                "often it gives the same verdict as the main judge (Cohen's kappa beside it)."
+    if not judged:
+        return []
+    rows = []
+    for ev in judged:
+        for jname, j in ev.metrics["judges"].items():
+            st = j.get("stress") or {}
+            ag = j.get("agreement_with_main") or {}
+            kappa = ag.get("kappa")
+            rows.append(
+                [
+                    ev.name,
+                    jname,
+                    format_rate(j["tpa"]["overall"]),
+                    *(format_rate(j["tpa"]["by_category"].get(c)) for c in ("INVERT", "PUNISH", "RETAIN")),
+                    format_rate(st.get("overall")),
+                    format_rate(ag) + ("" if kappa is None else f", kappa {kappa:.2f}"),
+                ]
             )
-        )
-        j_rows = []
-        for ev in judged:
-            for jname, j in ev.metrics["judges"].items():
-                st = j.get("stress") or {}
-                ag = j.get("agreement_with_main") or {}
-                kappa = ag.get("kappa")
-                j_rows.append(
-                    [
-                        ev.name,
-                        jname,
-                        format_rate(j["tpa"]["overall"]),
-                        *(
-                            format_rate(j["tpa"]["by_category"].get(c))
-                            for c in ("INVERT", "PUNISH", "RETAIN")
-                        ),
-                        format_rate(st.get("overall")),
-                        format_rate(ag) + ("" if kappa is None else f", kappa {kappa:.2f}"),
-                    ]
-                )
-        out.append(
-            Table(
-                ["model", "judge", "TPA", "INVERT", "PUNISH", "RETAIN", "ASR", "same verdict as main judge"],
-                j_rows,
-            )
-        )
+    return [
+        Heading("Under a second, independent evaluation judge"),
+        Text(
+            "Agreement and attack success as the second judge reads the same responses, and how "
+            "often it gives the same verdict as the main judge (Cohen's kappa beside it)."
+        ),
+        Table(
+            ["model", "judge", "TPA", "INVERT", "PUNISH", "RETAIN", "ASR", "same verdict as main judge"],
+            rows,
+        ),
+    ]
 
-    out.append(Heading("Utility"))
+
+def _utility_blocks(evals: list[Evaluation]) -> list[Block]:
+    """The headline utility numbers (multiple choice, perplexity, lm-eval) of every model."""
+    out: list[Block] = [Heading("Utility")]
     util = [(ev.name, (ev.metrics.get("utility") or {}).get("headline") or {}) for ev in evals]
     keys = sorted({k for _, h in util for k in h})
-    if keys:
-        out.append(
-            Table(
-                ["model", *(k.replace("_", " ") for k in keys)],
-                [[n, *(num(h.get(k)) for k in keys)] for n, h in util],
-            )
+    if not keys:
+        return [*out, Text("No utility measured (evaluate with --mc, --text or --lm-eval).", note=True)]
+    out.append(
+        Table(
+            ["model", *(k.replace("_", " ") for k in keys)],
+            [[n, *(num(h.get(k)) for k in keys)] for n, h in util],
         )
-    else:
-        out.append(Text("No utility measured (evaluate with --mc, --text or --lm-eval).", note=True))
+    )
+    return out
 
-    out.append(Heading("Win rates"))
-    wr_rows = []
+
+def _win_rate_blocks(evals: list[Evaluation]) -> list[Block]:
+    """Each model's win rate over each baseline it was evaluated against."""
+    out: list[Block] = [Heading("Win rates")]
+    rows = []
     for ev in evals:
         for base, wr in (ev.metrics.get("win_rate") or {}).items():
             c = wr.get("counts", {})
-            wr_rows.append(
+            rows.append(
                 [
                     ev.name,
                     base,
@@ -361,15 +385,11 @@ def evaluation_section(evals: list[Evaluation]) -> list[Block]:
                     str(wr.get("method", "")),
                 ]
             )
-    if wr_rows:
-        out.append(
-            Table(
-                ["model", "vs", "win rate", "wins / ties / losses", "order agreement", "unknown", "how"],
-                wr_rows,
-            )
-        )
-    else:
-        out.append(Text("No win rates (evaluate with --baseline).", note=True))
+    if not rows:
+        return [*out, Text("No win rates (evaluate with --baseline).", note=True)]
+    out.append(
+        Table(["model", "vs", "win rate", "wins / ties / losses", "order agreement", "unknown", "how"], rows)
+    )
     return out
 
 

@@ -32,7 +32,13 @@ from tqdm.auto import tqdm
 from trace_realign.io import cache_root, write_json_atomic
 from trace_realign.schema import PreferencePair, content_id
 
-# Imported inside functions: torch and the model code are imported inside `build_mref`: a cached M_ref is found without them.
+# Imported inside functions: torch and the model code are imported inside the functions that train M_ref
+# (below `build_mref`): a cached M_ref is found without them.
+
+
+# one SFT phase: (description, steps, examples, streams); a stream (pool, k) puts k examples of pool
+# (indices into examples) in every batch
+Phase = tuple[str, int, list[Any], list[tuple[Sequence[int], int]]]
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,32 @@ def build_mref(
     if (out / "mref.json").exists():
         return out
 
+    rng = random.Random(settings.seed)
+    model, tokenizer, device = _lora_model(base, settings)
+    phases = _phases(tokenizer, pairs, settings)
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    for phase in phases:
+        losses += _sft(model, tokenizer, device, phase, settings, rng, progress)
+    seconds = time.perf_counter() - start
+
+    info = {
+        "base": str(base),
+        "key": key,
+        "settings": asdict(settings),
+        "pairs": len(pairs),
+        "train_seconds": round(seconds, 1),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+    }
+    _save_merged(model, tokenizer, out, info)
+    return out
+
+
+def _lora_model(base: Path, settings: MrefSettings) -> tuple[Any, Any, Any]:
+    """The base model with fresh LoRA adapters, its tokenizer and the device it sits on. The seed is
+    set first: it decides the adapters' initial weights."""
     import torch
 
     from trace_realign.model.loading import (
@@ -99,10 +131,8 @@ def build_mref(
         load_model,
         load_tokenizer,
     )
-    from trace_realign.model.tokenize import collate, encode, pad_id
 
     torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
     tokenizer = load_tokenizer(base)
     device = compute_device()
     model = load_model(base, device=device)
@@ -115,72 +145,94 @@ def build_mref(
             target_modules=list(settings.target_modules),
         ),
     )
+    return model, tokenizer, device
+
+
+def _phases(tokenizer: Any, pairs: Sequence[PreferencePair], settings: MrefSettings) -> list[Phase]:
+    """The two SFT phases, the pairs encoded: both responses first, then the old winners with a set
+    share of plain answers in every batch."""
+    from trace_realign.model.tokenize import encode
+
     winners = [encode(tokenizer, p.prompt, p.chosen, max_length=settings.max_length) for p in pairs]
     losers = [encode(tokenizer, p.prompt, p.rejected, max_length=settings.max_length) for p in pairs]
     answers = [i for i, p in enumerate(pairs) if p.meta.get("kind") == "neutral"]
     others = [i for i, p in enumerate(pairs) if p.meta.get("kind") != "neutral"]
     n_answers = round(settings.batch_size * settings.answer_share) if answers and others else 0
-    phases = [
+    return [
         ("M_ref 1/2: pre-alignment SFT", settings.pretrain_steps, winners + losers, [(range(2 * len(pairs)), settings.batch_size)]),
         ("M_ref 2/2: old-policy SFT", settings.steps, winners, [(answers, n_answers), (others or answers, settings.batch_size - n_answers)]),
     ]  # fmt: skip
-    model.train()
-    losses: list[float] = []
-    start = time.perf_counter()
-    for desc, steps, examples, streams in phases:
-        if steps <= 0:
-            continue
-        optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
-        )
-        # linear decay: the last steps settle the style instead of overshooting it
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step, n=steps: 1.0 - step / n)
-        queues: list[list[int]] = [[] for _ in streams]
-        bar = tqdm(range(steps), desc=desc, disable=not progress)
-        for _ in bar:
-            picked = []
-            for (pool, k), queue in zip(
-                streams, queues, strict=True
-            ):  # each walks its pool in shuffled epochs
-                while len(queue) < k:
-                    fresh = list(pool)
-                    rng.shuffle(fresh)
-                    queue += fresh
-                picked += queue[:k]
-                del queue[:k]
-            batch = {
-                k: v.to(device) for k, v in collate([examples[i] for i in picked], pad_id(tokenizer)).items()
-            }
-            loss = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-            ).loss
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    seconds = time.perf_counter() - start
 
+
+def _sft(
+    model: Any,
+    tokenizer: Any,
+    device: Any,
+    phase: Phase,
+    settings: MrefSettings,
+    rng: random.Random,
+    progress: bool,
+) -> list[float]:
+    """Train `model` through one phase of `_phases`; return the loss of every step."""
+    import torch
+
+    from trace_realign.model.tokenize import collate, pad_id
+
+    desc, steps, examples, streams = phase
+    losses: list[float] = []
+    if steps <= 0:
+        return losses
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+    )
+    # linear decay: the last steps settle the style instead of overshooting it
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step, n=steps: 1.0 - step / n)
+    queues: list[list[int]] = [[] for _ in streams]
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for _ in bar:
+        picked = _next_batch(streams, queues, rng)
+        batch = {
+            k: v.to(device) for k, v in collate([examples[i] for i in picked], pad_id(tokenizer)).items()
+        }
+        loss = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        ).loss
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def _next_batch(
+    streams: list[tuple[Sequence[int], int]], queues: list[list[int]], rng: random.Random
+) -> list[int]:
+    """The example indices of the next batch: `k` from each stream `(pool, k)`. Each stream walks
+    its pool in shuffled epochs, its `queue` holding what is left of the current ones."""
+    picked = []
+    for (pool, k), queue in zip(streams, queues, strict=True):
+        while len(queue) < k:
+            fresh = list(pool)
+            rng.shuffle(fresh)
+            queue += fresh
+        picked += queue[:k]
+        del queue[:k]
+    return picked
+
+
+def _save_merged(model: Any, tokenizer: Any, out: Path, info: dict[str, Any]) -> None:
+    """Merge the adapters into the network and save it with the tokenizer and `mref.json` (`info`)
+    as a plain checkpoint at `out`. Written beside it first and moved into place, so that a run
+    killed while saving leaves no `out` a later run would take for a finished M_ref."""
     merged = model.merge_and_unload().to("cpu")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     merged.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    write_json_atomic(
-        tmp / "mref.json",
-        {
-            "base": str(base),
-            "key": key,
-            "settings": asdict(settings),
-            "pairs": len(pairs),
-            "train_seconds": round(seconds, 1),
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-        },
-    )
+    write_json_atomic(tmp / "mref.json", info)
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
-    return out

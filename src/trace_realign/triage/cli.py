@@ -33,6 +33,11 @@ PATH_OPTIONS = ("policy", "out", "summary", "cache", "audit")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `trace-realign triage` to `subparsers` and return its parser.
+
+    Long because it declares every flag of the command, one after another, in the order `--help`
+    lists them: read top to bottom it is the command's reference, and a split would only scatter it.
+    """
     p = subparsers.add_parser(
         "triage",
         help="Stage 1: judge old pairs under the new policy (INVERT / PUNISH / RETAIN)",

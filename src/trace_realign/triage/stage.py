@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from trace_realign.cache import GENERATIONS_FILE, GenerationCache, VerdictCache
-from trace_realign.data import load_pairs
+from trace_realign.data import LoadResult, load_pairs
 from trace_realign.errors import InputError
 from trace_realign.io import write_json_atomic
 from trace_realign.judges.batch import BatchJudge, price_lines, state_path_for
@@ -27,7 +27,14 @@ from trace_realign.judges.spec import make_judge
 from trace_realign.triage.agreement import agreement_table, disagreements_path_for, second_opinion
 from trace_realign.triage.audit import judge_error_for, judge_error_line
 from trace_realign.triage.corrections import make_corrections
-from trace_realign.triage.triage import plan_triage, print_summary, summarise, triage_pairs, write_triaged
+from trace_realign.triage.triage import (
+    TriageResult,
+    plan_triage,
+    print_summary,
+    summarise,
+    triage_pairs,
+    write_triaged,
+)
 
 # every option of `run_triage` and its default; the CLI and `trace-realign run` check names against it
 OPTIONS: dict[str, Any] = {
@@ -118,6 +125,51 @@ def run_triage(
         raise InputError("limit must be >= 0", field="limit")
     console = Console(stderr=False)
     new_policy = Policy.from_file(policy)
+    load = _load(console, data, format, split, dataset_config, skip_bad_rows, limit)
+    the_judge = make_judge(_with_concurrency(judge, concurrency))
+    if batch and not dry_run:
+        the_judge = BatchJudge(
+            the_judge, state_path_for(out), poll=float(batch_poll),
+            wait=None if batch_wait is None else float(batch_wait), progress=bool(progress),
+        )  # fmt: skip
+    verdicts = None if no_cache else VerdictCache(cache)
+    closers = [c for c in (getattr(the_judge, "close", None), verdicts and verdicts.close) if callable(c)]
+    try:
+        if dry_run:
+            plan = plan_triage(load.pairs, the_judge, new_policy, verdicts)
+            _print_plan(console, plan, the_judge.identity, price, batch_discount, bool(corrections))
+            return {"dry_run": plan}
+        generator = None
+        if corrections:
+            generator, generations = _corrections(corrections, cache, no_cache, concurrency, progress)
+            closers += [generator.close] + ([generations.close] if generations is not None else [])
+        result = triage_pairs(
+            load.pairs, the_judge, new_policy, verdicts,
+            corrections=generator, unknown_as=unknown_as, progress=bool(progress),
+        )  # fmt: skip
+        agreement = None
+        if judge2:
+            result, agreement = second_opinion(
+                load.pairs, result, judge2, new_policy, verdicts, on_disagreement=on_disagreement,
+                disagreements_path=disagreements_path_for(out), progress=bool(progress),
+            )  # fmt: skip
+    finally:
+        for close in closers:
+            close()
+    return _write_summary(console, result, load, agreement, Path(out), summary, audit)
+
+
+def _load(
+    console: Console,
+    data: str | Path,
+    format: str,
+    split: str,
+    dataset_config: str | None,
+    skip_bad_rows: bool,
+    limit: int | None,
+) -> LoadResult:
+    """The pairs of `data` (`data.load_pairs`), after printing the first rows it skipped; a file
+    with no rows at all is an error rather than an empty triage."""
     load = load_pairs(
         data,
         format=format,
@@ -134,63 +186,50 @@ def run_triage(
         console.print(
             f"... and {len(load.skipped) - SHOW_SKIPPED} more skipped rows, all listed in the summary"
         )
+    return load
 
-    the_judge = make_judge(_with_concurrency(judge, concurrency))
-    if batch and not dry_run:
-        the_judge = BatchJudge(
-            the_judge, state_path_for(out), poll=float(batch_poll),
-            wait=None if batch_wait is None else float(batch_wait), progress=bool(progress),
-        )  # fmt: skip
-    verdicts = None if no_cache else VerdictCache(cache)
-    closers = [c for c in (getattr(the_judge, "close", None), verdicts and verdicts.close) if callable(c)]
-    try:
-        if dry_run:
-            plan = plan_triage(load.pairs, the_judge, new_policy, verdicts)
-            # only endpoint judges spend tokens; a local model or rules cost none
-            cost = (
-                f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
-                if "openai:" in the_judge.identity
-                else " (a local judge: no API tokens)"
-            )
-            console.print(
-                f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
-                f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
-                f"{plan['calls']} judge calls{cost} with judge {the_judge.identity}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if price:
-                console.print(price_lines(plan, price, batch_discount), highlight=False)
-            if corrections:
-                console.print(
-                    "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
-                    highlight=False,
-                )
-            return {"dry_run": plan}
-        generator = None
-        if corrections:
-            generator, generations = _corrections(corrections, cache, no_cache, concurrency, progress)
-            closers += [generator.close] + ([generations.close] if generations is not None else [])
-        result = triage_pairs(
-            load.pairs,
-            the_judge,
-            new_policy,
-            verdicts,
-            corrections=generator,
-            unknown_as=unknown_as,
-            progress=bool(progress),
+
+def _print_plan(
+    console: Console,
+    plan: dict[str, Any],
+    judge_identity: str,
+    price: str | None,
+    batch_discount: float,
+    corrections: bool,
+) -> None:
+    """Print what a dry run found: the calls it would make, their tokens, and with `price` their cost."""
+    # only endpoint judges spend tokens; a local model or rules cost none
+    cost = (
+        f", about {plan['prompt_tokens']:,} prompt tokens (+ at most {plan['max_answer_tokens']:,} answer tokens)"
+        if "openai:" in judge_identity
+        else " (a local judge: no API tokens)"
+    )
+    console.print(
+        f"dry run: {plan['pairs']} pairs, {plan['items']} responses to judge; "
+        f"{plan['duplicates']} duplicates and {plan['cache_hits']} cached verdicts need no call; "
+        f"{plan['calls']} judge calls{cost} with judge {judge_identity}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if price:
+        console.print(price_lines(plan, price, batch_discount), highlight=False)
+    if corrections:
+        console.print(
+            "corrections: one generation per distinct PUNISH prompt, how many is known only after judging",
+            highlight=False,
         )
-        agreement = None
-        if judge2:
-            result, agreement = second_opinion(
-                load.pairs, result, judge2, new_policy, verdicts, on_disagreement=on_disagreement,
-                disagreements_path=disagreements_path_for(out), progress=bool(progress),
-            )  # fmt: skip
-    finally:
-        for close in closers:
-            close()
 
-    out = Path(out)
+
+def _write_summary(
+    console: Console,
+    result: TriageResult,
+    load: LoadResult,
+    agreement: dict[str, Any] | None,
+    out: Path,
+    summary: str | Path | None,
+    audit: str | Path | None,
+) -> dict[str, Any]:
+    """Write the triaged rows and the summary JSON, print the summary tables, and return the summary."""
     summ_path = Path(summary) if summary else summary_path(out)
     summ = summarise(result, load)
     if agreement is not None:
