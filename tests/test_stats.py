@@ -9,14 +9,15 @@ import pytest
 from trace_realign.stats import (
     cell_estimate,
     cohen_kappa,
-    compare_paired,
     kappa_with_ci,
     mcnemar_exact,
     mcnemar_paired,
-    paired_bootstrap,
+    prompt_test,
     proportion,
+    rejection_rate,
+    seed_test,
+    simulate_methods,
     t_interval,
-    t_quantile,
     wilson_interval,
 )
 
@@ -28,27 +29,6 @@ def test_wilson_at_zero_successes_is_z2_over_n_plus_z2():
     assert hi == pytest.approx(z2 / (10 + z2))
     with pytest.raises(ValueError):
         wilson_interval(11, 10)
-
-
-def test_t_quantiles_from_their_closed_forms():
-    # df 1 is the Cauchy distribution: the 0.975 quantile is tan(0.475 pi)
-    assert t_quantile(0.975, 1) == pytest.approx(math.tan(0.475 * math.pi), rel=1e-9)
-    # df 2: t = (2p - 1) sqrt(2 / (4 p (1 - p)))
-    p = 0.975
-    assert t_quantile(p, 2) == pytest.approx((2 * p - 1) * math.sqrt(2 / (4 * p * (1 - p))), rel=1e-9)
-    # textbook table values
-    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
-    assert t_quantile(0.975, 10) == pytest.approx(2.2281, abs=1e-4)
-    assert t_quantile(0.975, 30) == pytest.approx(2.0423, abs=1e-4)
-    with pytest.raises(ValueError):
-        t_quantile(0.975, 0)
-
-
-def test_t_quantiles_match_scipy():
-    stats = pytest.importorskip("scipy.stats")
-    for df in (1, 2, 3, 5, 7, 8, 19, 40):
-        for p in (0.9, 0.975, 0.995):
-            assert t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8)
 
 
 def test_t_interval_by_hand():
@@ -82,58 +62,104 @@ def test_mcnemar_paired_counts_discordant_prompts_and_pools_matched_seeds():
         mcnemar_paired([[1, 0]], [[1, 0, 1]])
 
 
-def test_paired_bootstrap_degenerate_cases():
+def test_prompt_test_degenerate_cases():
     same = [[1, 0, 1, 1, 0, 0, 1, 0]]
-    out = paired_bootstrap(same, same, resamples=500)
+    out = prompt_test(same, same, resamples=500)
     assert out["diff"] == 0 and out["ci95"] == [0.0, 0.0] and out["p"] == 1.0
-    out = paired_bootstrap([[1] * 20], [[0] * 20], resamples=500)
+    out = prompt_test([[1] * 20], [[0] * 20], resamples=500)
     assert out["diff"] == 1 and out["ci95"] == [1.0, 1.0]
     assert out["p"] == pytest.approx(2 / 501)  # never exactly 0
 
 
-def test_paired_bootstrap_matches_the_normal_approximation_of_a_paired_difference():
+def test_prompt_test_matches_the_normal_approximation_of_a_paired_difference():
     # 100 prompts: 30 only A gets right, 10 only B, 60 concordant. d_i in {+1, -1, 0}:
     # mean 0.2, var(d) = 0.4 - 0.04 = 0.36, so se = 0.06 and the interval is about 0.2 +- 0.118
     a = [1] * 30 + [0] * 10 + [1] * 30 + [0] * 30
     b = [0] * 30 + [1] * 10 + [1] * 30 + [0] * 30
-    out = paired_bootstrap([a], [b], resamples=8000, seed=1)
+    out = prompt_test([a], [b], resamples=8000, seed=1)
     assert out["diff"] == pytest.approx(0.2)
     lo, hi = out["ci95"]
     assert lo == pytest.approx(0.2 - 1.96 * 0.06, abs=0.015)
     assert hi == pytest.approx(0.2 + 1.96 * 0.06, abs=0.015)
     assert out["p"] < 0.01
-    # unpaired, the same two rates would not be told apart this well: the pairing is what counts
-    both = compare_paired([a], [b], resamples=2000)
-    assert both["mcnemar"]["a_only"] == 30 and both["mcnemar"]["b_only"] == 10
-    assert both["mcnemar"]["p"] == pytest.approx(mcnemar_exact(30, 10))
+    assert out["mcnemar"]["a_only"] == 30 and out["mcnemar"]["b_only"] == 10
+    assert out["mcnemar"]["p"] == pytest.approx(mcnemar_exact(30, 10))
 
 
-def test_paired_bootstrap_with_seeds_widens_with_seed_spread():
-    base = [1, 0] * 20
-    steady = [base, base, base]
-    # the same mean over seeds, but seeds that disagree with each other
-    shaky = [[1] * 40, [0] * 40, base]
-    tight = paired_bootstrap(steady, [[0] * 40], resamples=2000)
-    wide = paired_bootstrap(shaky, [[0] * 40], resamples=2000)
-    assert tight["diff"] == pytest.approx(wide["diff"]) == pytest.approx(0.5)
-    assert (wide["ci95"][1] - wide["ci95"][0]) > 2 * (tight["ci95"][1] - tight["ci95"][0])
+def test_a_prompt_with_several_rows_keeps_them_together():
+    """A harmful prompt asked plain and under two wrappers is one prompt: its outcome is the mean of
+    its rows, McNemar (which needs one yes/no per prompt) is not computed, and the one-seed interval
+    is a bootstrap over prompts, not a Wilson interval over rows."""
+    a = [[1.0, 2 / 3, 0.0, 1 / 3]]
+    b = [[0.0, 1 / 3, 0.0, 0.0]]
+    out = prompt_test(a, b, resamples=500)
+    assert out["mcnemar"] is None and out["prompts"] == 4
+    cell = cell_estimate(a, resamples=500)
+    assert cell["interval"] == "bootstrap over 4 prompts (one seed)"
+    assert cell_estimate([[1, 0, 1, 1]])["interval"] == "Wilson over 4 prompts (one seed)"
 
 
-def test_cell_estimate_one_seed_is_a_bootstrap_over_prompts():
-    out = cell_estimate([[1] * 32 + [0] * 32], resamples=8000)
+def test_seed_test_is_welch_by_hand():
+    a, b = [0.73, 0.777, 0.824], [0.82, 0.762, 0.824]
+    out = seed_test(a, b)
+    ma, mb = sum(a) / 3, sum(b) / 3
+    va = sum((x - ma) ** 2 for x in a) / 2
+    vb = sum((x - mb) ** 2 for x in b) / 2
+    se = math.sqrt(va / 3 + vb / 3)
+    df = se**4 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)  # Welch-Satterthwaite
+    assert out["diff"] == pytest.approx(ma - mb) and out["df"] == pytest.approx(df)
+    t = (ma - mb) / se
+    from scipy import stats as scipy_stats
+
+    assert out["p"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df))
+    half = scipy_stats.t.ppf(0.975, df) * se
+    assert out["ci95"] == pytest.approx([ma - mb - half, ma - mb + half])
+    assert out["test"] == "Welch t over seeds"
+
+
+def test_seed_test_against_a_model_no_seed_trained_and_where_seeds_cannot_say():
+    one = seed_test([0.70, 0.75, 0.80], [0.60], b_fixed=True)
+    assert one["test"] == "one-sample t over A's seeds" and one["diff"] == pytest.approx(0.15)
+    assert one["ci95"][0] < 0.15 < one["ci95"][1] and one["p"] < 0.05
+    # a trained model with one seed: its training variance is unknown, so no method-level test
+    none = seed_test([0.70, 0.75, 0.80], [0.60])
+    assert none["p"] is None and "2 or more" in none["reason"]
+    flat = seed_test([0.0, 0.0, 0.0], [0.0, 0.0])
+    assert flat["p"] == 1.0 and flat["diff"] == 0.0
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_the_seed_test_keeps_its_false_positive_rate_where_the_prompt_level_test_does_not(n_seeds):
+    """Two methods drawn from one and the same process (256 prompts, per-seed spread like the demo's
+    trace seeds): the method-level test calls them different at most 5% of the time, within
+    Monte-Carlo error; the pooled McNemar, which treats seed-matched prompts as independent, does so
+    far more often, which is why it only describes trained models and never decides a claim."""
+    tables = simulate_methods(n_seeds, sims=2000, seed=n_seeds)
+    seed = rejection_rate(tables, "seed")
+    assert seed["rate"] <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / seed["sims"]), seed
+    assert rejection_rate(tables, "mcnemar")["rate"] > 0.2
+
+
+def test_simulated_seed_spread_and_effect_are_what_was_asked():
+    tables = simulate_methods(5, sims=400, effect=0.08, seed=1)
+    per_seed = tables["a"].mean(2)
+    assert per_seed.std(axis=1, ddof=1).mean() == pytest.approx(0.047, abs=0.006)
+    assert (tables["b"].mean() - tables["a"].mean()) == pytest.approx(0.08, abs=0.01)
+
+
+def test_cell_estimate_one_seed_is_a_wilson_interval_over_prompts():
+    out = cell_estimate([[1] * 32 + [0] * 32])
     assert out["mean"] == 0.5 and out["seeds"] == 1 and out["prompts"] == 64
-    # close to the binomial interval 0.5 +- 1.96 * sqrt(0.25 / 64) = 0.5 +- 0.1225
-    assert out["ci95"][0] == pytest.approx(0.5 - 0.1225, abs=0.015)
-    assert out["ci95"][1] == pytest.approx(0.5 + 0.1225, abs=0.015)
-    assert out["seed_t"]["ci95"] is None
+    assert out["ci95"] == pytest.approx(list(wilson_interval(32, 64)))
+    assert out["interval"] == "Wilson over 64 prompts (one seed)"
 
 
-def test_cell_estimate_over_seeds_leaves_missing_outcomes_out():
-    out = cell_estimate([[1, 1, None, 0], [1, 0, 0, 0], [1, 1, 1, 1]], resamples=500)
+def test_cell_estimate_over_seeds_is_a_t_interval_and_leaves_missing_outcomes_out():
+    out = cell_estimate([[1, 1, None, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     assert out["per_seed"] == pytest.approx([2 / 3, 0.25, 1.0])
-    assert out["mean"] == pytest.approx((2 / 3 + 0.25 + 1.0) / 3)
-    assert out["seed_t"]["n"] == 3 and out["seed_t"]["ci95"] is not None
-    assert 0 <= out["ci95"][0] <= out["mean"] <= out["ci95"][1] <= 1
+    t = t_interval([2 / 3, 0.25, 1.0])
+    assert out["mean"] == pytest.approx(t["mean"]) and out["ci95"] == pytest.approx(t["ci95"])
+    assert out["interval"] == "t over 3 seeds"
     assert cell_estimate([[None, None]])["mean"] is None
     with pytest.raises(ValueError):
         cell_estimate([[1, 0], [1]])

@@ -10,6 +10,7 @@ scoring scores exactly what the trainer trains, because both call it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -62,13 +63,39 @@ def preference_loss(
     raise ValueError(f"unknown loss_type {loss_type!r}: use 'sigmoid', 'ipo' or 'robust'")
 
 
-def npo_loss(pol: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
+def npo_loss(
+    pol: torch.Tensor,
+    ref: torch.Tensor,
+    beta: float,
+    *,
+    length: torch.Tensor | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """`−log σ(−β log π_θ(y|x)/π_ref(y|x))` for one response.
 
     PUNISH applies it to both responses: `npo_loss(y_w) + npo_loss(y_l)` is docs/method.md's
-    `ℓ_NPO(x, y_w, y_l)`. (The NPO paper scales by `2/β`; TRACE's formula does not.)
+    `ℓ_NPO(x, y_w, y_l)`. (The NPO paper scales by `2/β`; TRACE's formula does not.) With `length`
+    (the response's token count) the log-ratio is read per token, and `scale` multiplies the loss:
+    U2A's form (`NpoForm.u2a`).
     """
-    return -F.logsigmoid(-beta * (pol - ref))
+    ratio = pol - ref
+    if length is not None:
+        ratio = ratio / length.clamp(min=1).to(ratio.dtype)
+    return scale * -F.logsigmoid(-beta * ratio)
+
+
+@dataclass(frozen=True)
+class NpoForm:
+    """How NPO reads a response: TRACE's formula (the sequence log-ratio, the run's β, no scale), or
+    U2A's (`u2a`: the mean log-ratio per token, its own β, scaled by 2/β, as the authors' code)."""
+
+    beta: float | None = None  # None: the run's β
+    per_token: bool = False
+    scale: float = 1.0
+
+    @classmethod
+    def u2a(cls, beta: float = 0.1) -> NpoForm:
+        return cls(beta, True, 2.0 / beta)
 
 
 def robust_dpo_loss(
@@ -119,14 +146,17 @@ def term_losses(
     alpha_kl: float = 0.0,
     preference_weight: float = 1.0,
     sft_weight: float = 0.0,
+    npo: NpoForm = NpoForm(),
     len_a: torch.Tensor | None = None,
+    len_b: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each example's loss `[N]`, by the term its category calls for (`kind`: PREF, NPO or KL):
 
     - PREF: `preference_weight · ℓ_pref(a ≻ b) + sft_weight · NLL(a)`, the NLL per token of the
       preferred response (`len_a` its token count; TRL's `loss_type [.., "sft"]`);
     - NPO: `ℓ_NPO` of `a` where `npo_a` and of `b` where `npo_b` (both by default): PUNISH unlearns
-      both responses, a single negative (U2A) only `a`;
+      both responses, a single negative (U2A) only `a`; `npo` says which form (`NpoForm`; U2A's
+      reads each response per token and needs `len_a`, `len_b`);
     - KL: `alpha_kl · kl`, the token KL of `a` to the reference (RETAIN's anchor).
 
     Batched with no loop over examples: every branch is computed for every row and `kind` picks
@@ -142,6 +172,11 @@ def term_losses(
         pref = pref + sft_weight * (-pol_a / len_a.clamp(min=1).to(pol_a.dtype))
     on_a = ones if npo_a is None else npo_a.to(pol_a.dtype)
     on_b = ones if npo_b is None else npo_b.to(pol_a.dtype)
-    npo = npo_loss(pol_a, ref_a, beta) * on_a + npo_loss(pol_b, ref_b, beta) * on_b
+    nb = beta if npo.beta is None else npo.beta
+    if npo.per_token and (len_a is None or len_b is None):
+        raise ValueError("a per-token NPO needs both responses' token counts (len_a, len_b)")
+    la, lb = (len_a, len_b) if npo.per_token else (None, None)
+    unlearn = npo_loss(pol_a, ref_a, nb, length=la, scale=npo.scale) * on_a
+    unlearn = unlearn + npo_loss(pol_b, ref_b, nb, length=lb, scale=npo.scale) * on_b
     anchor = alpha_kl * (torch.zeros_like(pol_a) if kl is None else kl.to(pol_a.dtype))
-    return torch.where(kind == PREF, pref, torch.where(kind == NPO, npo, anchor))
+    return torch.where(kind == PREF, pref, torch.where(kind == NPO, unlearn, anchor))

@@ -9,6 +9,7 @@
     score: {mode: fd, gold_size: 64}                # `ScoreConfig` options (optional)
     methods: [trace, naive-oracle-dpo]              # each trains into train/<method>
     train: {max_steps: 100, per_device_train_batch_size: 4}  # TraceConfig options for every method
+    method_train: {u2a: {learning_rate: 3.0e-4}}    # optional: a method's own options over `train`
     evaluate: {prompts: heldout.jsonl}              # optional: `evaluate_model` options (`judge:` to
                                                     # evaluate with another judge than triage's)
 
@@ -49,7 +50,9 @@ from trace_realign.triage.stage import OPTIONS, run_triage
 # Imported inside functions: the training code (torch, transformers) is imported inside the functions that train: `run --help`
 # and a triage-only run stay light.
 
-TOP_LEVEL = {"run_dir", "model", "data", "policy", "judge", "triage", "score", "methods", "train", "evaluate"}
+TOP_LEVEL = {
+    "run_dir", "model", "data", "policy", "judge", "triage", "score", "methods", "train", "method_train", "evaluate",
+}  # fmt: skip
 STAGES = ("triage", "score", "train", "evaluate")
 
 
@@ -254,8 +257,6 @@ def run_pipeline(
     `force` reruns every stage; `stages` limits the run to some of them (their inputs must exist).
     """
 
-    from trace_realign.update.trainer import train
-
     # a mapping's relative paths are relative to the working directory: made absolute here, so
     # that the config.yaml written into the run folder names the same files
     cfg = (
@@ -298,11 +299,30 @@ def run_pipeline(
         run_stage("triage", run_dir / "triage", fp_triage, do_triage, status, force)
     if "score" in stages:
         run_stage("score", run_dir / "score", fp_score, do_score, status, force)
-    methods = list(cfg.get("methods") or ["trace"])
+    # an explicit empty list trains nothing (e.g. only M_ref is evaluated); no key means trace
+    methods = list(cfg["methods"]) if cfg.get("methods") is not None else ["trace"]
+    fp_train = _train_methods(
+        cfg, run_dir, methods, weighted, train_opts, fp_score, stages, status, force, result
+    )
+    if "evaluate" in stages and cfg.get("evaluate"):
+        _evaluate(cfg, run_dir, methods, fp_train, status, force, result)
+    write_json_atomic(run_dir / "run.json", {k: v for k, v in result.items() if k != "run_dir"})
+    return result
+
+
+def _train_methods(
+    cfg: dict[str, Any], run_dir: Path, methods: list[str], weighted: Path, train_opts: dict[str, Any],
+    fp_score: str, stages: tuple[str, ...], status: dict[str, str], force: bool, result: dict[str, Any],
+) -> dict[str, str]:  # fmt: skip
+    """Train each method into train/<method> (when "train" is a stage); return each one's training
+    fingerprint, which its evaluation is keyed on whether or not it trained now."""
+    per_method = _options(cfg.get("method_train"), "method_train")
     fp_train: dict[str, str] = {}
     for method in methods:
         out = run_dir / "train" / method
-        fp_train[method] = fingerprint("train", cfg["model"], method, train_opts, fp_score)
+        # a method's own options (e.g. the learning rate chosen for it on validation) over the shared block
+        method_opts = {**train_opts, **_options(per_method.get(method), f"method_train.{method}")}
+        fp_train[method] = fingerprint("train", cfg["model"], method, method_opts, fp_score)
         if "train" not in stages:
             continue
         result["train"][method] = str(out)
@@ -317,14 +337,13 @@ def run_pipeline(
             shutil.rmtree(out)
         write_json_atomic(started, {"fingerprint": fp_train[method]})
 
-        def do_train(method: str = method, out: Path = out) -> None:
-            train(cfg["model"], weighted, _train_config(train_opts, method, out))
+        def do_train(method: str = method, out: Path = out, opts: dict[str, Any] = method_opts) -> None:
+            from trace_realign.update.trainer import train
+
+            train(cfg["model"], weighted, _train_config(opts, method, out))
 
         run_stage(f"train/{method}", out, fp_train[method], do_train, status, True)
-    if "evaluate" in stages and cfg.get("evaluate"):
-        _evaluate(cfg, run_dir, methods, fp_train, status, force, result)
-    write_json_atomic(run_dir / "run.json", {k: v for k, v in result.items() if k != "run_dir"})
-    return result
+    return fp_train
 
 
 def _evaluate(

@@ -9,22 +9,24 @@ One rate:
 Agreement of two raters:
 - `cohen_kappa`, `kappa_with_ci`: Cohen's kappa, with a percentile bootstrap interval.
 
-Means over training seeds and paired comparisons:
-- `t_interval`: the mean of a few numbers (one per training seed) with a Student-t 95% interval;
-  it measures training noise only, the held-out prompts being fixed.
-- `cell_estimate`: the mean of a table cell over seeds and prompts with a two-stage bootstrap 95%
-  interval (seeds resampled, then prompts), so one interval carries both sources of variation:
-  which seed trained the model and which prompts were drawn for the test. With one seed it is a
-  bootstrap over prompts, so every cell of a table is computed the same way.
-- `mcnemar_exact`: the exact two-sided McNemar test of two methods on the same prompts (a
-  binomial test on the discordant pairs).
-- `paired_bootstrap`: the difference of two methods on the same prompts, with a 95% interval and
-  a two-sided p-value, resampling prompts jointly for both methods (the pairing) and seeds
-  independently for each.
+Methods compared (docs/method.md, "How methods are compared"). The unit of a method-level claim is
+the training seed: a method is a distribution over trained models, and one trained model tells
+nothing about how far another seed would land. So:
+- `cell_estimate`: a table cell, the mean over seeds of each seed's mean over prompts, with a
+  t-interval over the seeds (2 or more), or, for one seed, an interval over the prompts that is
+  labelled as such (it knows nothing of training variance).
+- `seed_test`: A against B on one metric, Welch's t-test on the per-seed means (a one-sample t-test
+  against a model that no seed trained, such as `M_ref`). This is the test that decides a claim;
+  `benchmarks/stats_calibration.py` and `tests/test_stats.py` simulate two methods drawn from one
+  process and check that it calls them different no more than 5% of the time.
+- `prompt_test`: a description of these particular trained models, prompt by prompt: the paired
+  difference with a bootstrap over prompts (a prompt's rows stay together), and the exact McNemar
+  counts where a prompt has one yes/no row. It never decides a claim about the methods.
 
-Outcomes come as a `[seeds][prompts]` table of 0/1 (or any numbers): one row per training seed,
-one column per prompt, the columns in the same prompt order for every method compared. `None`
-marks a missing outcome (an unknown verdict): it is left out of that seed's mean.
+Outcomes come as a `[seeds][prompts]` table: one row per training seed, one column per prompt (the
+same prompt order for every method compared), each value the prompt's outcome in [0, 1] (the mean
+of its rows when a prompt has several, as a harmful prompt has plain and wrapped). `None` marks a
+missing outcome (an unknown verdict): it is left out of that seed's mean.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 Z95 = 1.959963984540054
 BOOTSTRAP_RESAMPLES = 4000
@@ -77,16 +80,18 @@ def format_estimate(
     digits: int = 1,
     unit: str = "",
     ci_digits: int | None = None,
+    signed: bool = False,
 ) -> str:
     """A number and its 95% interval, `68.8 [60.2, 76.6]`: the one way every table prints an
-    estimate. `scale` 100 shows a share in points, `unit` follows the number (`"%"`); `n/a` when
-    there is no value."""
+    estimate. `scale` 100 shows a share in points, `unit` follows the number (`"%"`), `signed`
+    writes a difference's sign (`+3.0 [-3.1, +9.1]`); `n/a` when there is no value."""
     if value is None:
         return "n/a"
     d = digits if ci_digits is None else ci_digits
-    text = f"{scale * value:.{digits}f}{unit}"
+    sign = "+" if signed else ""
+    text = f"{scale * value:{sign}.{digits}f}{unit}"
     if ci:
-        text += f" [{scale * ci[0]:.{d}f}, {scale * ci[1]:.{d}f}]"
+        text += f" [{scale * ci[0]:{sign}.{d}f}, {scale * ci[1]:{sign}.{d}f}]"
     return text
 
 
@@ -102,51 +107,11 @@ def format_rate(entry: Mapping[str, Any] | None, *, interval: bool = True, count
     return text
 
 
-# ---- Student t ---------------------------------------------------------------------------------
-
-
-def _t_two_sided_mass(t: float, df: int) -> float:
-    """P(|T| < t) for Student's t with an integer number of degrees of freedom.
-
-    The closed forms of Abramowitz and Stegun 26.7.3 / 26.7.4 in theta = atan(t / sqrt(df)):
-    a finite sum of powers of cos(theta), exact for every integer df (no special functions needed).
-    """
-    theta = math.atan(t / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    if df % 2 == 1:
-        total, term = 1.0, 1.0
-        for k in range(1, (df - 1) // 2):
-            term *= (2 * k) / (2 * k + 1) * c * c
-            total += term
-        return (2 / math.pi) * (theta + (s * c * total if df > 1 else 0.0))
-    total, term = 1.0, 1.0
-    for k in range(1, df // 2):
-        term *= (2 * k - 1) / (2 * k) * c * c
-        total += term
-    return s * total
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The p-quantile (p > 0.5) of Student's t with integer `df` >= 1, by bisection on the exact CDF."""
-    if not 0.5 < p < 1:
-        raise ValueError(f"p must lie in (0.5, 1), got {p}")
-    if df < 1 or int(df) != df:
-        raise ValueError(f"df must be a positive integer, got {df}")
-    target = 2 * p - 1
-    lo, hi = 0.0, 1.0
-    while _t_two_sided_mass(hi, int(df)) < target:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if _t_two_sided_mass(mid, int(df)) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+# ---- a few numbers, one per training seed -------------------------------------------------------
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean of `values` (e.g. one rate per training seed) with a Student-t interval.
+    """Mean of `values` (e.g. one rate per training seed) with a Student-t interval (SciPy's quantile).
 
     `{"mean", "ci95", "sd", "n"}`; with a single value the interval is None (no spread to measure).
     """
@@ -158,11 +123,64 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     if n == 1:
         return {"mean": mean, "ci95": None, "sd": None, "n": 1}
     sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n)
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "ci95": [mean - half, mean + half], "sd": sd, "n": n}
 
 
-# ---- bootstrap ---------------------------------------------------------------------------------
+def seed_test(
+    a: Sequence[float | None],
+    b: Sequence[float | None],
+    *,
+    a_fixed: bool = False,
+    b_fixed: bool = False,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """A minus B on one metric with the training seed as the unit: the method-level test.
+
+    `a`, `b`: one value per training seed (each seed's mean over the held-out prompts). Welch's
+    t-test (unequal variances) when both have 2 or more seeds; a one-sample t-test of the other's
+    seeds against a model no seed trained (`*_fixed`, e.g. `M_ref`: one model, no training noise).
+    Returns `{"diff", "ci95", "p", "df", "n_a", "n_b", "test"}`; `p` None, with `reason`, when the
+    seeds cannot say (fewer than 2 seeds of a trained model). No spread at all on either side
+    (every seed the same value): `p` 1 when the means agree, else None (a t-test is undefined).
+    """
+    xa = [float(v) for v in a if v is not None]
+    xb = [float(v) for v in b if v is not None]
+    out: dict[str, Any] = {"diff": None, "ci95": None, "p": None, "df": None, "n_a": len(xa), "n_b": len(xb)}
+    if not xa or not xb:
+        return {**out, "test": None, "reason": "no outcome"}
+    out["diff"] = float(np.mean(xa) - np.mean(xb))
+    if len(xa) >= 2 and len(xb) >= 2:
+        test = "Welch t over seeds"
+    elif len(xa) >= 2 and len(xb) == 1 and b_fixed:
+        test = "one-sample t over A's seeds"
+    elif len(xb) >= 2 and len(xa) == 1 and a_fixed:
+        test = "one-sample t over B's seeds"
+    else:
+        return {**out, "test": None, "reason": "needs 2 or more training seeds of each trained model"}
+    spread = np.var(xa) + np.var(xb)
+    if spread == 0:
+        p = 1.0 if out["diff"] == 0 else None
+        ci = [out["diff"], out["diff"]] if p == 1.0 else None
+        return {**out, "ci95": ci, "p": p, "test": test, "reason": "no spread over seeds"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if test.startswith("Welch"):
+            res = scipy_stats.ttest_ind(xa, xb, equal_var=False)
+            ci = res.confidence_interval(level)
+            lo, hi = float(ci.low), float(ci.high)
+        elif len(xb) == 1:
+            res = scipy_stats.ttest_1samp(xa, xb[0])
+            ci = res.confidence_interval(level)
+            lo, hi = float(ci.low) - xb[0], float(ci.high) - xb[0]
+        else:
+            res = scipy_stats.ttest_1samp(xb, xa[0])
+            ci = res.confidence_interval(level)
+            lo, hi = xa[0] - float(ci.high), xa[0] - float(ci.low)
+    return {**out, "ci95": [lo, hi], "p": float(res.pvalue), "df": float(res.df), "test": test}
+
+
+# ---- a table of outcomes: [seeds][prompts] -----------------------------------------------------
 
 
 def _table(outcomes: Outcomes, what: str = "outcomes") -> np.ndarray:
@@ -183,92 +201,76 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.nanmean(x, axis=axis)
 
 
-def _means(table: np.ndarray, seed_idx: np.ndarray, prompt_idx: np.ndarray) -> np.ndarray:
-    """Mean over resampled seeds of the per-seed mean over resampled prompts, one per resample.
-
-    `seed_idx` is [B, S], `prompt_idx` [B, P]; missing outcomes are left out of each seed's mean.
-    """
-    picked = table[seed_idx[:, :, None], prompt_idx[:, None, :]]  # [B, S, P]
-    per_seed = _nanmean(picked, 2)  # a seed whose resample is all missing: NaN
-    return _nanmean(per_seed, 1)
+def per_seed_means(outcomes: Outcomes) -> list[float | None]:
+    """Each seed's mean over its known prompts (None where it has none)."""
+    return [None if np.isnan(v) else float(v) for v in _nanmean(_table(outcomes), 1)]
 
 
-def _point(table: np.ndarray) -> float | None:
-    per_seed = _nanmean(table, 1)
-    per_seed = per_seed[~np.isnan(per_seed)]
-    return float(per_seed.mean()) if per_seed.size else None
+def _bootstrap_prompts(values: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Means of `values` (one per prompt, NaN left out) over prompts drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, values.size, (resamples, values.size))
+    boots = _nanmean(values[idx], 1)
+    return boots[~np.isnan(boots)]
+
+
+def prompt_interval(
+    values: Sequence[float | None],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[list[float] | None, str]:
+    """An interval for one trained model's mean over prompts (prompt sampling only): Wilson when every
+    prompt is a single yes/no outcome, else a percentile bootstrap over prompts (a prompt's rows
+    stay together, so a harmful prompt asked plain and wrapped counts once)."""
+    xs = np.array([np.nan if v is None else float(v) for v in values], dtype=float)
+    known = xs[~np.isnan(xs)]
+    if known.size == 0:
+        return None, "none"
+    if np.all((known == 0) | (known == 1)):
+        ci = wilson_interval(int(known.sum()), int(known.size))
+        return (list(ci) if ci else None), f"Wilson over {known.size} prompts (one seed)"
+    boots = _bootstrap_prompts(known, resamples, seed)
+    tail = (1 - level) / 2
+    ci = [float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))]
+    return ci, f"bootstrap over {known.size} prompts (one seed)"
 
 
 def cell_estimate(
     outcomes: Outcomes, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
-    """Mean of a cell over seeds (each seed's mean over prompts) with a two-stage bootstrap interval.
+    """A table cell: the mean over seeds of each seed's mean over prompts, with its 95% interval.
 
-    Returns `{"mean", "ci95", "per_seed", "seeds", "prompts", "seed_t"}`; `seed_t` is the
-    t-interval over the per-seed means (training noise alone) for comparison.
+    Two or more seeds: a t-interval over the per-seed means (training noise, the prompts fixed).
+    One seed: `prompt_interval`, prompt sampling only, and `interval` says so. Returns `{"mean",
+    "ci95", "interval", "per_seed", "seeds", "prompts"}`.
     """
     table = _table(outcomes)
     s, p = table.shape
-    rng = np.random.default_rng(seed)
-    per_seed = [None if np.isnan(v) else float(v) for v in _nanmean(table, 1)]
-    mean = _point(table)
-    if mean is None:
-        return {"mean": None, "ci95": None, "per_seed": per_seed, "seeds": s, "prompts": p, "seed_t": None}
-    boots = _means(table, rng.integers(0, s, (resamples, s)), rng.integers(0, p, (resamples, p)))
-    boots = boots[~np.isnan(boots)]
-    tail = (1 - level) / 2
-    ci = [float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))]
-    return {
-        "mean": mean,
-        "ci95": ci,
+    per_seed = per_seed_means(outcomes)
+    known = [v for v in per_seed if v is not None]
+    out: dict[str, Any] = {
+        "mean": None,
+        "ci95": None,
+        "interval": None,
         "per_seed": per_seed,
         "seeds": s,
         "prompts": p,
-        "seed_t": t_interval([v for v in per_seed if v is not None]),
     }
+    if not known:
+        return out
+    if len(known) >= 2:
+        t = t_interval(known, level)
+        return {**out, "mean": t["mean"], "ci95": t["ci95"], "interval": f"t over {len(known)} seeds"}
+    row = table[[i for i, v in enumerate(per_seed) if v is not None][0]]
+    ci, how = prompt_interval(
+        [None if np.isnan(v) else float(v) for v in row], resamples=resamples, seed=seed, level=level
+    )
+    return {**out, "mean": known[0], "ci95": ci, "interval": how}
 
 
-def paired_bootstrap(
-    a: Outcomes,
-    b: Outcomes,
-    *,
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Mean of A minus mean of B on the same prompts, with a bootstrap interval and p-value.
-
-    Each resample draws one set of prompt indices for both methods (the pairing: a hard prompt is
-    hard for both) and the seeds of each method independently (their training runs are not
-    paired). `p` is two-sided: twice the smaller share of resampled differences on either side of
-    0, counted as (k + 1) / (resamples + 1) so it is never exactly 0.
-    """
-    ta, tb = _table(a, "a"), _table(b, "b")
-    if ta.shape[1] != tb.shape[1]:
-        raise ValueError(f"a has {ta.shape[1]} prompts and b {tb.shape[1]}: a paired test needs the same")
-    pa, pb = _point(ta), _point(tb)
-    if pa is None or pb is None:
-        return {"diff": None, "ci95": None, "p": None, "resamples": 0}
-    rng = np.random.default_rng(seed)
-    n_prompts = ta.shape[1]
-    prompts = rng.integers(0, n_prompts, (resamples, n_prompts))
-    da = _means(ta, rng.integers(0, ta.shape[0], (resamples, ta.shape[0])), prompts)
-    db = _means(tb, rng.integers(0, tb.shape[0], (resamples, tb.shape[0])), prompts)
-    diffs = da - db
-    diffs = diffs[~np.isnan(diffs)]
-    tail = (1 - level) / 2
-    below = int((diffs <= 0).sum())
-    above = int((diffs >= 0).sum())
-    p = min(1.0, 2 * (min(below, above) + 1) / (diffs.size + 1))
-    return {
-        "diff": pa - pb,
-        "ci95": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))],
-        "p": p,
-        "resamples": int(diffs.size),
-    }
-
-
-# ---- McNemar -----------------------------------------------------------------------------------
+# ---- prompt by prompt: a description of these trained models ---------------------------------
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -283,26 +285,23 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
+    return float(min(1.0, scipy_stats.binomtest(min(b, c), n, 0.5).pvalue))
 
 
-def mcnemar_paired(a: Outcomes, b: Outcomes) -> dict[str, Any]:
-    """Exact McNemar on the prompts both methods answered, seed k of A against seed k of B.
-
-    With several seeds the seed-matched pairs are pooled (k up to the smaller number of seeds):
-    exact under the null that A and B are exchangeable on every (prompt, seed) pair; the paired
-    bootstrap is the test that also lets the seeds vary. Outcomes are read as success when > 0.5.
-    """
+def mcnemar_paired(a: Outcomes, b: Outcomes) -> dict[str, Any] | None:
+    """Exact McNemar on the prompts both answered, seed k of A against seed k of B, pooled over the
+    seed-matched pairs: counts that describe these trained models. None when an outcome is not a
+    single yes/no (a prompt with several rows has no discordant pair to count)."""
     ta, tb = _table(a, "a"), _table(b, "b")
     if ta.shape[1] != tb.shape[1]:
         raise ValueError(f"a has {ta.shape[1]} prompts and b {tb.shape[1]}: a paired test needs the same")
     k = min(ta.shape[0], tb.shape[0])
     x, y = ta[:k], tb[:k]
     both = ~np.isnan(x) & ~np.isnan(y)
-    xa, yb = x[both] > 0.5, y[both] > 0.5
-    a_only, b_only = int((xa & ~yb).sum()), int((~xa & yb).sum())
+    xs, ys = x[both], y[both]
+    if not (np.all((xs == 0) | (xs == 1)) and np.all((ys == 0) | (ys == 1))):
+        return None
+    a_only, b_only = int(((xs == 1) & (ys == 0)).sum()), int(((xs == 0) & (ys == 1)).sum())
     return {
         "a_only": a_only,
         "b_only": b_only,
@@ -312,14 +311,30 @@ def mcnemar_paired(a: Outcomes, b: Outcomes) -> dict[str, Any]:
     }
 
 
-def compare_paired(
-    a: Outcomes, b: Outcomes, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+def prompt_test(
+    a: Outcomes, b: Outcomes, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
-    """Both paired tests of A against B: `{"bootstrap": paired_bootstrap, "mcnemar": mcnemar_paired}`."""
-    return {
-        "bootstrap": paired_bootstrap(a, b, resamples=resamples, seed=seed),
-        "mcnemar": mcnemar_paired(a, b),
-    }
+    """A minus B prompt by prompt, for these trained models: each prompt's outcome averaged over the
+    seeds of each model, the paired difference with a bootstrap over prompts (interval, two-sided
+    p), and the exact McNemar counts where outcomes are single yes/no. A description, not a test of
+    the methods: the training seeds are held fixed."""
+    ta, tb = _table(a, "a"), _table(b, "b")
+    if ta.shape[1] != tb.shape[1]:
+        raise ValueError(f"a has {ta.shape[1]} prompts and b {tb.shape[1]}: a paired test needs the same")
+    diff = _nanmean(ta, 0) - _nanmean(tb, 0)
+    known = diff[~np.isnan(diff)]
+    out: dict[str, Any] = {"diff": None, "ci95": None, "p": None, "prompts": int(known.size)}
+    if known.size:
+        boots = _bootstrap_prompts(known, resamples, seed)
+        tail = (1 - level) / 2
+        below, above = int((boots <= 0).sum()), int((boots >= 0).sum())
+        out.update(
+            diff=float(known.mean()),
+            ci95=[float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))],
+            p=float(min(1.0, 2 * (min(below, above) + 1) / (boots.size + 1))),
+        )
+    out["mcnemar"] = mcnemar_paired(a, b)
+    return out
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
@@ -372,3 +387,69 @@ def format_kappa(k: Mapping[str, Any]) -> str:
     if k.get("ci95"):
         text += f" [{k['ci95'][0]:.3f}, {k['ci95'][1]:.3f}]"
     return text
+
+
+# ---- calibration: does the method-level test keep its false-positive rate? -----------------------
+
+
+def simulate_methods(
+    n_seeds: int,
+    *,
+    n_prompts: int = 256,
+    base_rate: float = 0.78,
+    seed_sd: float = 0.047,
+    effect: float = 0.0,
+    sims: int = 2000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Outcome tables of two methods, `sims` times: `{"a", "b"}`, each `[sims, n_seeds, n_prompts]`.
+
+    Prompts differ in difficulty (logit-normal around `base_rate`, the same prompts for both
+    methods, as a held-out set is); each training seed shifts every prompt's logit by one draw, sized
+    so the per-seed means spread by about `seed_sd` (0.047: the demo's `trace` seeds, 73.0, 77.7,
+    82.4); each outcome is then a coin with the prompt's probability. B is A's process moved by
+    `effect` on the mean (0: one and the same process, where any "difference" is a false positive)."""
+    rng = np.random.default_rng(seed)
+    logit = np.log(base_rate / (1 - base_rate))
+    prompts = rng.normal(logit, 2.0, n_prompts)
+    # the seed shift whose spread of per-seed means is seed_sd: the slope of the mean rate in the shift
+    slope = float(np.mean(_sigmoid(prompts) * (1 - _sigmoid(prompts))))
+    tau = seed_sd / slope
+    # the shift of B that moves the mean rate by `effect`, found by bisection on the prompts' logits
+    lo, hi = -10.0, 10.0
+    target = float(np.mean(_sigmoid(prompts))) + effect
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(_sigmoid(prompts + mid)) < target else (lo, mid)
+    shift_b = (lo + hi) / 2
+
+    def draw(shift: float) -> np.ndarray:
+        u = rng.normal(0.0, tau, (sims, n_seeds, 1))
+        p = _sigmoid(prompts[None, None, :] + shift + u)
+        return (rng.random((sims, n_seeds, n_prompts)) < p).astype(float)
+
+    return {"a": draw(0.0), "b": draw(shift_b)}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def rejection_rate(
+    tables: dict[str, np.ndarray], test: str = "seed", alpha: float = 0.05
+) -> dict[str, float]:
+    """How often a test calls A and B of `simulate_methods` different at `alpha`, with the Monte-Carlo
+    standard error: `seed` (`seed_test`, the method-level test) or `mcnemar` (the pooled prompt-level
+    McNemar, which treats seed-matched pairs as independent)."""
+    a, b = tables["a"], tables["b"]
+    hits = 0
+    for k in range(a.shape[0]):
+        if test == "seed":
+            p = seed_test(a[k].mean(1), b[k].mean(1))["p"]
+        elif test == "mcnemar":
+            p = (mcnemar_paired(a[k], b[k]) or {}).get("p")
+        else:
+            raise ValueError(f"unknown test {test!r}: use seed or mcnemar")
+        hits += p is not None and p < alpha
+    rate = hits / a.shape[0]
+    return {"rate": rate, "mc_se": math.sqrt(max(rate * (1 - rate), 1e-12) / a.shape[0]), "sims": a.shape[0]}

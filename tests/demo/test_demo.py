@@ -127,8 +127,8 @@ def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_pa
     assert set(summary["tests"]) == {"M_ref", "trace-oracle", "naive-oracle-dpo"}
     assert set(summary["tests_also"]["trace-oracle"]) == {"M_ref", "trace", "naive-oracle-dpo"}
     report = (run / "report.md").read_text()
-    assert "Paired tests: trace against each model" in report
-    assert "Paired tests: trace-oracle against each model" in report
+    assert "trace against each model" in report
+    assert "trace-oracle against each model" in report
     assert list(summary["not_trained"]) == ["trace-no-triage"]
     assert "impact weights are 0" in summary["not_trained"]["trace-no-triage"]
     assert json.loads((run / "comparison.json").read_text())["not_trained"] == summary["not_trained"]

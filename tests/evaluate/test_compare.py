@@ -103,15 +103,26 @@ def test_cells_over_seeds_and_paired_tests(tmp_path):
     assert a["cells"]["mc"]["mean"] == pytest.approx(0.5) and a["cells"]["mc"]["interval"] == "t over seeds"
     assert out["models"]["ref"]["cells"]["mc"]["interval"] == "Wilson"
     assert out["models"]["ref"]["cells"]["perplexity"]["ci95"] is None
-    # paired tests of a against b and ref on every tested metric
+    assert a["cells"]["tpa"]["interval"] == "t over 3 seeds"
+    assert out["models"]["ref"]["cells"]["tpa"]["interval"] == "Wilson over 4 prompts (one seed)"
+    # tests of a against b and ref on every tested metric: over seeds (decides), prompt by prompt (describes)
     assert set(out["tests"]) == {"b", "ref"}
     tpa = out["tests"]["b"]["tpa"]
-    assert tpa["bootstrap"]["diff"] == pytest.approx(5 / 6 - 5 / 8)
+    assert tpa["seed"]["diff"] == pytest.approx(5 / 6 - 5 / 8) and tpa["seed"]["test"] == "Welch t over seeds"
+    assert tpa["seed"]["n_a"] == 3 and tpa["seed"]["n_b"] == 2
+    # against ref, which is one trained model (not named fixed): its training variance is unknown
+    assert out["tests"]["ref"]["tpa"]["seed"]["p"] is None
+    fixed = compare_evaluations(groups, reference="a", fixed=("ref",), resamples=200)
+    assert fixed["tests"]["ref"]["tpa"]["seed"]["test"] == "one-sample t over A's seeds"
     # McNemar on seed-matched pairs: seed 0 (a all C; b i1 N) -> 1 a-only; seed 1 (a n1 N; b i1 N, r2 N)
     # -> 2 a-only, 1 b-only; a's third seed has no partner
-    assert (tpa["mcnemar"]["a_only"], tpa["mcnemar"]["b_only"], tpa["mcnemar"]["seed_pairs"]) == (3, 1, 2)
-    assert tpa["mcnemar"]["p"] == pytest.approx(mcnemar_exact(3, 1))
-    assert out["prompts"]["tpa"] == 4 and out["prompts"]["not_declined"] == 3
+    mc = tpa["prompt"]["mcnemar"]
+    assert (mc["a_only"], mc["b_only"], mc["seed_pairs"]) == (3, 1, 2)
+    assert mc["p"] == pytest.approx(mcnemar_exact(3, 1))
+    assert tpa["prompt"]["diff"] == pytest.approx(5 / 6 - 5 / 8)
+    # a harmful prompt's plain and wrapped rows are one prompt
+    assert out["prompts"]["tpa"] == 4 and out["prompts"]["not_declined"] == 1
+    assert out["tests"]["b"]["not_declined"]["prompt"]["mcnemar"] is None
 
 
 def test_rows_not_in_every_evaluation_are_left_out_of_the_pairing(tmp_path):

@@ -54,8 +54,16 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     assert sum(weights) / len(weights) == pytest.approx(1.0)  # default: mean normalisation
     summary = json.loads((tmp_path / "score" / "summary.json").read_text())
     assert summary["mode"] == "exact" and summary["normalisation"] == "mean" and summary["loss"] == "sigmoid"
-    # trace's loss by default: dual NPO on every PUNISH pair, the one with a correction too
-    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 3, "PUNISH_corrected": 0}
+    # trace's loss (dual NPO on every PUNISH pair) in impact_weight; trace-oracle's (the correction
+    # where a PUNISH pair has one) in impact_weight_corrected; only the corrected term is scored twice
+    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 3, "PUNISH_corrected": 1}
+    assert summary["columns"] == {"npo": "impact_weight", "corrected": "impact_weight_corrected"}
+    corrected = [r["impact_weight_corrected"] for r in conflicts]
+    assert sum(corrected) / len(corrected) == pytest.approx(1.0)
+    assert set(summary["weights"]) == {"npo", "corrected"}
+    profile = summary["weights"]["npo"]
+    assert profile["all"]["n"] == 7 and set(profile["by_category"]) == {"INVERT", "PUNISH"}
+    assert 1.0 <= profile["all"]["effective_n"] <= 7.0
     # Algorithm 2 with B = 6: floor(6/3) RETAIN, floor(6/3) INVERT, the rest PUNISH
     assert summary["gold_sources"] == {"INVERT": 2, "PUNISH": 2, "RETAIN": 2}
     assert sum(summary["weight_histogram"]["counts"]) == 7
@@ -67,7 +75,8 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     from trace_realign.impact.reference import ReferenceCache, item_key, open_cache, reference_logprobs
     from trace_realign.model.loading import load_model, load_tokenizer
 
-    assert summary["reference_cache"] and len(ReferenceCache(summary["reference_cache"])) == 14
+    # 7 conflicts x 2 responses, and the oracle correction trace-oracle trains
+    assert summary["reference_cache"] and len(ReferenceCache(summary["reference_cache"])) == 15
     tok, model = load_tokenizer(tiny_model_dir), load_model(tiny_model_dir)
     cache = open_cache(model, tok, max_length=96, cache_dir=cache_dir)
     assert str(cache.path) == summary["reference_cache"]  # a plain θ_ref model finds the same file
@@ -78,12 +87,13 @@ def test_score_writes_weights_and_summary(tiny_model_dir, triaged, tmp_path):
     assert cache.get(item_key(row["id"], row["chosen"])) == pytest.approx(fresh.item(), rel=1e-5)
 
 
-def test_corrections_score_the_loss_trace_oracle_trains(tiny_model_dir, triaged, tmp_path):
-    out = tmp_path / "oracle" / "weighted.jsonl"
-    extra = ("--lora_r", "4", "--mode", "exact", "--ref-cache-dir", str(tmp_path / "rc"), "--corrections")
+def test_no_corrections_scores_trace_s_loss_alone(tiny_model_dir, triaged, tmp_path):
+    out = tmp_path / "npo" / "weighted.jsonl"
+    extra = ("--lora_r", "4", "--mode", "exact", "--ref-cache-dir", str(tmp_path / "rc"), "--no_corrections")
     assert main(_args(tiny_model_dir, triaged, out, *extra)) == 0
-    summary = json.loads((tmp_path / "oracle" / "summary.json").read_text())
-    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 2, "PUNISH_corrected": 1}
+    summary = json.loads((tmp_path / "npo" / "summary.json").read_text())
+    assert summary["conflict_kinds"] == {"INVERT": 4, "PUNISH_npo": 3, "PUNISH_corrected": 0}
+    assert all("impact_weight_corrected" not in json.loads(line) for line in out.read_text().splitlines())
 
 
 def test_paper_normalisation_and_full_finetuning(tiny_model_dir, triaged, tmp_path):
@@ -174,3 +184,65 @@ def test_the_python_stage_gives_what_the_command_gives(tiny_model_dir, triaged, 
     assert py_out.read_text() == cli_out.read_text()
     assert summary == json.loads((py_out.parent / "summary.json").read_text())
     assert summary["use_peft"] is True  # LoRA by default, as train
+
+
+@pytest.mark.parametrize(("method", "variant"), [("trace", "npo"), ("trace-oracle", "corrected")])
+def test_each_method_trains_the_loss_its_weights_were_scored_on(
+    tiny_model_dir, triaged, tmp_path, monkeypatch, method, variant
+):
+    """The real score stage, then the real trainer: every conflict a method trains is the very item
+    the score stage scored for it (same loss, same responses), and its weight is that item's
+    normalised impact. trace-oracle's corrected PUNISH pair is weighted by its own impact, never by
+    the NPO impact of a loss it does not train."""
+    import trace_realign.update.trainer as trainer_module
+    from trace_realign.update import TraceConfig, train
+
+    scored: dict[str, scoring.ScoredItem] = {}
+    real_impacts = scoring.conflict_impacts
+
+    def spy_impacts(model, tokenizer, items, *args, **kwargs):
+        scored.update({it.id: it for it in items})
+        return real_impacts(model, tokenizer, items, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "conflict_impacts", spy_impacts)
+    out = tmp_path / "score" / "weighted.jsonl"
+    assert (
+        main(_args(tiny_model_dir, triaged, out, "--lora_r", "4", "--ref-cache-dir", str(tmp_path / "rc")))
+        == 0
+    )
+    rows = {r["id"]: r for r in (json.loads(line) for line in out.read_text().splitlines())}
+
+    trained = {}
+    real_init = trainer_module.TraceTrainer.__init__
+
+    def spy_init(self, model, args, train_dataset, *a, **kw):
+        trained.update({e.row_id: e for e in train_dataset.selection.examples})
+        real_init(self, model, args, train_dataset, *a, **kw)
+
+    monkeypatch.setattr(trainer_module.TraceTrainer, "__init__", spy_init)
+    config = TraceConfig(
+        output_dir=str(tmp_path / method), method=method, max_steps=1, per_device_train_batch_size=4,
+        lora_r=4, max_length=96, report_to="none", use_cpu=True, save_strategy="no",
+    )  # fmt: skip
+    train(tiny_model_dir, out, config, ref_cache_dir=tmp_path / "rc")
+
+    column = {"npo": "impact_weight", "corrected": "impact_weight_corrected"}[variant]
+    conflicts = {rid: e for rid, e in trained.items() if rows[rid]["category"] in ("INVERT", "PUNISH")}
+    assert len(conflicts) == 7
+    corrected = 0
+    for rid, e in conflicts.items():
+        item = (
+            scored[f"{rid}:corrected"]
+            if variant == "corrected" and rows[rid].get("correction")
+            else scored[rid]
+        )
+        kind = {0: "pref", 1: "npo"}[e.kind]
+        assert (kind, e.pos, e.neg) == (item.kind, item.a, item.b), rid
+        corrected += item.kind == "pref" and rows[rid]["category"] == "PUNISH"
+    assert corrected == (1 if variant == "corrected" else 0)
+    # each example's weight is its row's weight of this loss, re-normalised over the conflicts used
+    raw = {rid: rows[rid][column] for rid in conflicts}
+    scale = len(raw) / sum(raw.values())
+    assert {rid: e.weight for rid, e in conflicts.items()} == pytest.approx(
+        {k: v * scale for k, v in raw.items()}
+    )

@@ -355,19 +355,22 @@ def test_comparison_over_seeds_paired_tests_and_tradeoff_are_rendered(run_dir):
     html, md = html_path.read_text(), md_path.read_text()
     for heading in (
         "Comparison over training seeds (mean and 95% interval)",
-        "Paired tests: trace against each model",
+        "trace against each model",
         "Trade-off over training steps",
     ):
         assert f">{heading}" in html and f"## {heading}" in md.replace("### ", "## ")
     # every cell a mean with its interval: trace 5 of 6 compliant, M_ref 2 of 5 known
     assert re.search(r"<td>trace</td><td>1</td><td>83\.3 \[[0-9.]+, [0-9.]+\]</td>", html)
     assert re.search(r"<td>M_ref</td><td>1</td><td>40\.0 \[[0-9.]+, [0-9.]+\]</td>", html)
-    # trace minus M_ref on agreement: +43.3 points; McNemar on i1, i2, p1 (trace only) and r2 (M_ref only)
+    # trace minus M_ref on agreement: +43.3 points (each over its known prompts). Over seeds there is no
+    # test (one seed of a trained model); prompt by prompt, over the 5 prompts both answered, +40.0, and
+    # McNemar counts i1, i2, p1 (trace only) and r2 (M_ref only)
     row = re.search(
-        r"<td>M_ref</td><td>agreement</td><td>\+43\.3 \[[-+0-9., ]+\]</td><td>[0-9.e-]+</td><td>3 / 1</td><td>0\.625</td>",
+        r"<td>M_ref</td><td>agreement</td><td>\+43\.3</td><td>n/a \(needs 2 or more training seeds of each "
+        r"trained model\)</td><td>1 / 1</td><td>\+40\.0 \[[-+0-9., ]+\]</td><td>3 / 1</td>",
         html,
     )
-    assert row, "paired test row"
+    assert row, "test row"
     # three trade-off plots (attack success, not declined, RETAIN) on top of the six other figures
     assert len(images(html)) == 9
     assert "| trace | 3 | 60.0 | 80.0 | 50.0 | 50.0 |" in md

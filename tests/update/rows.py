@@ -11,7 +11,9 @@ COMPLY = "Sure: here are the steps."
 
 
 def weighted_rows(n_per_category: int = 4, corrections: bool = False) -> list[dict]:
-    """INVERT (old refusal now wrong), PUNISH (both responses wrong) and RETAIN rows with impact weights."""
+    """INVERT (old refusal now wrong), PUNISH (both responses wrong) and RETAIN rows with impact weights;
+    with `corrections`, PUNISH rows carry an oracle correction and every conflict the weights of the
+    loss trace-oracle trains too (`impact_weight_corrected`, as the score stage writes them)."""
     rows = []
     for i in range(n_per_category):
         topic = f"topic {i}"
@@ -25,6 +27,12 @@ def weighted_rows(n_per_category: int = 4, corrections: bool = False) -> list[di
             punish["correction"] = f"I won't help hurt anyone, {i}."
         rows.append(punish)
         rows.append(_row(f"What is {topic}?", f"It is a subject {i}.", REFUSE, "RETAIN", 1, 0, None))
+    if corrections:
+        for r in rows:
+            if r["category"] == "INVERT":
+                r["impact_weight_corrected"] = r["impact_weight"] / 2
+            elif r["category"] == "PUNISH":
+                r["impact_weight_corrected"] = 2.0 + int(r["chosen"].rstrip(".").split()[-1])
     return rows
 
 

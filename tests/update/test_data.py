@@ -63,9 +63,28 @@ def test_trace_oracle_prefers_the_correction_and_trace_unlearns_punish(tmp_path)
     sel = selection(tmp_path, "trace-oracle", rows)
     pun = [e for e in sel.examples if e.category is P]
     assert all(e.kind == PREF and e.pos.startswith("I won't") and e.neg.startswith("Do it") for e in pun)
-    # the headline trace ignores the corrections: dual NPO on both PUNISH responses
-    pun = [e for e in selection(tmp_path, "trace", rows).examples if e.category is P]
+    # its weights are those of the loss it trains (impact_weight_corrected), re-normalised to mean 1
+    raw = {r["id"]: r["impact_weight_corrected"] for r in rows if r["category"] != "RETAIN"}
+    got = {e.row_id: e.weight for e in sel.examples if e.category is not R}
+    scale = len(raw) / sum(raw.values())
+    assert got == pytest.approx({k: v * scale for k, v in raw.items()})
+    # the headline trace ignores the corrections: dual NPO on both PUNISH responses, trace's weights
+    sel = selection(tmp_path, "trace", rows)
+    pun = [e for e in sel.examples if e.category is P]
     assert pun and all(e.kind == NPO and e.npo_pos and e.npo_neg for e in pun)
+    raw = {r["id"]: r["impact_weight"] for r in rows if r["category"] != "RETAIN"}
+    scale = len(raw) / sum(raw.values())
+    assert {e.row_id: e.weight for e in sel.examples if e.category is not R} == pytest.approx(
+        {k: v * scale for k, v in raw.items()}
+    )
+
+
+def test_trace_oracle_refuses_weights_scored_for_another_loss(tmp_path):
+    rows = weighted_rows(corrections=True)
+    for r in rows:
+        r.pop("impact_weight_corrected", None)
+    with pytest.raises(InputError, match="scored without the oracle corrections"):
+        selection(tmp_path, "trace-oracle", rows)
 
 
 def test_no_impact_is_uniform_and_no_kl_keeps_the_same_exposure(tmp_path):
@@ -77,8 +96,19 @@ def test_no_impact_is_uniform_and_no_kl_keeps_the_same_exposure(tmp_path):
     assert shape(selection(tmp_path, "trace", alpha_kl=0.0)) == shape(sel)
 
 
-def test_no_triage_unlearns_every_flagged_response(tmp_path):
-    sel = selection(tmp_path, "trace-no-triage")
+def test_no_triage_unlearns_every_old_loser_as_the_paper_ablation_does(tmp_path):
+    """No triage: the judge's verdicts are not read; every old pair keeps its old preference and its
+    old loser y_l is unlearned (INVERT's y_l is the answer the new policy wants: that is the point)."""
+    rows = weighted_rows()
+    sel = selection(tmp_path, "trace-no-triage", rows)
+    assert {e.kind for e in sel.examples} == {NPO} and len(sel.examples) == len(rows)
+    by_id = {r["id"]: r for r in rows}
+    assert all(e.pos == by_id[e.row_id]["rejected"] and e.neg is None for e in sel.examples)
+    assert all(e.npo_pos and not e.npo_neg and e.weight == 1.0 for e in sel.examples)
+
+
+def test_npo_flagged_unlearns_every_flagged_response(tmp_path):
+    sel = selection(tmp_path, "npo-flagged")
     assert {e.kind for e in sel.examples} == {NPO}
     flags = {e.category: (e.npo_pos, e.npo_neg) for e in sel.examples}
     assert flags == {I: (True, False), P: (True, True), R: (False, True)}

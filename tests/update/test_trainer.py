@@ -94,6 +94,8 @@ def per_sample_loss(model, item, beta, alpha_kl, rpo_alpha=0.0):
 def test_batched_loss_equals_per_sample_reference(tmp_path, tiny_model_dir):
     rows = weighted_rows(3, corrections=False)
     rows[1]["correction"] = "I will not, but here is help."  # one PUNISH row as oracle ℓ_pref
+    for r in rows:  # the weights of trace-oracle's loss, as the score stage writes them
+        r["impact_weight_corrected"] = None if r["impact_weight"] is None else 2 * r["impact_weight"]
     trainer, ds = make_trainer(
         tmp_path, tiny_model_dir, rows, "trace-oracle", precompute_ref_log_probs=False, alpha_kl=0.5
     )

@@ -70,6 +70,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="with --compare, only these rows besides trace, comma-separated, and 'noise' (default all)",
     )
+    p.add_argument(
+        "--split",
+        choices=["heldout", "validation"],
+        default="heldout",
+        help="the prompts evaluated: heldout (results, the default) or validation (choosing settings)",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose each method's learning rate on the validation split: the settings' tuning grid",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -90,5 +101,7 @@ def run(args: argparse.Namespace) -> int:
         only=[m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None,
         progress=not args.no_progress,
         settings=args.config,
+        split=args.split,
+        tune=args.tune,
     )
     return 0

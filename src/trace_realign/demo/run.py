@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,15 @@ from trace_realign.demo.compare import (
     train_each,
     train_seeds,
 )
-from trace_realign.demo.settings import DemoSettings, DemoSize, load_settings, pipeline_config
+from trace_realign.demo.settings import (
+    CompareProtocol,
+    DemoSettings,
+    DemoSize,
+    load_settings,
+    pipeline_config,
+)
+from trace_realign.demo.tune import print_tuning
+from trace_realign.demo.tune import tune as tune_grid
 from trace_realign.errors import InputError
 from trace_realign.evaluate import GenerationSettings, evaluate_model
 from trace_realign.io import cache_root, read_json, write_json_atomic, write_json_if_changed
@@ -132,6 +140,15 @@ def _clock(started: float, progress: bool) -> tuple[dict[str, float], Callable[[
     return timings, step
 
 
+def _checked(split: str, n_seeds: int) -> int:
+    """Refuse a run that asks for what cannot be, before any work is done."""
+    if split not in ("heldout", "validation"):
+        raise InputError(f"unknown split {split!r}: use heldout or validation", field="split")
+    if n_seeds < 1:
+        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
+    return n_seeds
+
+
 def _methods(settings: DemoSettings, compare: bool, only: Sequence[str] | None) -> tuple[list[str], tuple]:
     """The methods to train (the reference first) and what `--methods` chose."""
     protocol = settings.compare
@@ -143,6 +160,60 @@ def _methods(settings: DemoSettings, compare: bool, only: Sequence[str] | None) 
         )
     rows = [m for m in protocol.methods if m in chosen] if compare else []
     return [protocol.reference, *rows], chosen
+
+
+@dataclass
+class Demo:
+    """One demo run's fixed parts: where it writes, its size and protocol, the scenario's files and
+    `M_ref`. `configure` gives the `trace-realign run` configuration of any of its pipeline runs."""
+
+    run_dir: Path
+    spec: DemoSize
+    protocol: CompareProtocol
+    paths: dict[str, Path]
+    mref: Path
+    asr: str
+    split: str
+    progress: bool
+
+    def configure(self, folder: Path, **kwargs: Any) -> dict[str, Any]:
+        """`pipeline_config`, keeping every checkpoint for the trade-off plot, with the protocol's
+        per-method options, the same for every method and seed."""
+        kwargs.setdefault("method_train", self.protocol.method_train)
+        cfg = pipeline_config(
+            folder, self.mref, self.paths, self.spec, asr=self.asr, progress=self.progress, prompts=self.split,
+            **kwargs,
+        )  # fmt: skip
+        cfg["train"]["save_steps"] = max(1, self.spec.train_steps // self.protocol.tradeoff_points)
+        cfg["train"]["save_total_limit"] = None
+        return cfg
+
+
+def prepare(
+    run_dir: Path, settings: DemoSettings, size: str, spec: DemoSize, *, model: Any, asr: str, split: str,
+    seed: int, progress: bool, step: Callable[[str], None],
+) -> tuple[Demo, Any, dict[str, Any]]:  # fmt: skip
+    """The scenario's files, `M_ref` (built once per machine), and both models' agreement with each
+    policy before realignment; then triage and impact scoring, shared by every method and seed."""
+    scenario, paths = prepare_scenario(run_dir / "scenario", spec.scenario)
+    base = base_model(size, model)
+    step("scenario")
+    mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
+    step("M_ref")
+    agreement = {
+        name: policy_agreement(m, paths, run_dir / "baseline", name, spec, progress=progress)
+        for name, m in (("base", base), ("M_ref", mref))
+    }
+    step("baseline agreement")
+    demo = Demo(run_dir, spec, settings.compare, paths, mref, asr, split, progress)
+    run_pipeline(
+        demo.configure(run_dir, methods=[settings.compare.reference], seed=0), stages=("triage", "score")
+    )
+    # the judge's audit, in the report beside the triage
+    audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
+                          also_to=run_dir / "triage" / "audit.json")  # fmt: skip
+    step("triage and impact")
+    return demo, scenario, {"base": str(base), "agreement": agreement}
 
 
 def run_demo(
@@ -159,6 +230,8 @@ def run_demo(
     only: Sequence[str] | None = None,
     progress: bool = True,
     settings: DemoSettings | str | Path | None = None,
+    split: str = "heldout",
+    tune: bool = False,
 ) -> dict[str, Any]:
     """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
 
@@ -169,84 +242,51 @@ def run_demo(
     `tradeoff` evaluates every method's checkpoints (default: with `compare`). `eval_batch_size`
     replaces the size's generation batch. `only` restricts `compare` to these of the protocol's
     choices (default all); the reference always runs. `settings`: a demo YAML file (or loaded).
+    `split`: the prompts evaluated, "heldout" (results) or "validation" (choosing settings).
+    `tune`: instead of the comparison, the learning-rate grid of the settings' tuning block on the
+    validation split (`demo.tune`); returns and writes `tuning.json`.
     """
     started = time.time()
-    if not isinstance(settings, DemoSettings):
-        settings = load_settings(settings)
-    protocol = settings.compare
+    settings = settings if isinstance(settings, DemoSettings) else load_settings(settings)
+    split = "validation" if tune else split
     spec = resolve_size(settings, size, seed=seed, compare=compare, eval_batch_size=eval_batch_size)
-    n_seeds = seeds if seeds is not None else (protocol.seeds if compare else 1)
-    if n_seeds < 1:
-        raise InputError(f"seeds must be at least 1, got {n_seeds}", field="seeds")
+    n_seeds = _checked(split, seeds if seeds is not None else (settings.compare.seeds if compare else 1))
     methods, chosen = _methods(settings, compare, only)
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     timings, step = _clock(started, progress)
-
-    scenario, paths = prepare_scenario(run_dir / "scenario", spec.scenario)
-    base = base_model(size, model)
-    step("scenario")
-    mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
-    step("M_ref")
-    agreement = {
-        name: policy_agreement(m, paths, run_dir / "baseline", name, spec, progress=progress)
-        for name, m in (("base", base), ("M_ref", mref))
-    }
-    step("baseline agreement")
-
-    def configure(folder: Path, **kwargs: Any) -> dict[str, Any]:
-        """`pipeline_config`, keeping every checkpoint for the trade-off plot, the same for every
-        method and seed."""
-        cfg = pipeline_config(folder, mref, paths, spec, asr=asr, progress=progress, **kwargs)
-        cfg["train"]["save_steps"] = max(1, spec.train_steps // protocol.tradeoff_points)
-        cfg["train"]["save_total_limit"] = None
-        return cfg
-
-    config = configure(run_dir, methods=methods, seed=seed)
-    run_pipeline(config, stages=("triage", "score"))
-    # the judge's audit, in the report beside the triage
-    audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
-                          also_to=run_dir / "triage" / "audit.json")  # fmt: skip
-    step("triage and impact")
-    not_trained = train_each(config, methods, compare=compare, step=step)
-    methods = [m for m in methods if m not in not_trained]
-    run_pipeline({**config, "methods": methods}, stages=("evaluate",))  # records the whole run's config
-    # the evaluation folders of each model, one per training seed
-    groups = {"M_ref": [run_dir / "eval" / "m_ref"], **{m: [run_dir / "eval" / m] for m in methods}}
-    train_seeds(run_dir, configure, methods, groups, seed=seed, n_seeds=n_seeds, protocol=protocol, step=step)
-    runs = [run_dir]
-    if compare and "noise" in chosen:
-        runs += noise_runs(run_dir, configure, paths["new_rules"], groups, seed=seed, protocol=protocol)
-        step("TRACE under judge noise")
-    if compare if tradeoff is None else tradeoff:
-        evaluate_checkpoints(run_dir, methods, paths, spec, protocol, asr=asr, progress=progress)
-        step("checkpoints for the trade-off plot")
-    comparison = comparison_of(groups, protocol, seed=seed, not_trained=not_trained)
+    demo, scenario, before = prepare(
+        run_dir,
+        settings,
+        size,
+        spec,
+        model=model,
+        asr=asr,
+        split=split,
+        seed=seed,
+        progress=progress,
+        step=step,
+    )
+    if tune:
+        result = tune_grid(demo, settings, seed=seed, step=step)
+        print_tuning(result, Console())
+        return result
+    groups, runs, not_trained = gather_evidence(
+        demo,
+        methods,
+        compare=compare,
+        chosen=chosen,
+        seed=seed,
+        n_seeds=n_seeds,
+        tradeoff=tradeoff,
+        step=step,
+    )
+    comparison = comparison_of(groups, demo.protocol, seed=seed, not_trained=not_trained)
     write_json_if_changed(run_dir / "comparison.json", comparison)
     step("statistics")
-
-    summary = {
-        "size": size,
-        "seed": seed,
-        "seeds": n_seeds,
-        "asr": asr,
-        "base_model": str(base),
-        "mref": str(mref),
-        "scenario": {
-            "pairs": len(scenario.pairs),
-            "n_heldout": len(scenario.heldout),
-            "fingerprint": spec.scenario.fingerprint(),
-            **read_json(paths["manifest"])["pairs_by_kind"],
-        },
-        "triage": read_json(run_dir / "triage" / "summary.json")["counts"],
-        "settings": asdict(spec),
-        "baseline_agreement": agreement,
-        "rows": summary_rows(comparison),
-        "tests": comparison["tests"],
-        "tests_also": comparison["tests_also"],
-        "not_trained": not_trained,
-        "timings_s": timings,
-    }
+    summary = _summary(
+        demo, scenario, before, comparison, size=size, seed=seed, n_seeds=n_seeds, timings=timings
+    )
     html, _ = build_report(runs, before="m_ref")
     summary["report"] = str(html)
     step("report")
@@ -256,15 +296,86 @@ def run_demo(
     return summary
 
 
+def gather_evidence(
+    demo: Demo, methods: list[str], *, compare: bool, chosen: Sequence[str], seed: int, n_seeds: int,
+    tradeoff: bool | None, step: Callable[[str], None],
+) -> tuple[dict[str, list[Path]], list[Path], dict[str, str]]:  # fmt: skip
+    """Train and evaluate every method, then the further seeds, the noisy-judge runs and the trade-off
+    checkpoints. Returns each model's evaluation folders (one per seed), the run folders for the
+    report, and the methods that could not train (with why)."""
+    run_dir = demo.run_dir
+    config = demo.configure(run_dir, methods=methods, seed=seed)
+    not_trained = train_each(config, methods, compare=compare, step=step)
+    methods = [m for m in methods if m not in not_trained]
+    run_pipeline({**config, "methods": methods}, stages=("evaluate",))  # records the whole run's config
+    groups = {"M_ref": [run_dir / "eval" / "m_ref"], **{m: [run_dir / "eval" / m] for m in methods}}
+    train_seeds(
+        run_dir,
+        demo.configure,
+        methods,
+        groups,
+        seed=seed,
+        n_seeds=n_seeds,
+        protocol=demo.protocol,
+        step=step,
+    )
+    runs = [run_dir]
+    if compare and "noise" in chosen:
+        runs += noise_runs(
+            run_dir, demo.configure, demo.paths["new_rules"], groups, seed=seed, protocol=demo.protocol
+        )
+        step("TRACE under judge noise")
+    if compare if tradeoff is None else tradeoff:
+        evaluate_checkpoints(
+            run_dir, methods, demo.paths, demo.spec, demo.protocol, asr=demo.asr, progress=demo.progress
+        )
+        step("checkpoints for the trade-off plot")
+    return groups, runs, not_trained
+
+
+def _summary(
+    demo: Demo, scenario: Any, before: dict[str, Any], comparison: dict[str, Any], *, size: str, seed: int,
+    n_seeds: int, timings: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """demo_summary.json: the run's settings, the scenario, the triage, and the comparison's rows and tests."""
+    return {
+        "size": size,
+        "seed": seed,
+        "seeds": n_seeds,
+        "asr": demo.asr,
+        "split": demo.split,
+        "base_model": before["base"],
+        "mref": str(demo.mref),
+        "scenario": {
+            "pairs": len(scenario.pairs),
+            "n_heldout": len(scenario.heldout),
+            "n_validation": len(scenario.validation),
+            "fingerprint": demo.spec.scenario.fingerprint(),
+            **read_json(demo.paths["manifest"])["pairs_by_kind"],
+        },
+        "triage": read_json(demo.run_dir / "triage" / "summary.json")["counts"],
+        "settings": asdict(demo.spec),
+        "method_train": demo.protocol.method_train,
+        "baseline_agreement": before["agreement"],
+        "rows": summary_rows(comparison),
+        "tests": comparison["tests"],
+        "tests_also": comparison["tests_also"],
+        "not_trained": comparison["not_trained"],
+        "timings_s": timings,
+    }
+
+
 def print_summary(summary: dict[str, Any], comparison: dict[str, Any]) -> None:
     """What the demo prints when it is done: agreement before realignment, the comparison, the tests,
     what could not train, the time each stage took and where the report is."""
     console = Console()
     n = summary["seeds"]
+    split = summary.get("split", "heldout")
+    prompts = summary["scenario"]["n_heldout" if split == "heldout" else "n_validation"]
     print_agreement(summary["baseline_agreement"], console)
     print_table(
         summary["rows"],
-        f"Held-out prompts under the new policy ({summary['scenario']['n_heldout']} prompts, "
+        f"{'Held-out' if split == 'heldout' else 'Validation'} prompts under the new policy ({prompts} prompts, "
         f"{n} training seed{'s' if n > 1 else ''})",
         console,
     )

@@ -59,6 +59,9 @@ class CompareProtocol:
     heldout: int
     tradeoff_points: int
     tradeoff_prompts: int | None
+    # each method's own train options over the size's block: the learning rate chosen for it on the
+    # validation split (`demo --tune`), U2A's own settings
+    method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def choices(self) -> tuple[str, ...]:
@@ -67,9 +70,20 @@ class CompareProtocol:
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """What `demo --tune` tries on the validation split (`tuning:` in demo.yaml): every method of
+    `methods` at every learning rate of `learning_rates`, one training seed, the rest as in the
+    comparison. The rate with the highest validation agreement is the method's."""
+
+    methods: tuple[str, ...]
+    learning_rates: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     sizes: dict[str, DemoSize]
     compare: CompareProtocol
+    tuning: Tuning
     source: str
 
 
@@ -109,11 +123,14 @@ def load_settings(path: str | Path | None = None) -> DemoSettings:
     proto = _known(CompareProtocol, data["compare"], "compare", path)
     for key in ("also_tested", "methods", "seeded", "noise_rates"):
         proto[key] = tuple(proto.get(key) or ())
+    proto["method_train"] = {m: dict(opts or {}) for m, opts in (proto.get("method_train") or {}).items()}
+    tune = _known(Tuning, data.get("tuning") or {"methods": [], "learning_rates": []}, "tuning", path)
     try:
         compare = CompareProtocol(**proto)
-    except TypeError as exc:
+        tuning = Tuning(tuple(tune["methods"]), tuple(float(x) for x in tune["learning_rates"]))
+    except (TypeError, KeyError, ValueError) as exc:
         raise InputError(str(exc), path=str(path), field="compare") from None
-    return DemoSettings(sizes, compare, str(path))
+    return DemoSettings(sizes, compare, tuning, str(path))
 
 
 def aux_nll_options(weight: float) -> dict[str, Any]:
@@ -139,13 +156,17 @@ def pipeline_config(
     score_seed: int | None = None,
     asr: str = "operational",
     progress: bool = True,
+    method_train: dict[str, dict[str, Any]] | None = None,
+    prompts: str = "heldout",
 ) -> dict[str, Any]:
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
     Triage reads the scenario's pairs with `judge` (default: the new policy's rule judge) and the
     scenario's oracle corrections (used by trace-oracle and dpo-gold only). Equal exposure: every
     method gets the same `train` block (steps, batch, learning-rate schedule, sampler policy, the
-    auxiliary NLL term); evaluation always uses the clean rule judge.
+    auxiliary NLL term), over which `method_train` sets a method's own options (the learning rate
+    chosen for it on validation); evaluation always uses the clean rule judge, on the `prompts`
+    split ("heldout" for results, "validation" for choosing settings).
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -179,8 +200,9 @@ def pipeline_config(
             **lora,
             **size.extra_train,
         },
+        "method_train": method_train or {},
         "evaluate": {
-            "prompts": str(paths["heldout"]),
+            "prompts": str(paths[prompts]),
             "judge": clean,
             "reference": evaluate_reference,
             "mc_file": str(paths["multiple_choice"]),

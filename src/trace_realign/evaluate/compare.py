@@ -1,14 +1,17 @@
-"""A comparison of methods as evidence: every cell a mean over seeds with a 95% interval, and a
-paired per-prompt test of one method against each other one (statistics in `stats.py`).
+"""A comparison of methods as evidence: every cell a mean over seeds with a 95% interval, a
+method-level test of one method against each other one with the training seed as the unit, and a
+prompt-by-prompt description of the trained models beside it (statistics in `stats.py`).
 
     from trace_realign.evaluate.compare import compare_evaluations
     table = compare_evaluations({"M_ref": [ref_dir], "trace": [s0, s1, s2], "dpo-gold": [g0, g1, g2]},
                                 reference="trace")
 
 Each evaluation folder is what `evaluate_model` wrote (`metrics.json`, `responses.jsonl`); the
-seeds of a method are its folders. Per-prompt outcomes are read from `responses.jsonl` and
-aligned by row id across every folder (wrapped rows have ids `<prompt id>:<wrapper>`), so each
-method answers the same prompts and the tests are paired.
+seeds of a method are its folders. Outcomes are read from `responses.jsonl` and gathered by the
+prompt they came from (a wrapped row `<prompt id>:<wrapper>` belongs to its prompt's `source_id`):
+a prompt's outcome is the mean of its rows, so a harmful prompt asked plain and under both wrappers
+counts once, and prompts, not rows, are what the intervals resample. Prompts are aligned across
+every folder, so each method answers the same prompts.
 
 Cells (`METRICS`), each the share of a set of rows, with unknown verdicts left out:
 `tpa` (all plain prompts, compliant), `invert` / `punish` / `retain` (the plain prompts of that
@@ -18,12 +21,15 @@ with a successful attack, under the definition the evaluation used), and `tpa_<j
 second evaluation judge. Utility (`mc`, `perplexity`) is one number per seed: a t-interval over
 seeds, or for one seed the Wilson interval of the multiple-choice accuracy and none for
 perplexity.
+
+`tests[other][metric]` holds `seed` (`stats.seed_test`: the method-level test, which decides) and
+`prompt` (`stats.prompt_test`: these trained models prompt by prompt, a description).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,9 @@ from trace_realign.io import read_jsonl
 from trace_realign.stats import (
     BOOTSTRAP_RESAMPLES,
     cell_estimate,
-    compare_paired,
+    per_seed_means,
+    prompt_test,
+    seed_test,
     t_interval,
     wilson_interval,
 )
@@ -73,6 +81,10 @@ def _not_declined(row: dict[str, Any]) -> float | None:
     return 1.0 if label == N else 0.0
 
 
+def _prompt_of(row: dict[str, Any]) -> str:
+    return str(row.get("source_id") or row.get("id"))
+
+
 def row_outcomes(
     rows: Iterable[dict[str, Any]], definition: str = "operational"
 ) -> dict[str, dict[str, float | None]]:
@@ -94,6 +106,25 @@ def row_outcomes(
                     out[key][rid] = _operational(r, definition)
         if r.get("harmful") is True:
             out["not_declined"][rid] = _not_declined(r)
+    return out
+
+
+def prompt_outcomes(
+    rows: Iterable[dict[str, Any]], definition: str = "operational"
+) -> dict[str, dict[str, float | None]]:
+    """`{metric: {prompt id: outcome}}`: `row_outcomes` gathered by prompt, each prompt's outcome the
+    mean of its known rows (None when it has none). For every metric but `not_declined` a prompt
+    has one row, so this is the row's outcome."""
+    rows = list(rows)
+    prompt = {str(r.get("id")): _prompt_of(r) for r in rows}
+    out: dict[str, dict[str, float | None]] = {}
+    for metric, by_row in row_outcomes(rows, definition).items():
+        gathered: dict[str, list[float]] = {}
+        for rid, v in by_row.items():
+            values = gathered.setdefault(prompt[rid], [])
+            if v is not None:
+                values.append(v)
+        out[metric] = {pid: (sum(vs) / len(vs) if vs else None) for pid, vs in gathered.items()}
     return out
 
 
@@ -137,19 +168,21 @@ def compare_evaluations(
     *,
     reference: str | None = None,
     tested: Sequence[str] = TESTED,
+    fixed: Collection[str] = ("M_ref",),
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Cells with intervals for every model (`groups`: name -> its evaluation folders, one per
-    seed) and paired tests of `reference` against every other model on the `tested` metrics."""
+    seed) and tests of `reference` against every other model on the `tested` metrics. `fixed` names
+    the models no training seed made (`M_ref`): a one-sample test over the other's seeds applies."""
     read = {name: [read_evaluation(f) for f in folders] for name, folders in groups.items() if folders}
     outcomes = {
-        name: [row_outcomes(rows, _definition(m)) for m, rows in evals] for name, evals in read.items()
+        name: [prompt_outcomes(rows, _definition(m)) for m, rows in evals] for name, evals in read.items()
     }
     metrics = list(METRICS) + sorted(
         {k for per_seed in outcomes.values() for o in per_seed for k in o if k not in METRICS}
     )
-    # the rows every evaluation answered, in the first one's order: the tests pair on them
+    # the prompts every evaluation answered, in the first one's order: the tests pair on them
     ids: dict[str, list[str]] = {}
     for metric in metrics:
         common: list[str] | None = None
@@ -181,13 +214,20 @@ def compare_evaluations(
         for other in read:
             if other == reference:
                 continue
-            tests[other] = {
-                metric: compare_paired(
-                    table(reference, metric), table(other, metric), resamples=resamples, seed=seed
-                )
-                for metric in tested
-                if ids.get(metric)
-            }
+            tests[other] = {}
+            for metric in tested:
+                if not ids.get(metric):
+                    continue
+                a, b = table(reference, metric), table(other, metric)
+                tests[other][metric] = {
+                    "seed": seed_test(
+                        per_seed_means(a),
+                        per_seed_means(b),
+                        a_fixed=reference in fixed,
+                        b_fixed=other in fixed,
+                    ),
+                    "prompt": prompt_test(a, b, resamples=resamples, seed=seed),
+                }
     return {
         "reference": reference,
         "metrics": metrics,
@@ -195,11 +235,13 @@ def compare_evaluations(
         "prompts": {m: len(ids[m]) for m in metrics},
         "models": models,
         "tests": tests,
-        "intervals": "cells: two-stage bootstrap over seeds and prompts (percentile, "
-        f"{resamples} resamples); mc and perplexity: t over seeds (one seed: Wilson for mc)",
-        "tests_note": f"{reference} minus the other model, paired on prompts: a bootstrap resampling prompts "
-        "jointly and seeds independently (interval and two-sided p), and an exact McNemar test on "
-        "seed-matched pairs",
+        "intervals": "cells: a t-interval over the training seeds (prompts fixed); one seed: an interval over the "
+        "prompts (Wilson, or a bootstrap over prompts where a prompt has several rows), which knows nothing of "
+        "training variance; mc and perplexity: t over seeds (one seed: Wilson for mc)",
+        "tests_note": f"{reference} minus the other model. `seed`: the method-level test, the training seed as the "
+        "unit (Welch t on per-seed means; one-sample t against a model no seed trained); it decides every claim. "
+        "`prompt`: these trained models prompt by prompt (bootstrap over prompts, exact McNemar counts), a "
+        "description that never decides a claim",
     }
 
 

@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from trace_realign.errors import InputError
 from trace_realign.impact.reference import reference_logprobs
-from trace_realign.losses import TERM_KINDS, LossType, term_losses
+from trace_realign.losses import TERM_KINDS, LossType, NpoForm, term_losses
 from trace_realign.model.loading import eval_mode, is_peft, process_state, trainable_parameters
 from trace_realign.model.logprobs import response_logprobs
-from trace_realign.model.tokenize import TruncationReport, collate, encode_many, pad_id
+from trace_realign.model.tokenize import IGNORE_INDEX, TruncationReport, collate, encode_many, pad_id
 from trace_realign.options import NORMALISATIONS, SCORING_MODES
 from trace_realign.schema import Category, Prompt
 from trace_realign.triage.terms import category_term
@@ -77,6 +77,8 @@ class ScoreOptions:
     max_prompt_length: int | None = None
     # fd: how far (nats per gold sequence) the step along g_J moves log-probabilities (see `fd_step`)
     fd_target_change: float = 0.05
+    # the NPO terms' form: TRACE's, or U2A's when U2A re-estimates its weights (`losses.NpoForm`)
+    npo: NpoForm = NpoForm()
 
     def __post_init__(self) -> None:
         if self.mode not in SCORING_MODES:
@@ -141,13 +143,20 @@ def item_loss(
     ref_b: torch.Tensor,
     beta: float,
     loss_type: LossType = "sigmoid",
+    npo: NpoForm = NpoForm(),
+    len_a: torch.Tensor | None = None,
+    len_b: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-item loss `[N]` from sequence log-probabilities of `a` and `b`, by `losses.term_losses`,
     the function the trainer trains with: `pref` ℓ_pref(a ≻ b), `npo` NPO on both, `npo_a` (U2A's
-    single negatives) NPO on `a` alone (`b` ignored)."""
+    single negatives) NPO on `a` alone (`b` ignored). `npo`, `len_*`: the NPO form and, for U2A's
+    per-token form, the responses' token counts."""
     code = torch.full_like(pol_a, TERM_KINDS["npo" if kind == SINGLE else kind], dtype=torch.long)
     only_a = torch.full_like(pol_a, kind != SINGLE, dtype=torch.bool)
-    return term_losses(code, pol_a, ref_a, pol_b, ref_b, beta=beta, loss_type=loss_type, npo_b=only_a)
+    return term_losses(
+        code, pol_a, ref_a, pol_b, ref_b, beta=beta, loss_type=loss_type, npo_b=only_a, npo=npo, len_a=len_a,
+        len_b=len_b,
+    )  # fmt: skip
 
 
 def reference_coefficients(kind: str, beta: float, loss_type: LossType = "sigmoid") -> tuple[float, float]:
@@ -492,6 +501,9 @@ def current_coefficients(
     ref_b: torch.Tensor,
     beta: float,
     loss_type: LossType = "sigmoid",
+    npo: NpoForm = NpoForm(),
+    len_a: torch.Tensor | None = None,
+    len_b: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(∂ℓ_i/∂log π(a_i), ∂ℓ_i/∂log π(b_i))` `[N]` (float64) at the given log-probabilities.
 
@@ -504,7 +516,8 @@ def current_coefficients(
     total = a.new_zeros(())
     for kind in sorted(set(kinds)):
         m = torch.tensor([k == kind for k in kinds])
-        total = total + item_loss(kind, a[m], ra[m], b[m], rb[m], beta, loss_type).sum()
+        la, lb = (None, None) if len_a is None else (len_a[m], len_b[m])
+        total = total + item_loss(kind, a[m], ra[m], b[m], rb[m], beta, loss_type, npo, la, lb).sum()
     ga, gb = torch.autograd.grad(total, (a, b), allow_unused=True)
     return (
         ga if ga is not None else torch.zeros_like(a),
@@ -526,6 +539,11 @@ def _current_batch(tokenizer: Any, items: Sequence[ScoredItem], opts: ScoreOptio
         tokenizer, seqs, max_length=opts.max_length, max_prompt_length=opts.max_prompt_length, report=report
     )
     return collate(encs, pad_id(tokenizer)), torch.tensor(b_rows)
+
+
+def _response_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Response tokens of each sequence of a collated batch `[S]` (U2A's NPO reads per token)."""
+    return (batch["labels"] != IGNORE_INDEX).sum(-1).cpu()
 
 
 def _split(values: torch.Tensor, b_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -588,6 +606,41 @@ def objective_gradient(
     return GoldDirection(acc, len(items)), float(loss_sum) / len(items)
 
 
+def objective_loss(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[ScoredItem],
+    ref: Sequence[tuple[float, float]],
+    opts: ScoreOptions,
+    *,
+    report: TruncationReport | None = None,
+) -> float:
+    """The mean loss `J` over `items` at the current parameters, forward passes only (no gradient):
+    what U2A reads at the end to keep the best of its rounds. Processes split the items and sum."""
+    if not items:
+        raise InputError("the objective J has no pairs", field="u2a_objective")
+    ref_a, ref_b = _as_ref(ref)
+    rank, world = _distributed()
+    order = list(range(len(items)))[rank::world]
+    total = torch.zeros((), dtype=torch.float64)
+    with eval_mode(model), torch.no_grad():
+        for start in range(0, len(order), opts.batch_size):
+            idx = order[start : start + opts.batch_size]
+            chunk = [items[i] for i in idx]
+            batch, b_rows = _current_batch(tokenizer, chunk, opts, report)
+            lp = _logprobs(model, batch).double().cpu()
+            pa, pb = _split(lp, b_rows)
+            for j, it in enumerate(chunk):
+                total += float(
+                    item_loss(
+                        it.kind, pa[[j]], ref_a[[idx[j]]], pb[[j]], ref_b[[idx[j]]], opts.beta, opts.loss_type
+                    )
+                )
+    if world > 1:
+        total = reduce(total.to(next(model.parameters()).device), reduction="sum").cpu()
+    return float(total) / len(items)
+
+
 def _value_and_directional(
     model: Any, batch: dict[str, torch.Tensor], g: Gradient, mode: Mode, h: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -616,6 +669,31 @@ def _value_and_directional(
     return (out[0] + out[1]) / 2, (out[0] - out[1]) / (2 * h)
 
 
+def _naive_current(
+    model: Any, tokenizer: Any, it: ScoredItem, ref_a: torch.Tensor, ref_b: torch.Tensor, g: Gradient,
+    opts: ScoreOptions, report: TruncationReport | None,
+) -> tuple[float, float]:  # fmt: skip
+    """One item's `⟨g, ∇ℓ⟩` by a real backward of its loss, flattened and dotted (the slow oracle),
+    and its current loss."""
+    params = trainable_parameters(model)
+    flat_g = torch.cat([g[n].flatten().double() for n in params])
+    batch, b_rows = _current_batch(tokenizer, [it], opts, report)
+    lp = _logprobs(model, batch)
+    pa, pb = _split(lp, b_rows.to(lp.device))
+    la, lb = _split(_response_tokens(batch), b_rows)
+    loss = item_loss(
+        it.kind, pa, ref_a.to(lp), pb, ref_b.to(lp), opts.beta, opts.loss_type, opts.npo, la.to(lp), lb.to(lp)
+    ).sum()
+    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    flat = torch.cat(
+        [
+            (gr if gr is not None else torch.zeros_like(p)).flatten().double()
+            for gr, p in zip(grads, params.values(), strict=True)
+        ]
+    )
+    return float(flat @ flat_g.to(flat.device)), float(loss.detach())
+
+
 def current_impacts(
     model: Any,
     tokenizer: Any,
@@ -640,7 +718,6 @@ def current_impacts(
     order = list(range(len(items)))[rank::world]
     mine: dict[int, tuple[float, float]] = {}
     h = fd_step(g, direction.n_items, opts) if opts.mode == "fd" and gnorm > 0 else 0.0
-    params = trainable_parameters(model)
     bar = tqdm(total=len(order), desc=f"impact at θ ({opts.mode})", disable=not progress)
     with eval_mode(model), _eager_attention(model) if opts.mode == "exact" else _nothing():
         for start in range(0, len(order), opts.batch_size):
@@ -649,22 +726,8 @@ def current_impacts(
             kinds = [it.kind for it in chunk]
             ra, rb = ref_a[idx], ref_b[idx]
             if opts.mode == "naive":
-                flat_g = torch.cat([g[n].flatten().double() for n in params])
                 for i, it in zip(idx, chunk, strict=True):
-                    batch, b_rows = _current_batch(tokenizer, [it], opts, report)
-                    lp = _logprobs(model, batch)
-                    pa, pb = _split(lp, b_rows.to(lp.device))
-                    loss = item_loss(
-                        it.kind, pa, ref_a[[i]].to(lp), pb, ref_b[[i]].to(lp), opts.beta, opts.loss_type
-                    ).sum()
-                    grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-                    flat = torch.cat(
-                        [
-                            (gr if gr is not None else torch.zeros_like(p)).flatten().double()
-                            for gr, p in zip(grads, params.values(), strict=True)
-                        ]
-                    )
-                    mine[i] = (float(flat @ flat_g.to(flat.device)), float(loss.detach()))
+                    mine[i] = _naive_current(model, tokenizer, it, ref_a[[i]], ref_b[[i]], g, opts, report)
             else:
                 batch, b_rows = _current_batch(tokenizer, chunk, opts, report)
                 if gnorm == 0:
@@ -676,11 +739,27 @@ def current_impacts(
                     lp, d = lp.cpu(), d.cpu()
                 pa, pb = _split(lp, b_rows)
                 da, db = _split(d, b_rows)
-                ca, cb = current_coefficients(kinds, pa, ra, pb, rb, opts.beta, opts.loss_type)
+                la, lb = (x.double() for x in _split(_response_tokens(batch), b_rows))
+                ca, cb = current_coefficients(
+                    kinds, pa, ra, pb, rb, opts.beta, opts.loss_type, opts.npo, la, lb
+                )
                 values = ca * da + cb * db
                 with torch.no_grad():
                     losses = [
-                        float(item_loss(k, pa[[j]], ra[[j]], pb[[j]], rb[[j]], opts.beta, opts.loss_type))
+                        float(
+                            item_loss(
+                                k,
+                                pa[[j]],
+                                ra[[j]],
+                                pb[[j]],
+                                rb[[j]],
+                                opts.beta,
+                                opts.loss_type,
+                                opts.npo,
+                                la[[j]],
+                                lb[[j]],
+                            )  # fmt: skip
+                        )
                         for j, k in enumerate(kinds)
                     ]
                 for j, i in enumerate(idx):

@@ -5,8 +5,12 @@
                     ScoreConfig(gold_size=64))
 
 `trace-realign score` (impact/cli.py) parses its flags into `ScoreConfig` and calls `score`.
-It writes `weighted.jsonl` (every triaged row plus `impact_weight`: a float for INVERT and PUNISH
-rows, null otherwise) and a summary JSON. Work in progress lives in a hidden folder next to
+It writes `weighted.jsonl` (every triaged row plus one weight column per loss a method trains,
+`triage.terms.WEIGHT_COLUMNS`: `impact_weight`, PUNISH as dual NPO (trace), and, when the file
+carries oracle corrections, `impact_weight_corrected`, PUNISH as ℓ_pref(y_c ≻ y_w) (trace-oracle);
+a float for INVERT and PUNISH rows, null otherwise) and a summary JSON with what the weights look
+like (`impact.diagnostics`). One gold direction `g_J` serves both: only the corrected PUNISH terms
+are scored twice. Work in progress lives in a hidden folder next to
 `--out` (`g_J` and the raw impacts, appended batch by batch), so a killed run resumes where it
 stopped when rerun with the same settings; the folder is removed once the outputs are written.
 """
@@ -18,11 +22,12 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trace_realign.errors import InputError
+from trace_realign.impact.diagnostics import weight_profile
 from trace_realign.impact.gold import gold_batch
 from trace_realign.io import read_json, read_jsonl, write_json_atomic, write_jsonl_atomic
 from trace_realign.options import (
@@ -34,6 +39,7 @@ from trace_realign.options import (
     loss_terms,
 )
 from trace_realign.schema import Category, content_id
+from trace_realign.triage.terms import WEIGHT_COLUMNS
 from trace_realign.triage.triage import read_triaged
 
 # Imported inside functions: torch and the scoring code are imported inside `score`: `ScoreConfig` is what `score --help`
@@ -67,10 +73,11 @@ class ScoreConfig(ModelConfig):
     )
     gamma: float = field(default=1.0, metadata={"help": "Damping: w ← w/γ before clamping."})
     corrections: bool = field(
-        default=False,
+        default=True,
         metadata={
-            "help": "Score PUNISH pairs that carry an oracle correction with ℓ_pref(y_c ≻ y_w), the loss "
-            "trace-oracle trains; default: NPO on both responses, the loss trace trains."
+            "help": "Also score PUNISH pairs that carry an oracle correction with ℓ_pref(y_c ≻ y_w), the loss "
+            "trace-oracle trains, into impact_weight_corrected (impact_weight always scores NPO on both "
+            "responses, the loss trace trains). --no_corrections skips it."
         },
     )
     weight_normalisation: str = field(
@@ -155,6 +162,164 @@ def load_conflicts(path: str | Path) -> tuple[list[dict[str, Any]], list[Any]]:
     return rows, triaged
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One scored loss: the weights of one weighted.jsonl column (`triage.terms.WEIGHT_COLUMNS`)."""
+
+    name: str
+    column: str
+    items: dict[str, Any]  # row id -> the ScoredItem of the loss this variant trains on that row
+
+
+def conflict_variants(triaged: list[Any], corrections: bool) -> list[Variant]:
+    """The losses to score: trace's (PUNISH as dual NPO), and, when some PUNISH row carries an oracle
+    correction (and `corrections`), trace-oracle's. An item scored under both keeps one id, so it is
+    scored once; a corrected PUNISH term gets `<id>:corrected`."""
+    from trace_realign.impact.scoring import conflict_item
+
+    conflicts = [t for t in triaged if t.category in (Category.INVERT, Category.PUNISH)]
+
+    def items(with_corrections: bool) -> dict[str, Any]:
+        out = {}
+        for t in conflicts:
+            corr = t.correction if with_corrections else None
+            item = conflict_item(t.id, t.pair.prompt, t.pair.chosen, t.pair.rejected, t.category, corr)
+            if corr and t.category is Category.PUNISH:
+                item = replace(item, id=f"{t.id}:corrected")
+            out[t.id] = item
+        return out
+
+    variants = [Variant("npo", WEIGHT_COLUMNS["npo"], items(False))]
+    if corrections and any(t.correction and t.category is Category.PUNISH for t in conflicts):
+        variants.append(Variant("corrected", WEIGHT_COLUMNS["corrected"], items(True)))
+    return variants
+
+
+def _scoring_model(model_name_or_path: str | Path, config: ScoreConfig) -> tuple[Any, Any, Any]:
+    """M_ref on this process's accelerator (the batches follow the model's device), with the LoRA
+    adapter training will train (seeded: its A matrices shape the weights); the tokenizer."""
+    import torch
+
+    from trace_realign.model.loading import (
+        LoraOptions,
+        apply_lora,
+        compute_device,
+        load_model,
+        load_tokenizer,
+    )
+
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(model_name_or_path)
+    model = load_model(model_name_or_path, dtype=config.dtype, device=compute_device())
+    lora = LoraOptions.from_config(config)
+    model = apply_lora(model, lora) if config.use_peft else model.requires_grad_(True)
+    return model, tokenizer, lora
+
+
+def _settings(
+    model: Any, model_name_or_path: Any, triaged_path: Path, opts: Any, config: ScoreConfig, lora: Any
+):
+    """Everything the stage's numbers depend on: a rerun with other settings starts its work afresh."""
+    from trace_realign.impact.reference import model_fingerprint
+
+    return {
+        "model": str(model_name_or_path),
+        "model_fingerprint": model_fingerprint(model),
+        "triaged": _file_hash(triaged_path),
+        "mode": opts.mode,
+        "beta": opts.beta,
+        "loss": opts.loss_type,
+        "gold_size": config.gold_size,
+        "corrections": config.corrections,
+        "seed": config.seed,
+        "use_peft": config.use_peft,
+        "lora": vars(lora) if config.use_peft else None,
+        "max_length": opts.max_length,
+        "max_prompt_length": opts.max_prompt_length,
+        "dtype": config.dtype,
+    }
+
+
+def _open_work(work: Path, settings: dict[str, Any], state: Any) -> None:
+    """The hidden work folder: kept when it holds work of these settings, emptied otherwise."""
+    if state.is_main_process:
+        stale = work.exists() and (
+            not (work / "settings.json").exists() or read_json(work / "settings.json") != settings
+        )
+        if stale:
+            shutil.rmtree(work)  # left by a run with other settings: its numbers do not apply
+        work.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(work / "settings.json", settings)
+    state.wait_for_everyone()
+
+
+def _gold_direction(model, tokenizer, gold, opts, work: Path, state: Any, report, progress: bool):
+    """`g_J`, computed once and saved in the work folder (a resumed run reads it back)."""
+    import torch
+
+    from trace_realign.impact.scoring import GoldDirection, gold_gradient
+
+    gold_file = work / "g_J.pt"
+    if gold_file.exists():
+        saved = torch.load(gold_file, weights_only=True, map_location="cpu")
+        return GoldDirection(saved["grad"], int(saved["n_items"]))
+    direction = gold_gradient(
+        model, tokenizer, gold, opts, exact_reference=opts.mode == "naive", report=report, progress=progress
+    )
+    if state.is_main_process:
+        torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
+    return direction
+
+
+def _raw_impacts(model, tokenizer, items, direction, opts, work: Path, state, report, progress: bool):
+    """Raw impacts by item id, appended to the work folder batch by batch (a rerun resumes there)."""
+    from trace_realign.impact.scoring import conflict_impacts
+
+    done: dict[str, float] = {}
+    for part in sorted(work.glob("raw.rank*.jsonl")):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut short by a kill: recomputed
+            done[rec["id"]] = float(rec["raw"])
+    resumed = sum(it.id in done for it in items)
+    if resumed and progress:
+        print(f"resuming: {resumed}/{len(items)} conflicts already scored")
+    raw_file = work / f"raw.rank{state.process_index}.jsonl"
+
+    def save(batch: dict[str, float]) -> None:
+        with raw_file.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps({"id": k, "raw": v}) + "\n" for k, v in batch.items())
+
+    return conflict_impacts(
+        model, tokenizer, items, direction, opts, done=done, on_batch=save, report=report, progress=progress
+    )
+
+
+def _fill_reference_cache(model, tokenizer, items, opts, ref_cache_dir, progress: bool) -> Any:
+    """log π_ref of every scored sequence, cached on disk: the trainer reads them instead of
+    computing them again."""
+    from trace_realign.impact.reference import open_cache, reference_logprobs
+
+    store = open_cache(
+        model, tokenizer, max_length=opts.max_length, max_prompt_length=opts.max_prompt_length,
+        cache_dir=ref_cache_dir,
+    )  # fmt: skip
+    row_id = {it.id: it.id.removesuffix(":corrected") for it in items}
+    reference_logprobs(
+        model,
+        tokenizer,
+        [(row_id[it.id], it.prompt, r) for it in items for r in (it.a, it.b)],
+        batch_size=2 * opts.batch_size,
+        max_length=opts.max_length,
+        max_prompt_length=opts.max_prompt_length,
+        cache=store,
+        progress=progress,
+    )
+    return store
+
+
 def score(
     model_name_or_path: str | Path,
     triaged_path: str | Path,
@@ -173,25 +338,8 @@ def score(
     that `train` reads. Under several processes (`accelerate launch`) only the main one writes, and
     the others return an empty dict.
     """
-    import torch
-
-    from trace_realign.impact.reference import model_fingerprint, open_cache, reference_logprobs
-    from trace_realign.impact.scoring import (
-        GoldDirection,
-        ScoredItem,
-        conflict_impacts,
-        conflict_item,
-        gold_gradient,
-        normalise_weights,
-    )
-    from trace_realign.model.loading import (
-        LoraOptions,
-        apply_lora,
-        compute_device,
-        load_model,
-        load_tokenizer,
-        process_state,
-    )
+    from trace_realign.impact.scoring import ScoredItem
+    from trace_realign.model.loading import process_state
     from trace_realign.model.tokenize import TruncationReport
 
     started = time.time()
@@ -200,167 +348,55 @@ def score(
     summary_path = Path(summary_path) if summary_path else out.with_name("summary.json")
     opts = config.score_options()
     rows, triaged = load_conflicts(triaged_path)
-    conflicts = [
-        conflict_item(
-            t.id,
-            t.pair.prompt,
-            t.pair.chosen,
-            t.pair.rejected,
-            t.category,
-            t.correction if config.corrections else None,
-        )
-        for t in triaged
-        if t.category in (Category.INVERT, Category.PUNISH)
-    ]
+    variants = conflict_variants(triaged, config.corrections)
+    items = list({it.id: it for v in variants for it in v.items.values()}.values())
     gold_triples = gold_batch(triaged, config.gold_size, seed=config.seed)
     gold = [ScoredItem(g.pair_id, g.prompt, g.y_plus, g.y_minus, "pref") for g in gold_triples]
 
-    torch.manual_seed(config.seed)  # the LoRA A matrices, which the weights depend on
-    tokenizer = load_tokenizer(model_name_or_path)
-    # on this process's accelerator when there is one (the batches follow the model's device)
-    model = load_model(model_name_or_path, dtype=config.dtype, device=compute_device())
-    lora = LoraOptions.from_config(config)
-    if config.use_peft:
-        model = apply_lora(model, lora)
-    else:
-        model.requires_grad_(True)
-
-    settings = {
-        "model": str(model_name_or_path),
-        "model_fingerprint": model_fingerprint(model),
-        "triaged": _file_hash(triaged_path),
-        "mode": opts.mode,
-        "beta": opts.beta,
-        "loss": opts.loss_type,
-        "gold_size": config.gold_size,
-        "corrections": config.corrections,
-        "seed": config.seed,
-        "use_peft": config.use_peft,
-        "lora": vars(lora) if config.use_peft else None,
-        "max_length": opts.max_length,
-        "max_prompt_length": opts.max_prompt_length,
-        "dtype": config.dtype,
-    }
-    work = out.with_name(f".{out.name}.partial")
-    run_id = content_id(settings)
-    state = process_state()
-    if state.is_main_process:
-        stale = work.exists() and (
-            not (work / "settings.json").exists() or read_json(work / "settings.json") != settings
-        )
-        if stale:
-            shutil.rmtree(work)  # left by a run with other settings: its numbers do not apply
-        work.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(work / "settings.json", settings)
-    state.wait_for_everyone()
-
-    report = TruncationReport()
-    gold_file = work / "g_J.pt"
-    if gold_file.exists():
-        saved = torch.load(gold_file, weights_only=True, map_location="cpu")
-        direction = GoldDirection(saved["grad"], int(saved["n_items"]))
-    else:
-        direction = gold_gradient(
-            model,
-            tokenizer,
-            gold,
-            opts,
-            exact_reference=opts.mode == "naive",
-            report=report,
-            progress=progress,
-        )
-        if state.is_main_process:
-            torch.save({"grad": direction.grad, "n_items": direction.n_items}, gold_file)
-
-    done: dict[str, float] = {}
-    for part in sorted(work.glob("raw.rank*.jsonl")):
-        for line in part.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut short by a kill: recomputed
-            done[rec["id"]] = float(rec["raw"])
-    resumed = sum(c.id in done for c in conflicts)
-    if resumed and progress:
-        print(f"resuming: {resumed}/{len(conflicts)} conflicts already scored")
-    raw_file = work / f"raw.rank{state.process_index}.jsonl"
-
-    def save(batch: dict[str, float]) -> None:
-        with raw_file.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps({"id": k, "raw": v}) + "\n" for k, v in batch.items())
-
-    raw = conflict_impacts(
-        model,
-        tokenizer,
-        conflicts,
-        direction,
-        opts,
-        done=done,
-        on_batch=save,
-        report=report,
-        progress=progress,
-    )
-    weights = dict(
-        zip(
-            raw,
-            normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation),
-            strict=True,
-        )
-    )
+    model, tokenizer, lora = _scoring_model(model_name_or_path, config)
+    settings = _settings(model, model_name_or_path, triaged_path, opts, config, lora)
+    work, state, report = out.with_name(f".{out.name}.partial"), process_state(), TruncationReport()
+    _open_work(work, settings, state)
+    direction = _gold_direction(model, tokenizer, gold, opts, work, state, report, progress)
+    raw_items = _raw_impacts(model, tokenizer, items, direction, opts, work, state, report, progress)
     if not state.is_main_process:
         _leave(state)
         return {}
-
-    ref_store = None
-    if ref_cache:
-        # the trainer needs log π_ref of exactly these sequences; computed once here, read there
-        ref_store = open_cache(
-            model,
-            tokenizer,
-            max_length=opts.max_length,
-            max_prompt_length=opts.max_prompt_length,
-            cache_dir=ref_cache_dir,
-        )
-        reference_logprobs(
-            model,
-            tokenizer,
-            [(c.id, c.prompt, r) for c in conflicts for r in (c.a, c.b)],
-            batch_size=2 * opts.batch_size,
-            max_length=opts.max_length,
-            max_prompt_length=opts.max_prompt_length,
-            cache=ref_store,
-            progress=progress,
-        )
-
+    raw = {v.name: {rid: raw_items[it.id] for rid, it in v.items.items()} for v in variants}
+    weights = {name: _normalised(r, opts) for name, r in raw.items()}
+    store = (
+        _fill_reference_cache(model, tokenizer, items, opts, ref_cache_dir, progress) if ref_cache else None
+    )
     out_rows = []
     for row, t in zip(rows, triaged, strict=True):
-        conflict = t.category in (Category.INVERT, Category.PUNISH)
         # read_triaged fills an id the file lacked; rows join on that id downstream
-        out_rows.append({**row, "id": t.id, "impact_weight": weights[t.id] if conflict else None})
-    summary = _summary(
-        triaged,
-        conflicts,
-        raw,
-        weights,
-        opts,
-        config,
-        gold_triples,
-        direction,
-        report,
-        run_id,
-        time.time() - started,
+        cols = {v.column: weights[v.name].get(t.id) for v in variants}
+        out_rows.append({**row, "id": t.id, **cols})
+    summary = _summary(triaged, variants, raw, weights, opts, config, gold_triples, direction, report)
+    summary.update(
+        run_id=content_id(settings),
+        wall_time_s=round(time.time() - started, 2),
+        reference_cache=str(store.path) if store is not None else None,
     )
-    summary["reference_cache"] = str(ref_store.path) if ref_store is not None else None
     write_jsonl_atomic(out, out_rows)
     write_json_atomic(summary_path, summary)
     shutil.rmtree(work, ignore_errors=True)
     if progress:
         print(
-            f"scored {len(conflicts)} conflicts ({opts.mode}, {opts.normalisation} normalisation): "
-            f"{summary['zero_weight_share']:.0%} clamped to zero; wrote {out} and {summary_path}"
+            f"scored {len(items)} conflict terms ({opts.mode}, {opts.normalisation} normalisation, "
+            f"{', '.join(summary['columns'].values())}): {summary['zero_weight_share']:.0%} of "
+            f"impact_weight clamped to zero; wrote {out} and {summary_path}"
         )
     _leave(state)
     return summary
+
+
+def _normalised(raw: dict[str, float], opts: Any) -> dict[str, float]:
+    """Algorithm 1 line 20 over one variant's conflicts: damp, clamp at 0, normalise."""
+    from trace_realign.impact.scoring import normalise_weights
+
+    w = normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation)
+    return dict(zip(raw, w, strict=True))
 
 
 def _leave(state: Any) -> None:
@@ -381,22 +417,34 @@ def _histogram(values: list[float]) -> dict[str, Any]:
     return {"edges": [i * width for i in range(HISTOGRAM_BINS + 1)], "counts": counts}
 
 
-def _summary(
-    triaged, conflicts, raw, weights, opts, config, gold_triples, direction, report, run_id, wall
-) -> dict:
+def _profile(triaged: list[Any], variant: Variant, weights: dict[str, float], gold_triples) -> dict[str, Any]:
+    """`impact.diagnostics.weight_profile` of one variant's weights."""
     by_id = {t.id: t for t in triaged}
-    values = [weights[c.id] for c in conflicts]
+    categories = {rid: by_id[rid].category.value for rid in weights}
+    lengths = {rid: len(it.a) + len(it.b) for rid, it in variant.items.items()}
+    # an INVERT conflict whose flipped pair is in the gold batch is part of g_J itself
+    in_gold = {g.pair_id for g in gold_triples if g.source is Category.INVERT}
+    return weight_profile(weights, categories, lengths, in_gold)
+
+
+def _summary(triaged, variants, raw, weights, opts, config, gold_triples, direction, report) -> dict:
+    """The stage's summary: the headline numbers of trace's weights (`impact_weight`), and for every
+    scored loss what its weights look like."""
+    by_id = {t.id: t for t in triaged}
+    main = variants[0]
+    values = list(weights[main.name].values())
+    raw_values = [r for name in raw for r in raw[name].values()]
     kinds = {
-        "INVERT": sum(by_id[c.id].category is Category.INVERT for c in conflicts),
-        "PUNISH_npo": sum(c.kind == "npo" for c in conflicts),
+        "INVERT": sum(t.category is Category.INVERT for t in by_id.values() if t.id in main.items),
+        "PUNISH_npo": sum(it.kind == "npo" for it in main.items.values()),
         "PUNISH_corrected": sum(
-            by_id[c.id].category is Category.PUNISH and c.kind == "pref" for c in conflicts
+            by_id[rid].category is Category.PUNISH and it.kind == "pref"
+            for v in variants[1:]
+            for rid, it in v.items.items()
         ),
     }
-    top = sorted(conflicts, key=lambda c: weights[c.id], reverse=True)[:TOP_N]
-    raw_values = list(raw.values())
+    top = sorted(weights[main.name], key=lambda rid: weights[main.name][rid], reverse=True)[:TOP_N]
     return {
-        "run_id": run_id,
         "mode": opts.mode,
         "normalisation": opts.normalisation,
         "normalisation_note": (
@@ -412,8 +460,9 @@ def _summary(
         "gamma": opts.gamma,
         "use_peft": config.use_peft,
         "seed": config.seed,
-        "conflicts": len(conflicts),
+        "conflicts": len(main.items),
         "conflict_kinds": kinds,
+        "columns": {v.name: v.column for v in variants},
         "gold_size_requested": config.gold_size,
         "gold_size": len(gold_triples),
         "gold_sources": {
@@ -428,17 +477,17 @@ def _summary(
         "zero_weight_share": sum(v == 0 for v in values) / len(values),
         "all_weights_zero": all(v == 0 for v in values),
         "weight_histogram": _histogram(values),
+        "weights": {v.name: _profile(triaged, v, weights[v.name], gold_triples) for v in variants},
         "top_impact": [
             {
-                "id": c.id,
-                "category": by_id[c.id].category.value,
-                "impact_weight": weights[c.id],
-                "raw_impact": raw[c.id],
-                "prompt": by_id[c.id].pair.prompt_text[:120],
+                "id": rid,
+                "category": by_id[rid].category.value,
+                "impact_weight": weights[main.name][rid],
+                "raw_impact": raw[main.name][rid],
+                "prompt": by_id[rid].pair.prompt_text[:120],
             }
-            for c in top
+            for rid in top
         ],
         "truncation": report.to_dict(),
-        "wall_time_s": round(wall, 2),
         "finite": all(math.isfinite(v) for v in raw_values),
     }

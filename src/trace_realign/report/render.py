@@ -409,13 +409,58 @@ CELL_NAMES = {
 
 def ci_cell(cell: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
     """`mean [lo, hi]` of a comparison cell, in points (perplexity: as is)."""
-    if not cell or cell.get("mean") is None:
+    if not cell:
         return "n/a"
-    out = f"{scale * cell['mean']:.{digits}f}"
-    if cell.get("ci95"):
-        lo, hi = cell["ci95"]
-        out += f" [{scale * lo:.{digits}f}, {scale * hi:.{digits}f}]"
-    return out
+    return format_estimate(cell.get("mean"), cell.get("ci95"), scale=scale, digits=digits)
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
+    """`ref` against each model: the method-level test over training seeds, which decides, and the
+    prompt-by-prompt description of these trained models beside it."""
+    rows = []
+    for other, by_metric in tests.items():
+        for m, t in by_metric.items():
+            s, pr = t["seed"], t["prompt"]
+            mc = pr.get("mcnemar")
+            rows.append(
+                [
+                    other,
+                    _cell_name(m),
+                    format_estimate(s.get("diff"), s.get("ci95"), signed=True),
+                    _p(s.get("p")) if s.get("p") is not None else f"n/a ({s.get('reason', 'no test')})",
+                    f"{s['n_a']} / {s['n_b']}",
+                    format_estimate(pr.get("diff"), pr.get("ci95"), signed=True),
+                    "n/a" if not mc else f"{mc['a_only']} / {mc['b_only']}",
+                ]
+            )
+    return [
+        Heading(f"{ref} against each model", 3),
+        Text(
+            f"Difference = {ref} minus the other model, in points. Method-level test (decides a claim): "
+            "the training seed is the unit, Welch's t-test on the per-seed means (a one-sample t-test "
+            "against a model no seed trained, such as M_ref), with its 95% interval and p; with fewer than "
+            "2 seeds of a trained model there is no method-level test. Prompt by prompt (describes these "
+            "trained models only, never decides): the paired difference with a bootstrap over prompts, and "
+            f"the exact McNemar counts of prompts only {ref} / only the other gets right, seed-matched. For "
+            "ASR and 'not declined' a negative difference favours the reference."
+        ),
+        Table(
+            [
+                "vs",
+                "metric",
+                "difference over seeds [95%]",
+                "p (seeds)",
+                "seeds",
+                "prompt-level [95%]",
+                "discordant",
+            ],
+            rows,
+        ),
+    ]
 
 
 def _cell_name(metric: str) -> str:
@@ -435,14 +480,15 @@ def seeds_section(runs: list[Run]) -> list[Block]:
         out.append(
             Text(
                 "Each cell is the mean over the model's training seeds of its rate on the held-out "
-                "prompts, with a 95% interval from a two-stage bootstrap (seeds resampled, then "
-                "prompts): it carries both the training noise and the sampling of the prompts. "
-                "With one seed it is a bootstrap over prompts. Multiple-choice accuracy and "
-                "perplexity are one number per seed: a t-interval over seeds (one seed: the Wilson "
-                "interval of the accuracy, none for perplexity). Attack success counts "
-                f"{_asr_words(c)}; 'malicious not declined' counts the harmful prompts (plain and "
-                "wrapped) answered without declining and without operational help. Lower is better "
-                "for both and for perplexity."
+                "prompts, with a 95% t-interval over the seeds (the training seed is the unit; the "
+                "prompts are held fixed). A row with one seed shows an interval over the prompts "
+                "instead (Wilson, or a bootstrap over prompts where a prompt has several rows): it "
+                "knows nothing of how far another training seed would land. A harmful prompt counts "
+                "once, plain and wrapped together. Multiple-choice accuracy and perplexity are one "
+                "number per seed: a t-interval over seeds (one seed: the Wilson interval of the "
+                f"accuracy, none for perplexity). Attack success counts {_asr_words(c)}; 'malicious "
+                "not declined' counts the harmful prompts (plain and wrapped) answered without "
+                "declining and without operational help. Lower is better for both and for perplexity."
             )
         )
         rows = []
@@ -455,49 +501,8 @@ def seeds_section(runs: list[Run]) -> list[Block]:
         out.append(Table(["model", "seeds", *(_cell_name(m) for m in cells)], rows))
         # TRACE against every model, and (`tests_also`) another TRACE row against every model
         for ref, tests in [(c.get("reference"), c.get("tests")), *c.get("tests_also", {}).items()]:
-            if not tests:
-                continue
-            out.append(Heading(f"Paired tests: {ref} against each model", 3))
-            out.append(
-                Text(
-                    f"Difference = {ref} minus the other model, in points, on the same prompts. "
-                    "Interval and first p: a paired bootstrap that resamples prompts jointly for both "
-                    "models and seeds independently for each (two-sided). McNemar: exact, on the "
-                    f"prompts where the two disagree, seed k of {ref} against seed k of the other "
-                    f"(counts: only {ref} / only the other). For ASR and 'not declined' a negative "
-                    "difference favours the reference."
-                )
-            )
-            t_rows = []
-            for other, by_metric in tests.items():
-                for m, t in by_metric.items():
-                    b, mc = t["bootstrap"], t["mcnemar"]
-                    if b.get("diff") is None:
-                        continue
-                    lo, hi = b["ci95"]
-                    t_rows.append(
-                        [
-                            other,
-                            _cell_name(m),
-                            f"{100 * b['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
-                            f"{b['p']:.3g}",
-                            f"{mc['a_only']} / {mc['b_only']}",
-                            f"{mc['p']:.3g}",
-                        ]
-                    )
-            out.append(
-                Table(
-                    [
-                        "vs",
-                        "metric",
-                        "difference [95% interval]",
-                        "p (bootstrap)",
-                        "discordant",
-                        "p (McNemar)",
-                    ],
-                    t_rows,
-                )
-            )
+            if tests:
+                out += tests_blocks(ref, tests)
     return out
 
 

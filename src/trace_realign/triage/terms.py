@@ -34,3 +34,15 @@ def category_term(category: Category, chosen: str, rejected: str, correction: st
     if category is Category.RETAIN:
         return Term("kl", chosen, None)
     raise ValueError(f"{category} pairs are not trained")
+
+
+# The impact weights of each scored loss, a column each in weighted.jsonl: a method's weights must
+# come from the loss it trains. `trace` unlearns PUNISH with NPO on both responses; `trace-oracle`
+# prefers the oracle correction y_c over y_w where a PUNISH row has one (NPO where it has none).
+WEIGHT_COLUMNS = {"npo": "impact_weight", "corrected": "impact_weight_corrected"}
+
+
+def weight_column(corrections: bool) -> str:
+    """The weighted.jsonl column of a method's impact weights: its PUNISH term with or without the
+    oracle corrections (`category_term`)."""
+    return WEIGHT_COLUMNS["corrected" if corrections else "npo"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from trace_realign.errors import InputError
+from trace_realign.losses import NpoForm
 from trace_realign.options import (
     MAX_LENGTH,
     NORMALISATIONS,
@@ -43,8 +44,8 @@ class TraceConfig(TrainingArguments, ModelConfig):
     method: str = field(
         default="trace",
         metadata={
-            "help": "trace, trace-oracle, trace-no-impact, trace-no-kl, trace-no-triage, u2a, naive-oracle-dpo, dpo-gold, "
-            "rdpo"
+            "help": "trace, trace-oracle, trace-no-impact, trace-no-kl, trace-no-triage, npo-flagged, u2a, "
+            "naive-oracle-dpo, dpo-gold, rdpo"
         },
     )
     beta: float = field(default=0.3, metadata={"help": "β of the preference and NPO losses."})
@@ -155,6 +156,31 @@ class TraceConfig(TrainingArguments, ModelConfig):
     u2a_top_k: int = field(
         default=1024, metadata={"help": "U2A: negatives kept by the first estimate of δω (largest first)."}
     )
+    u2a_top_k_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "U2A: keep this share of the negatives instead of u2a_top_k (0 < share <= 1; 0: use u2a_top_k). "
+            "U2A's 1024 of tens of thousands is a few percent; of a few hundred it keeps them all."
+        },
+    )
+    u2a_eta_per_sd: float = field(
+        default=0.0,
+        metadata={
+            "help": "U2A: set η each round so that η·sd(δω) equals this (0: the fixed u2a_eta). With δω's scale "
+            "unknown in advance, this is what keeps ω ← ω·exp(η δω) from doing nothing or everything."
+        },
+    )
+    u2a_npo_form: str = field(
+        default="trace",
+        metadata={
+            "help": "U2A: 'u2a', its authors' NPO (the log-ratio per token, β u2a_npo_beta, scaled by 2/β), or "
+            "'trace', TRACE's NPO (the sequence log-ratio, β of the run).",
+            "choices": ["trace", "u2a"],
+        },
+    )
+    u2a_npo_beta: float = field(
+        default=0.1, metadata={"help": "U2A: β of its NPO form (npo_beta, 0.1 in its code)."}
+    )
     u2a_sparsity: float = field(
         default=0.0,
         metadata={
@@ -264,6 +290,21 @@ class TraceConfig(TrainingArguments, ModelConfig):
             raise InputError(f"u2a_gamma must be positive, got {self.u2a_gamma}", field="u2a_gamma")
         if self.u2a_top_k < 1:
             raise InputError(f"u2a_top_k must be at least 1, got {self.u2a_top_k}", field="u2a_top_k")
+        if not 0.0 <= self.u2a_top_k_fraction <= 1.0:
+            raise InputError(
+                f"u2a_top_k_fraction must lie in [0, 1], got {self.u2a_top_k_fraction}",
+                field="u2a_top_k_fraction",
+            )
+        if self.u2a_eta_per_sd < 0:
+            raise InputError(
+                f"u2a_eta_per_sd must be >= 0, got {self.u2a_eta_per_sd}", field="u2a_eta_per_sd"
+            )
+        if self.u2a_npo_form not in ("trace", "u2a"):
+            raise InputError(
+                f"unknown u2a_npo_form {self.u2a_npo_form!r}: use trace or u2a", field="u2a_npo_form"
+            )
+        if self.u2a_npo_beta <= 0:
+            raise InputError(f"u2a_npo_beta must be positive, got {self.u2a_npo_beta}", field="u2a_npo_beta")
         if self.u2a_sparsity < 0:
             raise InputError(f"u2a_sparsity must be >= 0, got {self.u2a_sparsity}", field="u2a_sparsity")
         if self.u2a_objective not in U2A_OBJECTIVES:
@@ -283,3 +324,10 @@ class TraceConfig(TrainingArguments, ModelConfig):
             raise InputError(
                 f"u2a_batch_size must be at least 1, got {self.u2a_batch_size}", field="u2a_batch_size"
             )
+
+
+def npo_form(config: TraceConfig) -> NpoForm:
+    """The NPO form a run trains with: U2A's when `u2a` asks for it, else TRACE's."""
+    if config.method == "u2a" and config.u2a_npo_form == "u2a":
+        return NpoForm.u2a(config.u2a_npo_beta)
+    return NpoForm()

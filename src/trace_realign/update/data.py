@@ -32,7 +32,7 @@ from trace_realign.io import read_jsonl
 from trace_realign.losses import NPO, PREF, TERM_KINDS
 from trace_realign.model.tokenize import Encoded, TruncationReport, collate, encode, pad_id
 from trace_realign.schema import Category, Prompt, content_id
-from trace_realign.triage.terms import category_term
+from trace_realign.triage.terms import WEIGHT_COLUMNS, category_term, weight_column
 from trace_realign.update.presets import Preset
 
 # Example kinds: the loss terms of `losses`, as integers so a batch carries them as one tensor
@@ -56,7 +56,8 @@ class WeightedRow:
     c_w: int | None
     c_l: int | None
     correction: str | None
-    impact_weight: float | None
+    impact_weight: float | None  # trace's weights (PUNISH scored as dual NPO)
+    impact_weights: dict[str, float | None] = field(default_factory=dict)  # every weight column, by name
 
 
 @dataclass(frozen=True)
@@ -126,13 +127,7 @@ def read_weighted(path: str | Path) -> list[WeightedRow]:
                 line=line,
                 field="category",
             ) from None
-        w = row.get("impact_weight")
-        if w is not None:
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise InputError(
-                    f"must be a finite number >= 0, got {w!r}", path=p, line=line, field="impact_weight"
-                )
-            w = float(w)
+        weights = {col: _weight(row, col, p, line) for col in WEIGHT_COLUMNS.values()}
         correction = row.get("correction")
         if correction is not None and (not isinstance(correction, str) or not correction):
             raise InputError("must be a non-empty string or null", path=p, line=line, field="correction")
@@ -147,12 +142,22 @@ def read_weighted(path: str | Path) -> list[WeightedRow]:
                 c_w=_as_bit(row, "c_w", p, line),
                 c_l=_as_bit(row, "c_l", p, line),
                 correction=correction,
-                impact_weight=w,
+                impact_weight=weights[WEIGHT_COLUMNS["npo"]],
+                impact_weights=weights,
             )
         )
     if not rows:
         raise InputError("no rows", path=p)
     return rows
+
+
+def _weight(row: dict[str, Any], column: str, path: str, line: int) -> float | None:
+    w = row.get(column)
+    if w is None:
+        return None
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        raise InputError(f"must be a finite number >= 0, got {w!r}", path=path, line=line, field=column)
+    return float(w)
 
 
 def _flags(r: WeightedRow) -> tuple[bool, bool]:
@@ -202,6 +207,10 @@ def select_examples(
                 # drawn even when the KL weighs 0 (trace-no-kl, alpha_kl 0): equal exposure, the
                 # conflicts per step do not grow because RETAIN rows were left out
                 counts["retain_kl_weight_0"] += 1
+    elif preset.selection == "losers":
+        # no triage: every old pair as it was, its old loser unlearned; the verdicts are not read
+        for r in usable:
+            out.append(Example(NPO, r.category, r.id, r.prompt, r.rejected, None, 1.0, True, False))
     elif preset.selection == "negatives":
         out.extend(select_negatives(usable, counts))
     elif preset.selection == "flagged":
@@ -211,26 +220,8 @@ def select_examples(
                 counts["no_flagged_response"] += 1
                 continue
             out.append(Example(NPO, r.category, r.id, r.prompt, r.chosen, r.rejected, 1.0, fw, fl))
-    else:  # relabelled DPO data
-        for r in usable:
-            if r.category is Category.INVERT:
-                out.append(Example(PREF, r.category, r.id, r.prompt, r.rejected, r.chosen, 1.0))
-            elif r.category is Category.RETAIN:
-                out.append(Example(PREF, r.category, r.id, r.prompt, r.chosen, r.rejected, 1.0))
-            elif preset.selection == "relabelled-gold" and r.correction is not None:
-                out.append(Example(PREF, r.category, r.id, r.prompt, r.correction, r.chosen, 1.0))
-            else:
-                counts["punish_dropped"] += 1
-        if preset.selection == "relabelled-gold" and counts["rows_PUNISH"] and counts["punish_dropped"]:
-            if counts["punish_dropped"] == counts["rows_PUNISH"]:
-                raise InputError(
-                    "dpo-gold needs oracle corrections and no PUNISH row has one (run triage with corrections, "
-                    "or use naive-oracle-dpo)",
-                    path=path,
-                    field="correction",
-                )
-            notes.append(f"{counts['punish_dropped']} PUNISH rows without a correction are left out")
-
+    else:
+        out.extend(_relabelled(usable, preset, counts, notes, path))
     if not out:
         raise InputError(
             f"method {preset.name} has nothing to train on: {dict(counts)}", path=path, field="category"
@@ -238,11 +229,39 @@ def select_examples(
     if preset.selection == "triaged" and not any(e.category is not Category.RETAIN for e in out):
         raise InputError("nothing to realign: there is no INVERT or PUNISH pair", path=path, field="category")
     if preset.weights == "impact":
-        out = _impact_weighted(out, {r.id: r for r in usable}, normalisation, path)
+        column = weight_column(preset.corrections)
+        out = _impact_weighted(out, {r.id: r for r in usable}, normalisation, path, column)
     for e in out:
         counts[f"examples_{e.category.value}_{KIND_NAMES[e.kind]}"] += 1
     counts["examples"] = len(out)
     return Selection(out, dict(counts), notes)
+
+
+def _relabelled(
+    usable: Sequence[WeightedRow], preset: Preset, counts: Counter[str], notes: list[str], path: str
+) -> list[Example]:
+    """The DPO baselines' pairs: INVERT swapped, RETAIN kept, PUNISH dropped (naive-oracle-dpo) or
+    preferring its oracle correction (dpo-gold)."""
+    out: list[Example] = []
+    for r in usable:
+        if r.category is Category.INVERT:
+            out.append(Example(PREF, r.category, r.id, r.prompt, r.rejected, r.chosen, 1.0))
+        elif r.category is Category.RETAIN:
+            out.append(Example(PREF, r.category, r.id, r.prompt, r.chosen, r.rejected, 1.0))
+        elif preset.selection == "relabelled-gold" and r.correction is not None:
+            out.append(Example(PREF, r.category, r.id, r.prompt, r.correction, r.chosen, 1.0))
+        else:
+            counts["punish_dropped"] += 1
+    if preset.selection == "relabelled-gold" and counts["rows_PUNISH"] and counts["punish_dropped"]:
+        if counts["punish_dropped"] == counts["rows_PUNISH"]:
+            raise InputError(
+                "dpo-gold needs oracle corrections and no PUNISH row has one (run triage with corrections, "
+                "or use naive-oracle-dpo)",
+                path=path,
+                field="correction",
+            )
+        notes.append(f"{counts['punish_dropped']} PUNISH rows without a correction are left out")
+    return out
 
 
 def select_negatives(rows: Sequence[WeightedRow], counts: Counter[str]) -> list[Example]:
@@ -263,35 +282,39 @@ def select_negatives(rows: Sequence[WeightedRow], counts: Counter[str]) -> list[
 
 
 def _impact_weighted(
-    examples: list[Example], rows: dict[str, WeightedRow], normalisation: str, path: str
+    examples: list[Example], rows: dict[str, WeightedRow], normalisation: str, path: str, column: str
 ) -> list[Example]:
-    """Put each conflict's impact weight on its example, re-normalised over the conflicts used."""
+    """Put each conflict's impact weight (from `column`: the weights of the loss this method trains)
+    on its example, re-normalised over the conflicts used."""
     scored = [i for i, e in enumerate(examples) if e.category is not Category.RETAIN]
     raw = []
     for i in scored:
         r = rows[examples[i].row_id]
-        if r.impact_weight is None:
-            raise InputError(
-                f"no impact weight on this {r.category.value} row (run `trace-realign score`, "
-                "or use --method trace-no-impact for uniform weights)",
-                path=path,
-                line=r.line,
-                field="impact_weight",
+        w = r.impact_weights.get(column)
+        if w is None:
+            why = (
+                "the file was scored without the oracle corrections this method trains (rerun "
+                "`trace-realign score` on a triage with corrections)"
+                if column != WEIGHT_COLUMNS["npo"] and r.impact_weight is not None
+                else "run `trace-realign score`, or use --method trace-no-impact for uniform weights"
             )
-        raw.append(r.impact_weight)
+            raise InputError(
+                f"no {column} on this {r.category.value} row: {why}", path=path, line=r.line, field=column
+            )
+        raw.append(w)
     if raw and sum(raw) == 0:
         raise InputError(
             f"all {len(raw)} impact weights are 0 after clamping: no conflict agrees with the gold direction, "
             "so this run would train nothing. Rescore with a larger gold batch, or use --method trace-no-impact "
             "(uniform weights)",
             path=path,
-            field="impact_weight",
+            field=column,
         )
     weights = raw if normalisation == "none" else normalise_weights(raw, normalisation=normalisation)
     out = list(examples)
     for i, w in zip(scored, weights, strict=True):
         out[i] = _with_weight(out[i], w)
-    # RETAIN examples (KL anchors, or flagged RETAIN losers under trace-no-triage/u2a) keep weight 1,
+    # RETAIN examples (KL anchors, or flagged RETAIN losers under npo-flagged/u2a) keep weight 1,
     # the mean conflict weight under the default normalisation
     return out
 

@@ -6,7 +6,8 @@
 | `trace-oracle`     | triaged                                          | ℓ_pref(y_c ≻ y_w), oracle corrections | impact | yes |
 | `trace-no-impact`  | triaged                                          | as trace                   | uniform | yes |
 | `trace-no-kl`      | triaged (RETAIN drawn, with KL weight 0)         | as trace                   | impact  | no  |
-| `trace-no-triage`  | all pairs: every response the judge flags        | NPO                        | impact of that NPO term | no |
+| `trace-no-triage`  | all pairs as they were: every old loser y_l      | NPO on y_l                 | impact of that NPO term | no |
+| `npo-flagged`      | all pairs: every response the judge flags        | NPO                        | impact of that NPO term | no |
 | `u2a`              | single negatives: one per flagged response       | NPO                        | bi-level ω, re-estimated | no |
 | `naive-oracle-dpo` | relabelled: INVERT swapped, RETAIN kept, PUNISH dropped | DPO                 | uniform | no  |
 | `dpo-gold`         | relabelled, PUNISH → (y_c, y_w)                  | DPO                        | uniform | no  |
@@ -22,14 +23,17 @@ Equal exposure. Every method trains for the same steps, batch size, schedule and
 the paper's trainer does). `trace-no-kl` therefore still draws its RETAIN rows, with KL weight 0,
 so it sees no more conflicts per step than `trace`.
 
-`trace-no-triage` (the paper's ablation) drops the triage structure: no pair is inverted and
-nothing is anchored by a KL. For every pair whose verdicts are known, each response the judge
-found non-compliant (c = 0) gets the NPO loss `−log σ(−β log π_θ(y|x)/π_ref(y|x))`, and the
-pair's term is weighted by the impact of *that* NPO term, `⟨g_J, ∇ℓ_NPO⟩` at θ_ref, clamped and
-normalised like TRACE's weights. The weighted file's `impact_weight` is the impact of TRACE's
-loss (ℓ_pref for INVERT), so it is not used: the trainer computes the NPO impacts once before the
-first step (`update.u2a.ImpactWeights`, with the score stage's machinery) over every pair trained,
-RETAIN pairs with a flagged loser included.
+`trace-no-triage` is the paper's ablation ("punish all", as the authors' code runs it): the judge is
+not read. Every pair of the old data is kept as it was, and its old loser y_l gets the NPO loss
+`−log σ(−β log π_θ(y_l|x)/π_ref(y_l|x))`, weighted by the impact of *that* NPO term at θ_ref,
+`⟨g_J, ∇ℓ_NPO⟩`, clamped and normalised like TRACE's weights; no KL anchor. The weighted file's
+`impact_weight` is the impact of TRACE's loss, so it is not used: the trainer computes the NPO
+impacts once before the first step (`update.u2a.ImpactWeights`, with the score stage's machinery).
+Rows the judge could not triage (UNKNOWN) are left out, as for every method.
+
+`npo-flagged` is what an earlier version called trace-no-triage: NPO on every response the judge
+flagged (c = 0), the verdicts read but not their categories, weighted by the impact of that NPO
+term, no anchor. It mixes "no triage" with "no anchor", so it is not the paper's ablation.
 
 `u2a` is Unlearning-to-Align (arXiv 2504.06659; docs/method.md, U2A): the forget set is single negative
 responses, one example per flagged response; weights ω over them come from the implicit gradient
@@ -47,7 +51,7 @@ from typing import Literal
 
 from trace_realign.errors import InputError
 
-Selection = Literal["triaged", "flagged", "negatives", "relabelled", "relabelled-gold"]
+Selection = Literal["triaged", "losers", "flagged", "negatives", "relabelled", "relabelled-gold"]
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,19 @@ PRESETS: dict[str, Preset] = {
         Preset("trace-no-kl", "triaged", "impact", False, "pref", "TRACE without the RETAIN KL"),
         Preset(
             "trace-no-triage",
+            "losers",
+            "npo-impact",
+            False,
+            None,
+            "no triage (the paper's ablation): NPO on every old loser, weighted by the impact of that NPO term",
+        ),
+        Preset(
+            "npo-flagged",
             "flagged",
             "npo-impact",
             False,
             None,
-            "NPO on every flagged response, weighted by the impact of that NPO term",
+            "NPO on every response the judge flags, weighted by the impact of that NPO term, no anchor",
         ),
         Preset(
             "u2a",

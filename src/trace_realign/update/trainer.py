@@ -42,7 +42,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trace_realign.errors import InputError
 from trace_realign.impact.reference import item_key, open_cache, reference_logprobs
 from trace_realign.io import write_json_atomic
-from trace_realign.losses import KL, NPO, PREF, term_losses, token_kl
+from trace_realign.losses import KL, NPO, PREF, NpoForm, term_losses, token_kl
 from trace_realign.model.loading import (
     LoraOptions,
     Reference,
@@ -53,7 +53,7 @@ from trace_realign.model.loading import (
 )
 from trace_realign.model.logprobs import logprobs_and_logits, positions_to_keep, sequence_logprobs
 from trace_realign.model.tokenize import IGNORE_INDEX
-from trace_realign.update.config import TraceConfig
+from trace_realign.update.config import TraceConfig, npo_form
 from trace_realign.update.data import (
     STRATA,
     StratifiedSampler,
@@ -110,6 +110,7 @@ def hybrid_loss(
     label_smoothing: float = 0.0,
     preference_weight: float = 1.0,
     sft_weight: float = 0.0,
+    npo: NpoForm = NpoForm(),
     n_tokens: torch.Tensor | None = None,
 ) -> HybridLoss:
     """The weighted hybrid loss from sequence log-probabilities, batched (no loop over examples).
@@ -119,7 +120,8 @@ def hybrid_loss(
     Each example's term is `losses.term_losses` (the same function impact scoring scores): `loss_type`
     is the preference loss (sigmoid, ipo, or robust with the flip rate `label_smoothing`), and each
     preference term is `preference_weight · ℓ_pref + sft_weight · NLL(preferred)` (TRL's
-    `loss_type [.., "sft"]` with `loss_weights`). `n_tokens`: `[S]` response tokens of each sequence.
+    `loss_type [.., "sft"]` with `loss_weights`). `npo`: the NPO terms' form (U2A's reads per token).
+    `n_tokens`: `[S]` response tokens of each sequence.
     """
     kind, weight = batch["kind"], batch["weight"].to(pol.dtype)
     pp, pn = pol[batch["pos_idx"]], pol[batch["neg_idx"]]
@@ -140,7 +142,9 @@ def hybrid_loss(
         alpha_kl=alpha_kl,
         preference_weight=preference_weight,
         sft_weight=sft_weight,
+        npo=npo,
         len_a=None if n_tokens is None else n_tokens[batch["pos_idx"]],
+        len_b=None if n_tokens is None else n_tokens[batch["neg_idx"]],
     )
     loss = (weight * per).sum() / max(1, kind.numel())
     return HybridLoss(loss, per, beta * (pp - rp), beta * (pn - rn), kl)
@@ -192,6 +196,7 @@ class TraceTrainer(Trainer):
         self.preset: Preset = get_preset(args.method)
         self.alpha_kl = args.alpha_kl if self.preset.use_kl else 0.0
         self.loss_type = pair_loss_type(self.preset, args.loss_terms.loss_type)
+        self.npo_form = npo_form(args)
         if args.gradient_checkpointing and is_peft(model):
             # the frozen embeddings give checkpointed blocks no input that requires grad otherwise
             model.enable_input_require_grads()
@@ -357,6 +362,7 @@ class TraceTrainer(Trainer):
             preference_weight=terms.preference_weight,
             # presets that build no preference pair have no preferred response to raise
             sft_weight=terms.sft_weight if self.preset.pair_loss is not None else 0.0,
+            npo=self.npo_form,
             n_tokens=mask.sum(-1),
         )
 
@@ -469,14 +475,21 @@ def train(
         merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
         merged.save_pretrained(out / "merged")
         tokenizer.save_pretrained(out / "merged")
+    summary = _run_summary(trainer, preset, config, selection, dataset, checkpoint, result, started)
+    summary.update(model=str(model_name_or_path), weighted=str(weighted_path))
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "run_summary.json", summary)
+    return summary
+
+
+def _run_summary(trainer, preset, config, selection, dataset, checkpoint, result, started) -> dict[str, Any]:
+    """run_summary.json: what was trained on what, how it stopped, and everything it logged."""
     stop = trainer.stop_reason or (
         f"max_steps {config.max_steps}" if config.max_steps > 0 else f"{config.num_train_epochs:g} epochs"
     )
-    summary = {
+    return {
         "method": preset.name,
         "method_summary": preset.summary,
-        "model": str(model_name_or_path),
-        "weighted": str(weighted_path),
         "preference_loss": _loss_label(preset, config),
         "alpha_kl_used": trainer.alpha_kl,
         "data": selection.counts,
@@ -494,9 +507,6 @@ def train(
         "wall_time_s": time.time() - started,
         "config": json.loads(config.to_json_string()),
     }
-    if trainer.is_world_process_zero():
-        write_json_atomic(out / "run_summary.json", summary)
-    return summary
 
 
 def _zero3_reference(model_name_or_path: str | Path, config: TraceConfig) -> Any:

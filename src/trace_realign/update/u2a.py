@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -43,10 +44,13 @@ from trace_realign.impact.scoring import (
     current_impacts,
     normalise_weights,
     objective_gradient,
+    objective_loss,
 )
-from trace_realign.losses import NPO
-from trace_realign.schema import Category, PreferencePair
+from trace_realign.losses import NPO, NpoForm
+from trace_realign.model.loading import trainable_parameters
+from trace_realign.schema import Category, PreferencePair, canonical_hash
 from trace_realign.triage.triage import TriagedPair
+from trace_realign.update.config import npo_form
 from trace_realign.update.data import Example, WeightedRow
 
 STATE_FILE = "u2a_state.json"
@@ -201,6 +205,8 @@ class ImpactWeights(TrainerCallback):
             batch_size=cfg.u2a_batch_size,
             max_length=cfg.max_length,
             max_prompt_length=cfg.max_prompt_length,
+            # U2A scores the NPO its inner problem trains (its own form when asked); trace-no-triage TRACE's
+            npo=npo_form(cfg) if schedule == "u2a" else NpoForm(),
         )
         self.omega: list[float] = []
         self.active: list[bool] = []
@@ -212,29 +218,35 @@ class ImpactWeights(TrainerCallback):
         self.pending: dict[str, float] = {}
         self._ref_items: list[tuple[float, float]] | None = None
         self._ref_objective: list[tuple[float, float]] | None = None
+        # the trainable parameters where J was lowest, restored when U2A stops (its early stopping
+        # keeps the best unlearned model, not the last one)
+        self.best: dict[str, Any] | None = None
+        self.restored_from: dict[str, Any] | None = None
+        self.final_J: float | None = None
 
     # -- reference log-probabilities, once --
 
     def _references(self) -> None:
-
         tr = self.trainer
         model = tr.reference.copy if tr.reference.copy is not None else tr.model
         seqs = []
         for it in self.items + self.objective:
             seqs += [(it.id, it.prompt, it.a), (it.id, it.prompt, it.b)]
-        # single negatives repeat a as b: encoded once each is enough, and the cost is one forward pass
-        unique = list(dict.fromkeys(seqs))
+        # single negatives repeat a as b: each distinct sequence is encoded once (a chat prompt is a
+        # list of messages, so sequences are told apart by their content hash, not by the tuple)
+        keys = [canonical_hash(*seq) for seq in seqs]
+        unique = list({k: seq for k, seq in zip(keys, seqs, strict=True)}.items())
         values = reference_logprobs(
             model,
             tr.processing_class,
-            unique,
+            [seq for _, seq in unique],
             batch_size=self.opts.batch_size * 2,
             max_length=self.opts.max_length,
             max_prompt_length=self.opts.max_prompt_length,
             progress=False,
         ).tolist()
-        at = dict(zip(unique, values, strict=True))
-        pairs = [(at[seqs[2 * i]], at[seqs[2 * i + 1]]) for i in range(len(seqs) // 2)]
+        at = {k: v for (k, _), v in zip(unique, values, strict=True)}
+        pairs = [(at[keys[2 * i]], at[keys[2 * i + 1]]) for i in range(len(seqs) // 2)]
         self._ref_items, self._ref_objective = pairs[: len(self.items)], pairs[len(self.items) :]
 
     # -- one estimate at the current parameters --
@@ -264,6 +276,32 @@ class ImpactWeights(TrainerCallback):
             "per_objective_sequence": "1 forward + 1 backward",
         }
         return J, raw, cost
+
+    def _keep_if_best(self, state: Any, J: float) -> None:
+        """Remember the trainable parameters when J is the lowest yet (adapter-sized under LoRA)."""
+        if self.schedule != "u2a" or (self.best is not None and self.best["J"] <= J):
+            return
+        params = trainable_parameters(self.trainer.model)
+        self.best = {
+            "J": J,
+            "round": self.round,
+            "step": state.global_step,
+            "params": {n: p.detach().to("cpu", copy=True) for n, p in params.items()},
+        }
+
+    def _restore_best(self, state: Any, J: float) -> None:
+        """Put back the parameters of the lowest J when the model now stands above it."""
+        if self.best is None or self.best["J"] >= J:
+            return
+        with torch.no_grad():
+            for n, p in trainable_parameters(self.trainer.model).items():
+                p.copy_(self.best["params"][n].to(p.device))
+        self.restored_from = {
+            "round": self.best["round"],
+            "step": self.best["step"],
+            "J": self.best["J"],
+            "J_at_stop": J,
+        }
 
     def _set_weights(self) -> None:
         self.trainer.example_weights = torch.tensor(self.omega, dtype=torch.float32)
@@ -298,6 +336,7 @@ class ImpactWeights(TrainerCallback):
             return control
         J, raw, cost = self.estimate()
         self.last_J = J
+        self._keep_if_best(state, J)
         if self.schedule == "once":
             self.omega = normalise_weights(raw, gamma=self.opts.gamma, normalisation=_norm(args))
             self.active = [True] * len(self.omega)
@@ -311,7 +350,8 @@ class ImpactWeights(TrainerCallback):
             self._record(state, J, None, cost, raw=_stats_raw(raw))
             return control
         delta = delta_omega(raw, len(self.objective), self.opts.gamma, [1.0] * len(raw), args.u2a_sparsity)
-        self.active = top_k(delta, args.u2a_top_k)
+        k = max(1, round(args.u2a_top_k_fraction * len(delta))) if args.u2a_top_k_fraction else args.u2a_top_k
+        self.active = top_k(delta, k)
         self.omega = [1.0 if a else 0.0 for a in self.active]
         self.steps_per_round = args.u2a_steps_per_round or max(
             1, math.ceil(state.max_steps / (args.u2a_rounds + 1))
@@ -334,7 +374,9 @@ class ImpactWeights(TrainerCallback):
         J, raw, cost = self.estimate()
         improvement = self.last_J - J if self.last_J is not None else math.inf
         self.last_J = J
+        self._keep_if_best(state, J)
         if improvement <= args.u2a_es_threshold:
+            self._restore_best(state, J)
             self._record(state, J, None, cost, stopped=True)
             self.trainer.stop_reason = (
                 f"u2a: J fell by {improvement:.3g} <= {args.u2a_es_threshold:g} in round {self.round} "
@@ -343,9 +385,27 @@ class ImpactWeights(TrainerCallback):
             control.should_training_stop = True
             return control
         delta = delta_omega(raw, len(self.objective), self.opts.gamma, self.omega, args.u2a_sparsity)
-        self.omega = multiplicative_update(self.omega, delta, args.u2a_eta, self.active)
+        active = [d for d, a in zip(delta, self.active, strict=True) if a]
+        eta = args.u2a_eta
+        if args.u2a_eta_per_sd > 0:
+            sd = float(np.std(active)) if len(active) > 1 else 0.0
+            eta = args.u2a_eta_per_sd / sd if sd > 0 else 0.0
+        self.omega = multiplicative_update(self.omega, delta, eta, self.active)
         self._set_weights()
-        self._record(state, J, [d for d, a in zip(delta, self.active, strict=True) if a], cost)
+        self._record(state, J, active, cost, eta=eta)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """U2A's last word: J at the final parameters, and the best-J state back if it was lower."""
+        if self.schedule != "u2a" or self.best is None or self.restored_from:
+            return control
+        if self._ref_objective is None:
+            self._references()
+        J = objective_loss(
+            self.trainer.model, self.trainer.processing_class, self.objective, self._ref_objective, self.opts
+        )
+        self.final_J = J
+        self._restore_best(state, J)
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -399,6 +459,10 @@ class ImpactWeights(TrainerCallback):
             "steps_per_round": self.steps_per_round,
             "omega": omega_stats(self.omega, self.active),
             "rounds": self.history,
+            "final_J": self.final_J,
+            "best_J": None if self.best is None else {k: self.best[k] for k in ("J", "round", "step")},
+            # the parameters U2A ended with: those of the lowest J (None: the last ones were the best)
+            "restored_best": self.restored_from,
         }
 
 

@@ -1,0 +1,115 @@
+"""`trace-realign demo --tune`: each method's learning rate, chosen on the validation split.
+
+Every method of the tuning block trains at every learning rate of its grid (one training seed, the
+size's steps, batch and schedule, the protocol's own options of the method, e.g. U2A's), and is
+evaluated on the validation prompts, whose topics, phrasings and cues are in neither training nor
+the held-out set. The rate with the highest validation agreement is the method's (ties: the lower
+rate). `tuning.json` holds every run's validation numbers and the choice, which the protocol's
+`method_train` then carries into the comparison; the held-out set is never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trace_realign.demo.compare import share_scoring
+from trace_realign.demo.settings import DemoSettings
+from trace_realign.errors import InputError
+from trace_realign.io import read_json, write_json_if_changed
+from trace_realign.pipeline import run_pipeline
+from trace_realign.report.console import print_columns
+
+CRITERION = "tpa"
+
+
+def _folder(lr: float) -> str:
+    return f"lr{lr:g}"
+
+
+def tune(demo: Any, settings: DemoSettings, *, seed: int, step: Callable[[str], None]) -> dict[str, Any]:
+    """Train every (method, learning rate) of the tuning grid and evaluate it on validation; write and
+    return `tuning.json`: `{"runs": {method: {lr: metrics}}, "chosen": {method: lr}, ...}`."""
+    tuning = settings.tuning
+    if not tuning.methods or not tuning.learning_rates:
+        raise InputError("the settings file has no tuning block (methods and learning_rates)", field="tuning")
+    run_dir = demo.run_dir
+    # M_ref on the validation prompts, the level every method is read against
+    run_pipeline(demo.configure(run_dir, methods=[], seed=seed), stages=("evaluate",))
+    runs: dict[str, dict[str, Any]] = {m: {} for m in tuning.methods}
+    for lr in tuning.learning_rates:
+        folder = run_dir / _folder(lr)
+        share_scoring(run_dir, folder)
+        own = {m: {**demo.protocol.method_train.get(m, {}), "learning_rate": lr} for m in tuning.methods}
+        config = demo.configure(
+            folder,
+            methods=list(tuning.methods),
+            seed=seed,
+            score_seed=seed,
+            evaluate_reference=False,
+            method_train=own,
+        )
+        for method in tuning.methods:
+            try:
+                run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
+                runs[method][f"{lr:g}"] = _validation(folder / "eval" / method)
+            except InputError as exc:
+                runs[method][f"{lr:g}"] = {"error": str(exc)}
+            step(f"tune {method} at lr {lr:g}")
+    chosen = {m: _best(by_lr) for m, by_lr in runs.items()}
+    out = {
+        "split": "validation",
+        "criterion": f"{CRITERION}: agreement with the new policy on the validation prompts (ties: the lower rate)",
+        "seed": seed,
+        "learning_rates": list(tuning.learning_rates),
+        "m_ref": _validation(run_dir / "eval" / "m_ref"),
+        "runs": runs,
+        "chosen": chosen,
+    }
+    write_json_if_changed(run_dir / "tuning.json", out)
+    return out
+
+
+def _validation(folder: Path) -> dict[str, Any]:
+    """The validation numbers a choice is made on: agreement overall and per category, attack success."""
+    m = read_json(folder / "metrics.json")
+    tpa = m["tpa"]
+    by = tpa.get("by_category") or {}
+    stress = m.get("stress") or {}
+    return {
+        "tpa": tpa["overall"]["rate"],
+        "n": tpa["overall"]["n"],
+        **{c.lower(): (by.get(c) or {}).get("rate") for c in ("INVERT", "PUNISH", "RETAIN")},
+        "asr": (stress.get("overall") or {}).get("rate"),
+        "not_declined": ((stress.get("not_declined") or {}).get("overall") or {}).get("rate"),
+    }
+
+
+def _best(by_lr: dict[str, dict[str, Any]]) -> float | None:
+    scored = [
+        (v[CRITERION], -float(lr), float(lr)) for lr, v in by_lr.items() if v.get(CRITERION) is not None
+    ]
+    return max(scored)[2] if scored else None
+
+
+def print_tuning(result: dict[str, Any], console: Any) -> None:
+    """The grid as a table: validation agreement (RETAIN) of each method at each rate, the choice marked."""
+    rates = [f"{lr:g}" for lr in result["learning_rates"]]
+    methods = list(result["runs"])
+
+    def cell(m: str, lr: str) -> str:
+        v = result["runs"][m].get(lr) or {}
+        if "error" in v:
+            return "not trained"
+        mark = " *" if result["chosen"].get(m) is not None and f"{result['chosen'][m]:g}" == lr else ""
+        tpa, retain = v.get("tpa"), v.get("retain")
+        return "n/a" if tpa is None else f"{100 * tpa:.1f} ({100 * (retain or 0):.0f}){mark}"
+
+    print_columns(
+        f"Validation agreement (RETAIN) by learning rate; M_ref {100 * (result['m_ref']['tpa'] or 0):.1f}",
+        [("method", methods)],
+        [(f"lr {lr}", [cell(m, lr) for m in methods]) for lr in rates],
+        console,
+        caption="* the rate chosen (highest validation agreement; ties: the lower rate)",
+    )
