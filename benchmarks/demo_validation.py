@@ -40,11 +40,11 @@ def main() -> None:
     ap.add_argument("--n-validation", type=int, default=None)
     args = ap.parse_args()
 
-    from trace_realign.io import read_json
-    from trace_realign.pipeline import run_pipeline
     from trace_realign.demo.compare import summary_rows
     from trace_realign.demo.run import base_model
     from trace_realign.demo.settings import load_settings, pipeline_config
+    from trace_realign.evaluate.compare import compare_evaluations
+    from trace_realign.pipeline import run_pipeline
     from trace_realign.scenario.generate import prepare_scenario
     from trace_realign.scenario.mref import build_mref
 
@@ -79,11 +79,8 @@ def main() -> None:
     step("train")
     run_pipeline(cfg, stages=("evaluate",))
     step("evaluate")
-    evals = {
-        "M_ref": read_json(out / "base" / "eval" / "m_ref" / "metrics.json"),
-        args.method: read_json(run_dir / "eval" / args.method / "metrics.json"),
-    }
-    rows = {r["model"]: r for r in summary_rows(evals)}
+    folders = {"M_ref": [out / "base" / "eval" / "m_ref"], args.method: [run_dir / "eval" / args.method]}
+    rows = {r["model"]: r for r in summary_rows(compare_evaluations(folders))}
     ref, new = rows["M_ref"], rows[args.method]
 
     def diff(key: str):

@@ -32,9 +32,9 @@ from pathlib import Path
 import openai  # noqa: F401  (imported here so its import time is not inside a timed run)
 
 from trace_realign.cache import VerdictCache
-from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.base import JudgeItem
 from trace_realign.judges.batch import Prices, price_both_ways
+from trace_realign.judges.cached import judge_with_cache
 from trace_realign.judges.openai import OpenAIJudge
 from trace_realign.judges.policy import Policy
 

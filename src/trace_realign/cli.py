@@ -15,6 +15,7 @@ import sys
 
 from trace_realign import __version__
 from trace_realign.errors import TraceError
+from trace_realign.verbosity import quiet_third_party, verbose_requested
 
 # subcommand -> module that implements it (imported lazily: `--help` stays fast, torch loads on demand)
 COMMANDS = {
@@ -45,15 +46,24 @@ class FlagParser(argparse.ArgumentParser):
         return super().add_argument(*names, *extra, **kwargs)
 
 
+def _command(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object]:
     parser = FlagParser(
         prog="trace-realign",
         description="Realign an aligned LLM to a changed policy with TRACE: triage, impact, update.",
     )
     parser.add_argument("--version", action="version", version=f"trace-realign {__version__}")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show other packages' warnings and progress bars (or set TRACE_REALIGN_VERBOSE=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # Only the chosen subcommand's module is imported; the others get a placeholder parser for --help.
-    chosen = next((a for a in argv if not a.startswith("-")), None)
+    chosen = _command(argv)
     module = None
     for name, path in COMMANDS.items():
         if name == chosen:
@@ -66,6 +76,11 @@ def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --verbose anywhere on the line (before or after the command) means the same
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    if not verbose_requested(verbose):
+        quiet_third_party()  # before any command loads transformers, PEFT or DeepSpeed
     parser, module = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):

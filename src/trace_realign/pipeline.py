@@ -175,6 +175,22 @@ def run_stage(
     return True
 
 
+def with_progress(cfg: dict[str, Any], on: bool) -> dict[str, Any]:
+    """The config with every stage's progress bars on or off, each under its own option's name
+    (all of them display-only: no fingerprint changes)."""
+    blocks = {
+        "triage": {"progress": on},
+        "score": {"no_progress": not on},
+        "train": {"disable_tqdm": not on},
+        "evaluate": {"progress": on},
+    }
+    out = dict(cfg)
+    for name, opts in blocks.items():
+        if isinstance(out.get(name), dict) or name != "evaluate":
+            out[name] = {**(out.get(name) or {}), **opts}
+    return out
+
+
 # ---- stages --------------------------------------------------------------------------------
 
 
@@ -249,12 +265,17 @@ def _train_config(options: dict[str, Any], method: str, output_dir: Path) -> Any
 
 
 def run_pipeline(
-    config: dict[str, Any] | str | Path, *, force: bool = False, stages: tuple[str, ...] = STAGES
+    config: dict[str, Any] | str | Path,
+    *,
+    force: bool = False,
+    stages: tuple[str, ...] = STAGES,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run (or continue) a whole realignment; return `{"run_dir", "status": {stage: ran|skipped}, "train": {...}}`.
 
     `config` is a path to the YAML file or the same mapping (its relative paths: from the working directory).
     `force` reruns every stage; `stages` limits the run to some of them (their inputs must exist).
+    `progress` (when given) turns every stage's progress bars on or off, whatever the blocks say.
     """
 
     # a mapping's relative paths are relative to the working directory: made absolute here, so
@@ -262,6 +283,8 @@ def run_pipeline(
     cfg = (
         load_config(config) if isinstance(config, (str, Path)) else _absolute_paths(dict(config), Path.cwd())
     )
+    if progress is not None:
+        cfg = with_progress(cfg, progress)
     run_dir = Path(cfg.get("run_dir") or "run").resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in cfg.items() if not k.startswith("_")}
@@ -393,10 +416,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("config", help="the run's YAML file")
     p.add_argument("--force", action="store_true", help="rerun every stage, even unchanged ones")
     p.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="run only these stages")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars in any stage")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_pipeline(args.config, force=args.force, stages=tuple(args.stages))
+    result = run_pipeline(
+        args.config, force=args.force, stages=tuple(args.stages), progress=not args.no_progress
+    )
     for stage, what in result["status"].items():
         print(f"{stage}: {what}", file=sys.stderr)
     print(f"run directory: {result['run_dir']}", file=sys.stderr)

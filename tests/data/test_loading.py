@@ -242,3 +242,43 @@ def test_hub_id_goes_to_load_dataset_with_config_and_split(monkeypatch):
     res = load_pairs("PKU-Alignment/PKU-SafeRLHF", name="alpaca-7b", split="test")
     assert calls == [("PKU-Alignment/PKU-SafeRLHF", "alpaca-7b", "test")]
     assert res.source == "PKU-Alignment/PKU-SafeRLHF" and len(res.pairs) == 2
+
+
+def test_metadata_keeps_its_shape_through_load_triage_and_score(tmp_path, tiny_model_dir):
+    """A pair written by a stage (`PreferencePair.to_dict`) carries its metadata under "meta": loading
+    it, triaging it and scoring it keep that metadata one level deep, so the harm-category audit
+    finds it."""
+    import json
+
+    from trace_realign.cli import main
+    from trace_realign.data.loading import load_pairs
+    from trace_realign.schema import PreferencePair
+
+    meta = {"kind": "invert", "chosen": {"harm_categories": ["S6"]}, "rejected": {"harm_categories": []}}
+    pairs = [
+        PreferencePair(f"How do wars start {i}?", "I cannot help.", f"Historians point to {i} causes.", meta)
+        for i in range(4)
+    ] + [PreferencePair("What is 2 + 2?", "It is 4.", "I cannot help.", {"kind": "neutral"})]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in pairs))
+    loaded = load_pairs(str(path)).pairs
+    assert loaded[0].meta["kind"] == "invert" and "meta" not in loaded[0].meta
+    assert loaded[0].meta["chosen"] == {"harm_categories": ["S6"]}
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "name: r\ndefault: compliant\nrules:\n  - {name: refusal, response: '(?i)cannot help', prompt: wars, verdict: non_compliant}\n"
+    )
+    policy = tmp_path / "policy.md"
+    policy.write_text("Answer history questions.")
+    triaged = tmp_path / "triaged.jsonl"
+    assert main(["triage", "--data", str(path), "--policy", str(policy), "--judge", f"rules:{rules}",
+                 "--out", str(triaged), "--no-progress"]) == 0  # fmt: skip
+    rows = [json.loads(line) for line in triaged.read_text().splitlines()]
+    assert rows[0]["meta"]["kind"] == "invert" and "meta" not in rows[0]["meta"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["harm_categories"]["S6"]["INVERT"] == 4
+    weighted = tmp_path / "weighted.jsonl"
+    assert main(["score", "--model", str(tiny_model_dir), "--triaged", str(triaged), "--out", str(weighted),
+                 "--no-progress", "--gold-size", "3", "--lora_r", "2", "--max-length", "64"]) == 0  # fmt: skip
+    scored = [json.loads(line) for line in weighted.read_text().splitlines()]
+    assert scored[0]["meta"] == rows[0]["meta"]

@@ -46,7 +46,4 @@ def test_the_error_a_triage_summary_carries_wins_and_a_different_judge_is_flagge
     block = {**AUDIT, "judge": "rules:x", "same_judge": False}
     run = _run(tmp_path, {**SUMMARY, "judge_error": block})
     html, _ = build_report([run])
-    assert (
-        "judge audit (audited judge differs from this run&#x27;s judge): measured error 12.0%"
-        in html.read_text()
-    )
+    assert "judge audit (audited judge differs from this run&#x27;s judge) against" in html.read_text()

@@ -332,7 +332,10 @@ def trl_row_to_pair(row: dict[str, Any], rec: Record, path: str, dropped: dict[s
         if not prompt_msgs:
             raise bad("missing (no turns before the final assistant turn)", "prompt")
         prompt = prompt_msgs
-    meta = {k: v for k, v in row.items() if k not in TRL_COLUMNS and k != "id"}
+    # a row written by `PreferencePair.to_dict` (a stage's output, the scenario's pairs) carries its
+    # metadata under "meta": it stays one level deep, next to any other extra column
+    meta = dict(row["meta"]) if isinstance(row.get("meta"), dict) else {}
+    meta.update({k: v for k, v in row.items() if k not in TRL_COLUMNS and k not in ("id", "meta")})
     meta.setdefault("source", path)
     meta.setdefault("row", rec.index)
     return PreferencePair(prompt, chosen_text, rejected_text, meta)

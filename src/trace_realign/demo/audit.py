@@ -1,9 +1,14 @@
-"""The demo's judge audit: the rule judge, and the same judge with a share of its verdicts flipped,
-on a labelled slice of the scenario, with the verdict each response has by construction.
+"""The demo's judge audits, on a slice of the scenario's responses:
 
-Read it for what it is: the truth here is the scenario's construction, and the rule judge was
-written for the same scenario, so its audit is a consistency check of the rules, not evidence
-about a judge one would hire.
+- against an independent reading (`typed`): the rule judge that triages the data, measured against
+  the typed evaluation judge, which reads each prompt's recorded type and the response with cues
+  of its own written from the policy text (`evaluate.typed_judge`). Neither made the other, so their
+  disagreement is a measured error of one against the other; it is what the report shows beside the
+  triage (the source says it is not a human's label);
+- against the scenario's construction (`rules`, `noisy`): the verdict each response has by how the
+  scenario built it. The rule judge was written for that same construction, so this audit is a
+  consistency check that cannot fail, not a measurement of the judge; the noisy judge (a share of
+  verdicts flipped) shows what a real error looks like on the same slice.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trace_realign.evaluate.typed_judge import TypedJudge
 from trace_realign.io import write_json_atomic, write_text_atomic
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.spec import make_judge
@@ -50,6 +56,24 @@ def scenario_labelled_rows(pairs: Sequence[Any], n: int = 50, seed: int = 0) -> 
     return rows[:n]
 
 
+def typed_labelled_rows(
+    rows: Sequence[dict[str, Any]], pairs: Sequence[Any], cues: str | Path
+) -> list[dict[str, Any]]:
+    """The same items, labelled by the typed evaluation judge instead of the construction (items it
+    cannot type are left out): an independent judgement to audit the rule judge against."""
+    judge = TypedJudge.from_file(cues)
+    by_prompt = {p.prompt if isinstance(p.prompt, str) else json.dumps(p.prompt): p for p in pairs}
+    out = []
+    for r in rows:
+        meta = by_prompt[r["prompt"]].meta
+        typed = {"harm_category": meta.get("harm_category"), "harmful": meta.get("kind") == "malicious",
+                 "context": meta.get("context")}  # fmt: skip
+        verdict = judge.verdict(typed, r["response"])
+        if verdict.label is not Label.UNKNOWN:
+            out.append({**r, "label": verdict.label.value, "labelled_by": judge.identity})
+    return out
+
+
 def audit_scenario_judges(
     pairs: Sequence[Any],
     policy: str | Path | Policy,
@@ -60,30 +84,48 @@ def audit_scenario_judges(
     noise: float = 0.2,
     seed: int = 0,
     also_to: str | Path | None = None,
+    cues: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The demo's audit: the rule judge and the same judge with `noise` of its verdicts flipped, on a
-    labelled slice of the scenario. Writes `labelled.jsonl`, `audit_rules.json`, `audit_noisy.json`
-    into `out_dir` and returns both audits. `also_to` (e.g. `RUN/triage/audit.json`) gets the rule
-    judge's audit too, where the report shows it next to the triage."""
+    """The demo's audits (module doc) on `n` responses drawn by `seed`: `typed` (the rule judge against
+    the typed judge's reading, when `cues` names its cues file), `rules` and `noisy` (against the
+    construction). Writes the labelled files and `audit_<name>.json` into `out_dir` and returns the
+    audits. `also_to` (e.g. `RUN/triage/audit.json`) gets the one the report shows next to the
+    triage: the independent `typed` audit when there is one, else `rules`."""
     out = Path(out_dir)
-    labelled = out / "labelled.jsonl"
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scenario_labelled_rows(pairs, n, seed))
-    judges = {"rules": f"rules:{rules}", "noisy": f"noisy:{noise:g}:rules:{rules}"}
-    identities = {name: make_judge(spec).identity for name, spec in judges.items()}
-    files = {name: out / f"audit_{name}.json" for name in judges}
-    # a rerun of the demo with the same slice and judges rewrites nothing
-    current = labelled.is_file() and labelled.read_text(encoding="utf-8") == text
-    done = {}
-    for name, f in files.items():
-        if current and f.is_file():
-            doc = json.loads(f.read_text(encoding="utf-8"))
-            if doc.get("judge") == identities[name]:
-                done[name] = doc
-    if len(done) < len(judges):
-        write_text_atomic(labelled, text)
-        done = {name: audit_judge(spec, policy, labelled, out=files[name]) for name, spec in judges.items()}
+    rows = scenario_labelled_rows(pairs, n, seed)
+    labels = {"construction": rows}
+    plan = {
+        "rules": (f"rules:{rules}", "construction"),
+        "noisy": (f"noisy:{noise:g}:rules:{rules}", "construction"),
+    }
+    if cues is not None:
+        labels["typed"] = typed_labelled_rows(rows, pairs, cues)
+        plan["typed"] = (f"rules:{rules}", "typed")
+    done = {name: _audit_once(out, name, spec, labels[by], by, policy) for name, (spec, by) in plan.items()}
     if also_to is not None:
+        shown = done.get("typed") or done["rules"]
         target = Path(also_to)
-        if not target.is_file() or json.loads(target.read_text(encoding="utf-8")) != done["rules"]:
-            write_json_atomic(target, done["rules"])
+        if not target.is_file() or json.loads(target.read_text(encoding="utf-8")) != shown:
+            write_json_atomic(target, shown)
     return done
+
+
+def _audit_once(
+    out: Path, name: str, spec: str, rows: list[dict[str, Any]], by: str, policy: Any
+) -> dict[str, Any]:
+    """`audit_<name>.json` of `spec` on `rows` (labelled `by`), reused when nothing changed (a rerun
+    of the demo with the same slice and judges rewrites nothing)."""
+    labelled = out / f"labelled_{by}.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    target = out / f"audit_{name}.json"
+    if labelled.is_file() and labelled.read_text(encoding="utf-8") == text and target.is_file():
+        doc = json.loads(target.read_text(encoding="utf-8"))
+        if doc.get("judge") == make_judge(spec).identity:
+            return doc
+    write_text_atomic(labelled, text)
+    source = (
+        "the typed evaluation judge's reading (independent cues written from the policy text; not a human label)"
+        if by == "typed"
+        else "the scenario's construction (the rules were written for it: a consistency check that cannot fail)"
+    )
+    return audit_judge(spec, policy, labelled, out=target, source=source)

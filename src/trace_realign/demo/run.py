@@ -31,6 +31,7 @@ from trace_realign.demo.compare import (
     train_seeds,
 )
 from trace_realign.demo.settings import (
+    EVAL_JUDGE_CUES,
     CompareProtocol,
     DemoSettings,
     DemoSize,
@@ -211,7 +212,7 @@ def prepare(
     )
     # the judge's audit, in the report beside the triage
     audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
-                          also_to=run_dir / "triage" / "audit.json")  # fmt: skip
+                          also_to=run_dir / "triage" / "audit.json", cues=EVAL_JUDGE_CUES)  # fmt: skip
     step("triage and impact")
     return demo, scenario, {"base": str(base), "agreement": agreement}
 

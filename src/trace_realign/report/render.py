@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from trace_realign.data.pku import HARM_CATEGORIES
 from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
 from trace_realign.report import plots
 from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
@@ -47,6 +48,12 @@ class Image:
 
 
 Block = Heading | Text | Table | Image
+
+
+def harm_label(tag: str) -> str:
+    """`S6 Violence`: a harm category with its PKU-SafeRLHF name wherever a table shows it."""
+    name = HARM_CATEGORIES.get(tag)
+    return f"{tag} {name}" if name else tag
 
 
 def num(x: Any, fmt: str = ".4g") -> str:
@@ -244,7 +251,10 @@ def _agreement_blocks(evals: list[Evaluation]) -> list[Block]:
         out.append(
             Table(
                 ["harm category", *(ev.name for ev in harm)],
-                [[t, *(format_rate(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)] for t in tags],
+                [
+                    [harm_label(t), *(format_rate(ev.metrics["tpa_by_harm_category"].get(t)) for ev in harm)]
+                    for t in tags
+                ],
             )
         )
     return out

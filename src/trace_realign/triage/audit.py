@@ -245,7 +245,8 @@ def judge_error_line(block: dict[str, Any]) -> str:
     if k.get("ci95"):
         kappa += f" [{k['ci95'][0]:.2f}, {k['ci95'][1]:.2f}]"
     same = "" if block.get("same_judge", True) else " (audited judge differs from this run's judge)"
+    source = block.get("source") or block.get("source_audit")
     return (
-        f"judge audit{same}: measured error {err['rate']:.1%} [{lo:.1%}, {hi:.1%}] (95% Wilson, "
-        f"{err['k']} wrong of {err['n']} decided){kappa}; source {block.get('source') or block.get('source_audit')}"
+        f"judge audit{same} against {source}: measured error {err['rate']:.1%} [{lo:.1%}, {hi:.1%}] "
+        f"(95% Wilson, {err['k']} wrong of {err['n']} decided){kappa}"
     )

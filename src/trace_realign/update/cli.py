@@ -40,6 +40,13 @@ class TrainScriptArguments:
     ref_cache_dir: str | None = field(
         default=None, metadata={"help": "Folder of the reference log-prob cache (default: the cache root)."}
     )
+    out: str | None = field(
+        default=None, metadata={"help": "The output folder (the other commands' name for --output_dir)."}
+    )
+    no_progress: bool = field(
+        default=False,
+        metadata={"help": "No progress bars (TrainingArguments' --disable_tqdm, as other commands say it)."},
+    )
     label_smoothing_from: str | None = field(
         default=None,
         metadata={
@@ -91,7 +98,15 @@ def parse_train_args(
         if not getattr(script, name):
             raise InputError(f"--{name} is required (or `{name}:` in the config file)", field=name)
     flags = {a.split("=")[0] for a in argv}
-    given = "output_dir" in (yaml_options or {}) or bool(flags & {"--output_dir", "--output-dir"})
+    if script.out:
+        config.output_dir = script.out
+    if script.no_progress:
+        config.disable_tqdm = True
+    given = (
+        bool(script.out)
+        or "output_dir" in (yaml_options or {})
+        or bool(flags & {"--output_dir", "--output-dir"})
+    )
     if not given:
         raise InputError("--output_dir is required (or `output_dir:` in the config file)", field="output_dir")
     rate_keys = {"label_smoothing", "flip_rate"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from trace_realign.errors import InputError
@@ -225,6 +226,9 @@ class TraceConfig(TrainingArguments, ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # pinned memory only helps a copy to an accelerator; without one torch warns every epoch
+        if self.dataloader_pin_memory and not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False
         fold_deprecated(self)
         self.validate()
         # resolved once: the trainer and the loss read these, never loss_type's list again
