@@ -95,9 +95,10 @@ def policy_agreement(
     name: str,
     size: DemoSize,
     *,
+    split: str = "heldout",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Target policy agreement of `model` on the held-out prompts under the old and the new policy.
+    """Target policy agreement of `model` on the `split` prompts under the old and the new policy.
 
     Generations are cached, so the second policy only re-judges them; a folder whose inputs have
     not changed (model files, prompts, policy, rules, settings) is read back instead."""
@@ -106,14 +107,14 @@ def policy_agreement(
     for which in ("old", "new"):
         folder = out_dir / f"{name}-{which}-policy"
         fp = fingerprint(
-            "agreement", str(Path(model).resolve()), str(paths["heldout"]), str(paths[f"{which}_policy"]),
+            "agreement", str(Path(model).resolve()), str(paths[split]), str(paths[f"{which}_policy"]),
             str(paths[f"{which}_rules"]), settings.key(),
         )  # fmt: skip
 
         def work(which: str = which, folder: Path = folder) -> None:
             evaluate_model(
                 model,
-                paths["heldout"],
+                paths[split],
                 paths[f"{which}_policy"],
                 RuleJudge.from_file(paths[f"{which}_rules"]),
                 folder,
@@ -202,7 +203,7 @@ def prepare(
     mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
     step("M_ref")
     agreement = {
-        name: policy_agreement(m, paths, run_dir / "baseline", name, spec, progress=progress)
+        name: policy_agreement(m, paths, run_dir / "baseline", name, spec, split=split, progress=progress)
         for name, m in (("base", base), ("M_ref", mref))
     }
     step("baseline agreement")
