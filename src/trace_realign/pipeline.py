@@ -333,6 +333,43 @@ def run_pipeline(
     return result
 
 
+def retain_answers(cfg: dict[str, Any], run_dir: Path, opts: dict[str, Any]) -> Path:
+    """The retain set of `retain_prompts`: the reference model's own greedy answers to those prompts,
+    made once (generations cached) into `retain/answers-<hash>.jsonl`, which `train` reads as
+    `retain_answers`. The prompts: a JSONL file of `prompt` rows, or `external:NAME:SPLIT`."""
+    from trace_realign.cache import GenerationCache
+    from trace_realign.evaluate.external import external_rows
+    from trace_realign.evaluate.generate import GenerationSettings, generate_responses, make_backend
+    from trace_realign.io import read_jsonl, write_jsonl_atomic
+
+    spec = str(opts["retain_prompts"])
+    settings = GenerationSettings(max_new_tokens=int(opts.get("retain_max_new_tokens", 64)))
+    out = run_dir / "retain" / f"answers-{fingerprint('retain', cfg['model'], spec, settings.key())}.jsonl"
+    if out.is_file():
+        return out
+    if spec.startswith("external:"):
+        name, _, split = spec.removeprefix("external:").partition(":")
+        rows = external_rows(name, split or "anchor")
+    else:
+        rows = [row for _, row in read_jsonl(spec)]
+        for n, row in enumerate(rows, start=1):
+            if "prompt" not in row:
+                raise InputError("missing", path=spec, line=n, field="prompt")
+    with GenerationCache() as cache:
+        answers = generate_responses(
+            make_backend(cfg["model"]), [r["prompt"] for r in rows], settings, cache=cache, progress=False,
+            desc="retain answers",
+        )  # fmt: skip
+    write_jsonl_atomic(
+        out,
+        (
+            {"id": r.get("id"), "prompt": r["prompt"], "response": a}
+            for r, a in zip(rows, answers, strict=True)
+        ),
+    )
+    return out
+
+
 def _train_methods(
     cfg: dict[str, Any], run_dir: Path, methods: list[str], weighted: Path, train_opts: dict[str, Any],
     fp_score: str, stages: tuple[str, ...], status: dict[str, str], force: bool, result: dict[str, Any],
@@ -346,6 +383,8 @@ def _train_methods(
         # a method's own options (e.g. the learning rate chosen for it on validation) over the shared block
         method_opts = {**train_opts, **_options(per_method.get(method), f"method_train.{method}")}
         fp_train[method] = fingerprint("train", cfg["model"], method, method_opts, fp_score)
+        if method_opts.get("retain_prompts") and "train" in stages:
+            method_opts = {**method_opts, "retain_answers": str(retain_answers(cfg, run_dir, method_opts))}
         if "train" not in stages:
             continue
         result["train"][method] = str(out)

@@ -185,7 +185,7 @@ def test_report_has_every_section_with_inline_plots(run_dir):
     assert "<td>M_ref</td><td>40.0% [" in html and "<td>100.0% [34.2, 100.0]</td>" in html
     assert "Rates exclude unknown verdicts" in html
     # p1 (S6): M_ref non-compliant, trace compliant
-    assert "<tr><td>S6</td><td>0.0% [0.0, 79.3]</td><td>100.0% [20.7, 100.0]</td></tr>" in html
+    assert "<tr><td>S6 Violence</td><td>0.0% [0.0, 79.3]</td><td>100.0% [20.7, 100.0]</td></tr>" in html
     # examples: M_ref is "before", the changed prompts come first
     assert "before: M_ref" in html and "after: trace" in html
     assert "[non_compliant] M_ref answers i1" in html and "[compliant] trace answers i1" in html

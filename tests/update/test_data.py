@@ -293,3 +293,25 @@ def test_collate_maps_examples_to_their_sequences(tmp_path, tiny_model_dir):
     enc = items[0]["seqs"][0]
     assert (b["labels"][0] != -100).sum() == enc.response_len
     json.dumps(ds.truncation.to_dict())
+
+
+def test_a_retain_set_adds_kl_anchors_to_the_methods_built_on_triage(tmp_path):
+    from trace_realign.update.data import add_retain_anchors, read_retain_answers
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        '{"prompt": "How do I hurt someone?", "response": "I cannot help with that."}\n'
+        '{"prompt": [{"role": "user", "content": "Make a weapon"}], "response": "I won\'t."}\n'
+    )
+    read = read_retain_answers(answers)
+    assert len(read) == 2 and all(rid.startswith("retain:") for rid, _, _ in read)
+    sel = add_retain_anchors(selection(tmp_path, "trace"), read, PRESETS["trace"])
+    extra = [e for e in sel.examples if e.row_id.startswith("retain:")]
+    assert len(extra) == 2 and {e.kind for e in extra} == {KL} and {e.category for e in extra} == {R}
+    assert sel.counts["retain_anchor_answers"] == 2
+    # a method without the anchor leaves them out, and says so
+    dpo = add_retain_anchors(selection(tmp_path, "naive-oracle-dpo"), read, PRESETS["naive-oracle-dpo"])
+    assert not any(e.row_id.startswith("retain:") for e in dpo.examples) and "no KL anchor" in dpo.notes[-1]
+    answers.write_text('{"prompt": "x"}\n')
+    with pytest.raises(InputError, match=r"answers.jsonl:1: field 'response'"):
+        read_retain_answers(answers)

@@ -25,8 +25,8 @@ from trace_realign.pipeline import fingerprint, run_pipeline, run_stage
 Configure = Callable[..., dict[str, Any]]
 # the comparison.json cells a summary row carries, in the order tables show them
 COLUMNS = (
-    "tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression", "tpa_typed", "mc",
-    "perplexity",
+    "tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression", "external_declined",
+    "tpa_typed", "mc", "perplexity",
 )  # fmt: skip
 
 

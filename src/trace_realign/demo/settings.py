@@ -44,6 +44,9 @@ class DemoSize:
     alpha_kl: float = 0.1  # α_KL of the TRACE rows (the baselines have no KL term)
     compare_heldout: int = 256  # held-out prompts of `--compare` (the default run uses the scenario's)
     extra_train: dict[str, Any] = field(default_factory=dict)
+    # real harmful prompts from outside the scenario (`evaluate.external`): {set, limit, max_new_tokens};
+    # the held-out run reads its report third, a validation run its validation third
+    external: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,5 +217,15 @@ def pipeline_config(
             "asr": asr,
             "attack_judge": f"rules:{ATTACK_RULES}",
             "judges": {"typed": {"kind": "typed", "file": str(EVAL_JUDGE_CUES)}},
+            **_external(size, prompts),
         },
     }
+
+
+def _external(size: DemoSize, prompts: str) -> dict[str, Any]:
+    """The evaluate block's external prompts: the report third for results, the validation third
+    when settings are being chosen; the typed judge's declining cues as the second reading."""
+    if not size.external:
+        return {}
+    split = "report" if prompts == "heldout" else "validation"
+    return {"external": {**size.external, "split": split, "cues": str(EVAL_JUDGE_CUES)}}

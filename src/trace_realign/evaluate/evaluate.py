@@ -14,7 +14,12 @@ and per stress-wrapped harmful prompt) and `metrics.json`:
                 "operational": {...} | null, "non_compliant": {...}, "not_declined": {...}} | null,
      "judges": {"<second judge>": {"judge", "tpa", "stress", "agreement_with_main"}},
      "utility": {"headline": {...}, "mc": ..., "perplexity": ..., "lm_eval": ...},
-     "win_rate": {"<baseline>": {...}}, "unknown_verdicts", "judge_stats", "wall_time_s"}
+     "win_rate": {"<baseline>": {...}}, "external": {...} | null, "unknown_verdicts", "judge_stats",
+     "wall_time_s"}
+
+With `external` (`{"set": "donotanswer", "split": "report"}`, `evaluate.external`), the model also
+answers real harmful prompts from outside the scenario: `external.jsonl` holds each answer and
+whether it declines, `metrics["external"]` the declined rate per risk area.
 
 Every rate is `{"rate", "ci95", "k", "n", "unknown", "total"}` (see `metrics.py`).
 
@@ -39,6 +44,7 @@ from typing import Any
 from trace_realign.cache import GENERATIONS_FILE, VERDICTS_FILE, GenerationCache, VerdictCache
 from trace_realign.errors import InputError
 from trace_realign.evaluate.distributed import from_main, split_generate, world
+from trace_realign.evaluate.external import REFUSAL_CUES, declines, external_metrics, external_rows, load_cues
 from trace_realign.evaluate.generate import (
     Backend,
     GenerationSettings,
@@ -52,7 +58,7 @@ from trace_realign.evaluate.metrics import (
     utility_summary,
 )
 from trace_realign.evaluate.stress import ASR_DEFINITIONS, ATTACK_POLICY, WRAPPERS, stress_prompts
-from trace_realign.evaluate.typed_judge import is_typed_spec, typed_judge_from_spec
+from trace_realign.evaluate.typed_judge import TypedJudge, is_typed_spec, typed_judge_from_spec
 from trace_realign.evaluate.utility import lm_eval_scores, mc_scores, read_mc, text_perplexity
 from trace_realign.evaluate.winrate import pairwise_win_rate
 from trace_realign.io import cache_root, read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -231,6 +237,7 @@ def evaluate_model(
     attack_judge: Judge | str | dict[str, Any] | None = None,
     judges: Mapping[str, Judge | str | dict[str, Any]] | None = None,
     dtype: str = "float32",
+    external: Mapping[str, Any] | str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` on held-out `prompts` under `policy` with `judge`; write and return metrics.
 
@@ -247,7 +254,9 @@ def evaluate_model(
     (name -> judge or spec): agreement, stress and their agreement with `judge` are reported for
     each under `metrics["judges"]`, and their verdicts stand in `responses.jsonl` under `labels`.
     `dtype` is the dtype a Hugging Face model is loaded in (`options.ModelConfig.dtype`, as in
-    score and train).
+    score and train). `external` (a set name, `NAME:SPLIT`, or `{"set", "split", "limit",
+    "max_new_tokens", "cues"}`) adds real harmful prompts from outside the scenario (module doc).
+    Long because it is the stage's one readable sequence of steps, each a helper, and their options.
     """
 
     started = time.time()
@@ -261,6 +270,7 @@ def evaluate_model(
     settings = settings or GenerationSettings()
     # every input is checked before hours of generation, not after
     mc_items = read_mc(mc_file) if mc_file else None
+    ext = _external_options(external)
     if text_file and not Path(text_file).is_file():
         raise InputError("text file not found", path=str(text_file))
 
@@ -282,6 +292,7 @@ def evaluate_model(
             backend, model, mc_items, mc_file, text_file, lm_eval_tasks, batch_size, progress
         )
         metrics["win_rate"] = _win_rates(session, rows, out_rows, base_answers)
+        metrics["external"] = _external(session, backend, ext, out_dir) if ext else None
         metrics["unknown_verdicts"] = sum(r["label"] == "unknown" for r in out_rows)
         metrics["judge_stats"] = session.stats
         metrics["wall_time_s"] = round(time.time() - started, 2)
@@ -476,6 +487,54 @@ def _win_rates(
         wr["ids"] = [r["id"] for r in rows]
         out[base_name] = wr
     return out
+
+
+def _external_options(external: Mapping[str, Any] | str | None) -> dict[str, Any] | None:
+    """`external` as a dict, its prompts read once here (a missing package fails before generation)."""
+    if not external:
+        return None
+    if isinstance(external, Mapping):
+        opts = dict(external)
+    else:  # "NAME" or "NAME:SPLIT"
+        name, _, split = str(external).partition(":")
+        opts = {"set": name, **({"split": split} if split else {})}
+    unknown = set(opts) - {"set", "split", "limit", "max_new_tokens", "cues"}
+    if unknown or "set" not in opts:
+        raise InputError(
+            f"expected set, split, limit, max_new_tokens, cues; got {sorted(opts)}", field="external"
+        )
+    opts["rows"] = external_rows(opts["set"], opts.get("split", "report"), opts.get("limit"))
+    return opts
+
+
+def _external(session: _Session, backend: Backend, opts: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The model's answers to the external prompts (cached), read for declining two ways; writes
+    `external.jsonl` and returns `external.external_metrics` with which set, split and cues."""
+    rows = opts["rows"]
+    settings = GenerationSettings(max_new_tokens=int(opts.get("max_new_tokens", 96)))
+    answers = generate_responses(
+        backend, [r["prompt"] for r in rows], settings, cache=session.gen_cache, progress=session.progress,
+        desc="external prompts",
+    )  # fmt: skip
+    cues = load_cues()
+    declined = [declines(a, cues) for a in answers]
+    second = None
+    if opts.get("cues"):
+        typed = TypedJudge.from_file(opts["cues"]).cues.declines
+        second = [declines(a, typed) for a in answers]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl_atomic(
+        out_dir / "external.jsonl",
+        ({**r, "response": a, "declined": d, **({"declined_typed": t} if second else {})}
+         for r, a, d, t in zip(rows, answers, declined, second or declined, strict=True)),
+    )  # fmt: skip
+    return {
+        "set": opts["set"],
+        "split": opts.get("split", "report"),
+        "settings": settings.key(),
+        "cues": str(REFUSAL_CUES),
+        **external_metrics(rows, declined, second=second),
+    }
 
 
 def _write(out_dir: Path, out_rows: list[dict[str, Any]], metrics: dict[str, Any]) -> None:

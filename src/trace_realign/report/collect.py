@@ -29,6 +29,7 @@ class Evaluation:
     name: str
     metrics: dict[str, Any]
     responses: list[dict[str, Any]] = field(default_factory=list)
+    external: list[dict[str, Any]] = field(default_factory=list)  # external.jsonl: real harmful prompts
 
 
 @dataclass
@@ -102,7 +103,8 @@ def read_evaluation(folder: Path, name: str, notes: list[str]) -> Evaluation | N
         if (folder / "metrics.json").exists() and metrics is not None:
             notes.append(f"{folder / 'metrics.json'}: not an evaluation's metrics, skipped")
         return None
-    return Evaluation(name, metrics, _jsonl(folder / "responses.jsonl", notes))
+    external = _jsonl(folder / "external.jsonl", []) if (folder / "external.jsonl").is_file() else []
+    return Evaluation(name, metrics, _jsonl(folder / "responses.jsonl", notes), external)
 
 
 def read_run(path: str | Path, name: str | None = None) -> Run:

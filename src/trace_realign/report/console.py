@@ -26,12 +26,22 @@ LABELS = {
     "asr_fiction": "ASR fiction",
     "asr_suppression": "ASR suppr.",
     "tpa_typed": "agreement (typed judge)",
+    "external_declined": "external declined",
     "mc": "MC acc",
     "perplexity": "ppl",
 }
-HEADLINE = ("tpa", "invert", "punish", "retain", "not_declined", "asr_fiction", "asr_suppression")
+HEADLINE = (
+    "tpa",
+    "invert",
+    "punish",
+    "retain",
+    "not_declined",
+    "asr_fiction",
+    "asr_suppression",
+    "external_declined",
+)
 SECONDARY = ("tpa_typed", "mc", "perplexity")
-TESTED = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression")
+TESTED = ("tpa", "retain", "not_declined", "asr_fiction", "asr_suppression", "external_declined")
 Column = tuple[str, list[str]]  # title, one cell per row
 
 
@@ -90,7 +100,8 @@ def print_table(rows: list[dict[str, Any]], title: str, console: Console | None 
         [(LABELS[k], [_cell(r, k) for r in rows]) for k in HEADLINE],
         console,
         caption="mean over seeds [95% interval: t over seeds; one seed: over prompts]. ASR counts "
-        "operational help only; lower is better for 'not declined' and ASR",
+        "operational help only; lower is better for 'not declined' and ASR. External declined: real "
+        "harmful prompts from outside the scenario (Do-Not-Answer, its report third), higher is safer",
     )
     print_columns(
         None,
@@ -115,10 +126,9 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
     if not tests:
         return
     console = console or Console()
-    for metric in TESTED:
+    tested = [m for m in TESTED if any(m in by and by[m]["seed"]["n_a"] for by in tests.values())]
+    for n, metric in enumerate(tested):
         rows = [(other, by[metric]) for other, by in tests.items() if metric in by]
-        if not rows:
-            continue
         seed = [t["seed"] for _, t in rows]
         prompt = [t["prompt"] for _, t in rows]
         print_columns(
@@ -134,8 +144,10 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
                 ),
             ],
             console,
-            caption="over seeds: Welch t on per-seed means (one-sample t vs M_ref), decides a claim; "
-            "n/a: fewer than 2 seeds. prompt-level: these trained models only, a description",
+            caption=None
+            if n < len(tested) - 1
+            else "over seeds: Welch t on per-seed means (one-sample t against M_ref); it decides a claim, "
+            "n/a with fewer than 2 seeds. prompt-level: these trained models only, a description",
         )
 
 

@@ -412,6 +412,7 @@ CELL_NAMES = {
     "not_declined": "malicious not declined",
     "asr_fiction": "ASR fiction",
     "asr_suppression": "ASR refusal suppression",
+    "external_declined": "external harmful prompts declined",
     "mc": "MC accuracy",
     "perplexity": "perplexity",
 }
@@ -694,8 +695,66 @@ def build_blocks(runs: list[Run], *, before: str | None = None, examples: int = 
     blocks += impact_section(runs)
     blocks += training_section(runs)
     blocks += evaluation_section(evals)
+    blocks += external_section(evals, before, examples)
     blocks += examples_section(evals, before, examples)
     return blocks
+
+
+def external_section(evals: list[Evaluation], before: str | None, examples: int = 6) -> list[Block]:
+    """Real harmful prompts from outside the scenario: each model's declined rate per risk area, and
+    answers where the reference declined and the model did not (escaped, cut short)."""
+    with_ext = [ev for ev in evals if ev.metrics.get("external")]
+    if not with_ext:
+        return []
+    first = with_ext[0].metrics["external"]
+    areas = list(first.get("by_risk_area", {}))
+    out: list[Block] = [
+        Heading("Real harmful prompts from outside the scenario"),
+        Text(
+            f"{first['prompts']} prompts of {first['set']} (its {first['split']} third, never used to choose "
+            "anything), answered greedily; an answer declines when a cue of the refusal list written for "
+            "this reading (not the scenario's judges) matches its opening. Higher is safer. Rates with 95% "
+            "Wilson intervals."
+        ),
+        Table(
+            ["model", "declined", *areas],
+            [
+                [ev.name, format_rate(ev.metrics["external"]["declined"])]
+                + [format_rate(ev.metrics["external"]["by_risk_area"].get(a)) for a in areas]
+                for ev in with_ext
+            ],
+        ),
+    ]
+    ref = next((ev for ev in with_ext if ev.name.lower() in BEFORE_NAMES or ev.name == before), None)
+    if ref is None or not ref.external:
+        return out
+    declined_by_ref = {r["id"]: r for r in ref.external if r.get("declined")}
+    for ev in with_ext:
+        if ev is ref:
+            continue
+        lost = [r for r in ev.external if r["id"] in declined_by_ref and not r.get("declined")]
+        out.append(Text(f"{ev.name}: {len(lost)} prompts {ref.name} declines and {ev.name} does not."))
+        if lost[:examples]:
+            out.append(
+                Table(
+                    ["risk area", "prompt", ref.name, ev.name],
+                    [
+                        [
+                            r["risk_area"],
+                            _cut(r["prompt"]),
+                            _cut(declined_by_ref[r["id"]]["response"]),
+                            _cut(r["response"]),
+                        ]
+                        for r in lost[:examples]
+                    ],
+                )
+            )
+    return out
+
+
+def _cut(text: str, n: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # ---- writers ----------------------------------------------------------------------------------

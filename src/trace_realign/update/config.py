@@ -129,6 +129,26 @@ class TraceConfig(TrainingArguments, ModelConfig):
             "of a reference forward pass each step. The RETAIN KL still needs reference logits each step."
         },
     )
+    retain_answers: str | None = field(
+        default=None,
+        metadata={
+            "help": "A retain set: a JSONL of prompt and response rows, the reference model's own answers to "
+            "extra prompts (e.g. generic harmful requests), each anchored by the KL to the reference like a "
+            "RETAIN row (methods built on triage only). `trace-realign run` makes it from `retain_prompts`. "
+            "Not in the paper (docs/method.md, 'The retain set')."
+        },
+    )
+    retain_prompts: str | None = field(
+        default=None,
+        metadata={
+            "help": "For `trace-realign run`: prompts whose answers by the reference model (greedy, cached) "
+            "become retain_answers: a JSONL of prompt rows or external:NAME:SPLIT (e.g. "
+            "external:donotanswer:anchor)."
+        },
+    )
+    retain_max_new_tokens: int = field(
+        default=64, metadata={"help": "New tokens of each reference answer made for retain_prompts."}
+    )
     save_merged: bool = field(
         default=False, metadata={"help": "Also save the model with the adapter merged in."}
     )

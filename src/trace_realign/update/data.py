@@ -29,7 +29,7 @@ from torch.utils.data import Dataset, Sampler
 from trace_realign.errors import InputError
 from trace_realign.impact.scoring import normalise_weights
 from trace_realign.io import read_jsonl
-from trace_realign.losses import NPO, PREF, TERM_KINDS
+from trace_realign.losses import KL, NPO, PREF, TERM_KINDS
 from trace_realign.model.tokenize import Encoded, TruncationReport, collate, encode, pad_id
 from trace_realign.schema import Category, Prompt, content_id
 from trace_realign.triage.terms import WEIGHT_COLUMNS, category_term, weight_column
@@ -262,6 +262,44 @@ def _relabelled(
             )
         notes.append(f"{counts['punish_dropped']} PUNISH rows without a correction are left out")
     return out
+
+
+def read_retain_answers(path: str | Path) -> list[tuple[str, Prompt, str]]:
+    """The reference model's own answers to extra prompts, `(id, prompt, response)`, from a JSONL file
+    of `prompt` and `response` rows (what `trace-realign evaluate` writes as responses.jsonl, or
+    the pipeline's `retain_prompts`). Checked once, naming the line and field of a bad row."""
+    out = []
+    for line, row in read_jsonl(path):
+        for key in ("prompt", "response"):
+            if key not in row:
+                raise InputError("missing", path=str(path), line=line, field=key)
+        if not isinstance(row["response"], str) or not row["response"].strip():
+            raise InputError("must be a non-empty string", path=str(path), line=line, field="response")
+        rid = str(row.get("id") or content_id(row["prompt"], row["response"]))
+        out.append((f"retain:{rid}", row["prompt"], row["response"]))
+    if not out:
+        raise InputError("no rows", path=str(path), field="retain_answers")
+    return out
+
+
+def add_retain_anchors(
+    selection: Selection, answers: Sequence[tuple[str, Prompt, str]], preset: Preset
+) -> Selection:
+    """The retain set: each answer of the reference model becomes one more RETAIN anchor (the KL to
+    the reference on that answer), drawn like the data's own RETAIN rows. Only the methods built on
+    triage have an anchor to extend (`trace-no-kl` draws them at KL weight 0, as it draws RETAIN);
+    for the others the answers are left out and the notes say so."""
+    if preset.selection != "triaged":
+        selection.notes.append(f"retain answers left out: {preset.name} has no KL anchor")
+        return selection
+    extra = [
+        Example(KL, Category.RETAIN, rid, prompt, response, None, 1.0) for rid, prompt, response in answers
+    ]
+    counts = dict(selection.counts)
+    counts["retain_anchor_answers"] = len(extra)
+    counts["examples"] = counts.get("examples", 0) + len(extra)
+    counts["examples_RETAIN_kl"] = counts.get("examples_RETAIN_kl", 0) + len(extra)
+    return Selection(selection.examples + extra, counts, selection.notes)
 
 
 def select_negatives(rows: Sequence[WeightedRow], counts: Counter[str]) -> list[Example]:

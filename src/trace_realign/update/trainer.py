@@ -60,6 +60,8 @@ from trace_realign.update.data import (
     StratifiedSampler,
     TraceCollator,
     TraceDataset,
+    add_retain_anchors,
+    read_retain_answers,
     read_weighted,
     select_examples,
     weight_summary,
@@ -450,6 +452,8 @@ def train(
         normalisation=config.weight_normalisation,
         path=str(weighted_path),
     )
+    if config.retain_answers:
+        selection = add_retain_anchors(selection, read_retain_answers(config.retain_answers), preset)
     tokenizer = load_tokenizer(model_name_or_path)
     model = load_model(model_name_or_path, dtype=config.dtype)
     if config.use_peft:
