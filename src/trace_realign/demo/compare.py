@@ -9,6 +9,8 @@ from a noisy judge, and every method's checkpoints evaluated for the trade-off p
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +20,11 @@ from trace_realign.demo.settings import ATTACK_RULES, EVAL_JUDGE_CUES, ComparePr
 from trace_realign.errors import InputError
 from trace_realign.evaluate import GenerationSettings, evaluate_model, read_prompts
 from trace_realign.evaluate.compare import compare_evaluations, subset_rates
-from trace_realign.io import read_json, read_jsonl, write_json_if_changed
+from trace_realign.impact.diagnostics import separation
+from trace_realign.io import read_json, read_jsonl, write_json_if_changed, write_text_atomic
 from trace_realign.judges.rules import RuleJudge
 from trace_realign.pipeline import fingerprint, run_pipeline, run_stage
+from trace_realign.stats import seed_test
 
 Configure = Callable[..., dict[str, Any]]
 # the comparison.json cells a summary row carries, in the order tables show them
@@ -67,46 +71,120 @@ def train_seeds(
     groups: dict[str, list[Path]],
     *,
     seed: int,
-    n_seeds: int,
-    protocol: CompareProtocol,
+    seeds: dict[str, int],
     step: Callable[[str], None],
+    tag: str = "",
 ) -> None:
-    """The seeded methods again under training seeds `seed + 1 ... seed + n_seeds - 1`, each in
-    `seeds/seedN/`: the same scenario, `M_ref`, triage and impact weights, and `M_ref` not
-    evaluated again. Appends each evaluation folder to its method's group."""
-    for k in range(1, n_seeds):
+    """Each method again under its further training seeds (`seeds[method]` in all, the first already
+    trained in `run_dir`), each in `seeds/seedN/`: the same scenario, `M_ref`, triage and impact
+    weights (scored once), and `M_ref` not evaluated again. Appends each evaluation folder to the
+    method's group (named `method` + `tag`)."""
+    for k in range(1, max([seeds.get(m, 1) for m in methods], default=1)):
         seed_dir = run_dir / "seeds" / f"seed{seed + k}"
         share_scoring(run_dir, seed_dir)
-        seeded = [m for m in methods if m in protocol.seeded]
-        seed_config = configure(
-            seed_dir, methods=seeded, seed=seed + k, score_seed=seed, evaluate_reference=False
-        )
-        for method in seeded:
-            run_pipeline({**seed_config, "methods": [method]}, stages=("train", "evaluate"))
-            groups[method].append(seed_dir / "eval" / method)
-        step(f"training seed {seed + k}")
+        these = [m for m in methods if seeds.get(m, 1) > k]
+        cfg = configure(seed_dir, methods=these, seed=seed + k, score_seed=seed, evaluate_reference=False)
+        for method in these:
+            run_pipeline({**cfg, "methods": [method]}, stages=("train", "evaluate"))
+            groups[method + tag].append(seed_dir / "eval" / method)
+        step(f"training seed {seed + k}{tag}")
 
 
 def noise_runs(
     run_dir: Path, configure: Configure, rules: Path, groups: dict[str, list[Path]], *, seed: int,
-    protocol: CompareProtocol,
-) -> list[Path]:  # fmt: skip
-    """TRACE from a judge that flips a share of its verdicts (its own triage and scoring), measured
-    with the clean judge; returns the run folders."""
-    runs = []
+    protocol: CompareProtocol, n_seeds: int, step: Callable[[str], None],
+) -> tuple[list[Path], dict[str, Any]]:  # fmt: skip
+    """The protocol's noise methods from a judge that flips a share of its verdicts (its own triage and
+    scoring), under `noise_seeds` seeds each, measured with the clean judge. Returns the run folders
+    and, per rate, how well the impact weights tell the flipped conflicts from the clean ones."""
+    runs, separations = [], {}
     for rate in protocol.noise_rates:
-        tag = f"noise{round(rate * 100)}"
-        noisy = configure(
-            run_dir / tag,
-            methods=["trace"],
-            judge=f"noisy:{rate:g}:rules:{rules}",
-            evaluate_reference=False,
-            seed=seed,
+        tag = f"-noise{round(rate * 100)}"
+        folder = run_dir / tag[1:]
+        methods = list(protocol.noise_methods)
+        judge = f"noisy:{rate:g}:rules:{rules}"
+
+        def configure_noisy(where: Path, judge: str = judge, **kw: Any) -> dict[str, Any]:
+            return configure(where, judge=judge, **kw)
+
+        cfg = configure_noisy(folder, methods=methods, evaluate_reference=False, seed=seed)
+        run_pipeline(cfg, stages=("triage", "score"))
+        for method in methods:
+            run_pipeline({**cfg, "methods": [method]}, stages=("train", "evaluate"))
+            groups[method + tag] = [folder / "eval" / method]
+        seeds = {m: min(protocol.noise_seeds, n_seeds) for m in methods}
+        train_seeds(folder, configure_noisy, methods, groups, seed=seed, seeds=seeds, step=step, tag=tag)
+        separations[tag[1:]] = noise_separation(
+            run_dir / "triage" / "triaged.jsonl", folder / "score" / "weighted.jsonl"
         )
-        run_pipeline(noisy)
-        groups[f"trace-{tag}"] = [run_dir / tag / "eval" / "trace"]
-        runs.append(run_dir / tag)
+        runs.append(folder)
+    return runs, separations
+
+
+def noise_separation(clean: Path, noisy_weighted: Path) -> dict[str, Any]:
+    """Do the weights find the noise? Among the conflicts of a noisy judge's triage, those whose
+    category differs from the clean judge's were made by a flipped verdict: the AUC of the impact
+    weights for telling the clean conflicts from them (1: every flipped one weighs less), overall
+    and per category of the noisy triage, with bootstrap intervals (`impact.diagnostics.separation`)."""
+    truth = {r["id"]: r["category"] for _, r in read_jsonl(clean)}
+    rows = [r for _, r in read_jsonl(noisy_weighted) if r.get("category") in ("INVERT", "PUNISH")]
+    out = {}
+    for name, subset in (
+        ("all", rows),
+        *((c, [r for r in rows if r["category"] == c]) for c in ("INVERT", "PUNISH")),
+    ):
+        weights = {r["id"]: r["impact_weight"] for r in subset if r.get("impact_weight") is not None}
+        flipped = {r["id"] for r in subset if truth.get(r["id"]) != r["category"]}
+        out[name] = separation(weights, flipped)
+    return out
+
+
+def scale_runs(
+    run_dir: Path, configure: Configure, paths: dict[str, Path], groups: dict[str, list[Path]], *, seed: int,
+    protocol: CompareProtocol, n_seeds: int, step: Callable[[str], None],
+) -> list[Path]:  # fmt: skip
+    """How much old data it needs: the protocol's scale methods on a share of the old pairs (a seeded
+    draw, stratified by the pair's kind), triaged and weighted anew, under `scale_seeds` seeds; the
+    held-out prompts, steps and protocol those of the comparison. Groups are `method@NN%`."""
+    runs = []
+    for fraction in protocol.scale_fractions:
+        tag = f"@{round(fraction * 100)}%"
+        folder = run_dir / f"scale{round(fraction * 100)}"
+        data = subset_pairs(paths["pairs"], fraction, folder / "pairs.jsonl", seed=seed)
+        methods = list(protocol.scale_methods)
+        cfg = configure(folder, methods=methods, evaluate_reference=False, seed=seed)
+        cfg["data"] = str(data)
+        run_pipeline(cfg, stages=("triage", "score"))
+        for method in methods:
+            run_pipeline({**cfg, "methods": [method]}, stages=("train", "evaluate"))
+            groups[method + tag] = [folder / "eval" / method]
+
+        def configure_scaled(where: Path, data: Path = data, **kw: Any) -> dict[str, Any]:
+            return {**configure(where, **kw), "data": str(data)}
+
+        seeds = {m: min(protocol.scale_seeds, n_seeds) for m in methods}
+        train_seeds(folder, configure_scaled, methods, groups, seed=seed, seeds=seeds, step=step, tag=tag)
+        runs.append(folder)
     return runs
+
+
+def subset_pairs(pairs: Path, fraction: float, out: Path, *, seed: int) -> Path:
+    """A seeded `fraction` of the old pairs, the same share of each kind (written once, then kept)."""
+    rows = [r for _, r in read_jsonl(pairs)]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_kind.setdefault(str((r.get("meta") or {}).get("kind")), []).append(r)
+    rng = random.Random(seed * 7919 + round(fraction * 1000))
+    keep = []
+    for kind in sorted(by_kind):
+        group = by_kind[kind]
+        keep += rng.sample(group, max(1, round(fraction * len(group))))
+    order = {id(r): i for i, r in enumerate(rows)}
+    keep.sort(key=lambda r: order[id(r)])
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep)
+    if not (out.is_file() and out.read_text(encoding="utf-8") == text):
+        write_text_atomic(out, text)
+    return out
 
 
 def _checkpoints(train_dir: Path) -> list[tuple[int, Path]]:
@@ -186,7 +264,12 @@ def evaluate_checkpoints(
 
 
 def comparison_of(
-    groups: dict[str, list[Path]], protocol: CompareProtocol, *, seed: int, not_trained: dict[str, str]
+    groups: dict[str, list[Path]],
+    protocol: CompareProtocol,
+    *,
+    seed: int,
+    not_trained: dict[str, str],
+    noise: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`compare_evaluations` over the groups, with each TRACE row that uses the same information as a
     baseline (trace-oracle, like dpo-gold, trains the oracle corrections) tested against every model
@@ -196,7 +279,40 @@ def comparison_of(
     comparison["tests_also"] = {m: compare_evaluations(groups, reference=m)["tests"] for m in also}
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
     comparison["not_trained"] = not_trained
+    comparison["noise_weights"] = noise or {}
+    comparison["pairs_tested"] = extra_tests(comparison, groups, protocol)
     return comparison
+
+
+def extra_tests(
+    comparison: dict[str, Any], groups: dict[str, list[Path]], protocol: CompareProtocol
+) -> dict[str, Any]:
+    """The seed-level tests the studies ask for beside the reference's: trace against trace-no-impact
+    under each noisy judge, and each method on a share of the data against itself and against
+    naive-oracle-dpo on all of it (the paper's data-scale claim)."""
+    pairs = []
+    for rate in protocol.noise_rates:
+        tag = f"-noise{round(rate * 100)}"
+        pairs.append((f"trace{tag}", f"trace-no-impact{tag}"))
+    for fraction in protocol.scale_fractions:
+        tag = f"@{round(fraction * 100)}%"
+        pairs += [
+            (f"trace{tag}", "naive-oracle-dpo"),
+            (f"trace{tag}", f"naive-oracle-dpo{tag}"),
+            (f"trace{tag}", "trace"),
+        ]
+    out = {}
+    for a, b in pairs:
+        if a in groups and b in groups:
+            out[f"{a} vs {b}"] = {
+                m: seed_test(
+                    comparison["models"][a]["cells"][m]["per_seed"],
+                    comparison["models"][b]["cells"][m]["per_seed"],
+                )
+                for m in ("tpa", "retain", "external_declined")
+                if m in comparison["models"][a]["cells"] and m in comparison["models"][b]["cells"]
+            }
+    return out
 
 
 def summary_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from trace_realign.demo.compare import (
     comparison_of,
     evaluate_checkpoints,
     noise_runs,
+    scale_runs,
     summary_rows,
     train_each,
     train_seeds,
@@ -273,7 +274,7 @@ def run_demo(
         result = tune_grid(demo, settings, seed=seed, step=step)
         print_tuning(result, Console())
         return result
-    groups, runs, not_trained = gather_evidence(
+    groups, runs, not_trained, noise = gather_evidence(
         demo,
         methods,
         compare=compare,
@@ -283,7 +284,7 @@ def run_demo(
         tradeoff=tradeoff,
         step=step,
     )
-    comparison = comparison_of(groups, demo.protocol, seed=seed, not_trained=not_trained)
+    comparison = comparison_of(groups, demo.protocol, seed=seed, not_trained=not_trained, noise=noise)
     write_json_if_changed(run_dir / "comparison.json", comparison)
     step("statistics")
     summary = _summary(
@@ -301,38 +302,49 @@ def run_demo(
 def gather_evidence(
     demo: Demo, methods: list[str], *, compare: bool, chosen: Sequence[str], seed: int, n_seeds: int,
     tradeoff: bool | None, step: Callable[[str], None],
-) -> tuple[dict[str, list[Path]], list[Path], dict[str, str]]:  # fmt: skip
-    """Train and evaluate every method, then the further seeds, the noisy-judge runs and the trade-off
-    checkpoints. Returns each model's evaluation folders (one per seed), the run folders for the
-    report, and the methods that could not train (with why)."""
-    run_dir = demo.run_dir
+) -> tuple[dict[str, list[Path]], list[Path], dict[str, str], dict[str, Any]]:  # fmt: skip
+    """Train and evaluate every method, then the further seeds, the noisy-judge and data-scale runs and
+    the trade-off checkpoints. Returns each model's evaluation folders (one per seed), the run folders
+    for the report, the methods that could not train (with why), and what the weights made of the
+    noise."""
+    run_dir, protocol = demo.run_dir, demo.protocol
     config = demo.configure(run_dir, methods=methods, seed=seed)
     not_trained = train_each(config, methods, compare=compare, step=step)
     methods = [m for m in methods if m not in not_trained]
     run_pipeline({**config, "methods": methods}, stages=("evaluate",))  # records the whole run's config
     groups = {"M_ref": [run_dir / "eval" / "m_ref"], **{m: [run_dir / "eval" / m] for m in methods}}
-    train_seeds(
-        run_dir,
-        demo.configure,
-        methods,
-        groups,
-        seed=seed,
-        n_seeds=n_seeds,
-        protocol=demo.protocol,
-        step=step,
+    seeds = (
+        {m: min(protocol.seeded.get(m, 1), n_seeds) for m in methods}
+        if compare
+        else {protocol.reference: n_seeds}
     )
-    runs = [run_dir]
+    train_seeds(run_dir, demo.configure, methods, groups, seed=seed, seeds=seeds, step=step)
+    runs, noise = [run_dir], {}
     if compare and "noise" in chosen:
-        runs += noise_runs(
-            run_dir, demo.configure, demo.paths["new_rules"], groups, seed=seed, protocol=demo.protocol
+        more, noise = noise_runs(
+            run_dir, demo.configure, demo.paths["new_rules"], groups, seed=seed, protocol=protocol,
+            n_seeds=n_seeds, step=step,
+        )  # fmt: skip
+        runs += more
+        step("under judge noise")
+    if compare and "scale" in chosen and protocol.scale_fractions:
+        runs += scale_runs(
+            run_dir,
+            demo.configure,
+            demo.paths,
+            groups,
+            seed=seed,
+            protocol=protocol,
+            n_seeds=n_seeds,
+            step=step,
         )
-        step("TRACE under judge noise")
+        step("data scale")
     if compare if tradeoff is None else tradeoff:
         evaluate_checkpoints(
-            run_dir, methods, demo.paths, demo.spec, demo.protocol, asr=demo.asr, progress=demo.progress
+            run_dir, methods, demo.paths, demo.spec, protocol, asr=demo.asr, progress=demo.progress
         )
         step("checkpoints for the trade-off plot")
-    return groups, runs, not_trained
+    return groups, runs, not_trained, noise
 
 
 def _summary(

@@ -56,8 +56,8 @@ class CompareProtocol:
     reference: str
     also_tested: tuple[str, ...]
     methods: tuple[str, ...]
-    seeded: tuple[str, ...]
-    seeds: int
+    seeded: dict[str, int]  # method -> training seeds (the others train under one)
+    seeds: int  # the most seeds any method trains under (`--seeds` lowers it for a quick look)
     noise_rates: tuple[float, ...]
     heldout: int
     tradeoff_points: int
@@ -65,11 +65,19 @@ class CompareProtocol:
     # each method's own train options over the size's block: the learning rate chosen for it on the
     # validation split (`demo --tune`), U2A's own settings
     method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # methods trained from a noisy judge's triage (each noise rate), and under how many seeds
+    noise_methods: tuple[str, ...] = ("trace",)
+    noise_seeds: int = 1
+    # the old data cut to these shares (seeded), its own triage and weights, these methods and seeds
+    scale_fractions: tuple[float, ...] = ()
+    scale_methods: tuple[str, ...] = ()
+    scale_seeds: int = 1
 
     @property
     def choices(self) -> tuple[str, ...]:
-        """What `--methods` can pick (the reference always runs): the rows, and "noise"."""
-        return (*self.methods, "noise")
+        """What `--methods` can pick (the reference always runs): the rows, "noise" (the noisy-judge
+        runs) and "scale" (the data-scale runs)."""
+        return (*self.methods, "noise", "scale")
 
 
 @dataclass(frozen=True)
@@ -124,9 +132,13 @@ def load_settings(path: str | Path | None = None) -> DemoSettings:
             raise InputError("missing or not a mapping", path=str(path), field=key)
     sizes = {name: _size(name, block, path) for name, block in data["sizes"].items()}
     proto = _known(CompareProtocol, data["compare"], "compare", path)
-    for key in ("also_tested", "methods", "seeded", "noise_rates"):
+    for key in ("also_tested", "methods", "noise_rates", "noise_methods", "scale_fractions", "scale_methods"):
         proto[key] = tuple(proto.get(key) or ())
     proto["method_train"] = {m: dict(opts or {}) for m, opts in (proto.get("method_train") or {}).items()}
+    seeded = proto.get("seeded") or {}
+    if not isinstance(seeded, dict) or not all(isinstance(n, int) and n >= 1 for n in seeded.values()):
+        raise InputError("expected method: number of seeds (>= 1)", path=str(path), field="compare.seeded")
+    proto["seeded"] = dict(seeded)
     tune = _known(Tuning, data.get("tuning") or {"methods": [], "learning_rates": []}, "tuning", path)
     try:
         compare = CompareProtocol(**proto)

@@ -162,3 +162,20 @@ def tradeoff_curves(
     ax.set_title(f"Agreement against {x_label} over training steps")
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def scale_curves(series: dict[str, dict[float, Any]]) -> bytes:
+    """Agreement (mean and 95% interval over seeds) against the share of old pairs, one line per method."""
+    fig, ax = _figure(6.0, 3.6)
+    for i, (method, cells) in enumerate(series.items()):
+        xs = sorted(f for f, c in cells.items() if c and c.get("mean") is not None)
+        ys = [100 * cells[f]["mean"] for f in xs]
+        lo = [ys[j] - 100 * (cells[f].get("ci95") or [cells[f]["mean"]] * 2)[0] for j, f in enumerate(xs)]
+        hi = [100 * (cells[f].get("ci95") or [cells[f]["mean"]] * 2)[1] - ys[j] for j, f in enumerate(xs)]
+        ax.errorbar([100 * x for x in xs], ys, yerr=[lo, hi], label=method, color=PALETTE[i % len(PALETTE)],
+                    marker=MARKERS[i % len(MARKERS)], capsize=3)  # fmt: skip
+    ax.set_xlabel("share of the old pairs (%)")
+    ax.set_ylabel("agreement on held-out prompts (%)")
+    ax.set_title("How much old data it needs")
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -151,9 +151,55 @@ def impact_section(runs: list[Run]) -> list[Block]:
                     ],
                 )
             )
+    for r in runs:
+        out += weight_profile_blocks(r.name, (r.score or {}).get("weights") or {})
     if not found:
         out.append(Text("No impact weights found: this section is skipped.", note=True))
     return out
+
+
+def weight_profile_blocks(run: str, profiles: dict[str, Any]) -> list[Block]:
+    """What the weights look like, per scored loss and category (`impact.diagnostics.weight_profile`)."""
+    if not profiles:
+        return []
+    rows = []
+    for variant, prof in profiles.items():
+        for cat, p in [("all", prof["all"]), *prof.get("by_category", {}).items()]:
+            if not p.get("n"):
+                continue
+            rows.append(
+                [variant, cat, str(p["n"]), f"{100 * p['zero_share']:.0f}%", f"{p['effective_n']:.1f}",
+                 num(p["median"], ".3g"), num(p["p90"], ".3g"), num(p["max"], ".3g")]
+            )  # fmt: skip
+    blocks: list[Block] = [
+        Heading(f"What the weights look like: {run}", 3),
+        Table(
+            ["scored loss", "category", "conflicts", "clamped to 0", "effective N", "median", "p90", "max"],
+            rows,
+        ),
+    ]
+    notes = []
+    for variant, prof in profiles.items():
+        rho = prof.get("length_spearman")
+        gold = prof.get("gold_self_term") or {}
+        if rho:
+            notes.append(
+                f"{variant}: Spearman correlation of a weight with its responses' length {rho['rho']:+.2f} (p {rho['p']:.2g})"
+            )
+        if gold.get("in_gold"):
+            notes.append(
+                f"{variant}: the {gold['in_gold']} INVERT conflicts that are also in the gold batch weigh "
+                f"{num(gold['mean_in_gold'], '.3g')} on average, the other INVERT conflicts "
+                f"{num(gold['mean_invert_not_in_gold'], '.3g')} (their own gradient is part of g_J)"
+            )
+    if notes:
+        blocks.append(
+            Text(
+                "; ".join(notes)
+                + ". Effective N = (Σw)²/Σw²: how many equally weighted conflicts the weights amount to."
+            )
+        )
+    return blocks
 
 
 def training_section(runs: list[Run]) -> list[Block]:
@@ -690,6 +736,7 @@ def build_blocks(runs: list[Run], *, before: str | None = None, examples: int = 
             blocks.append(Text(f"{r.name}: {note}", note=True))
     blocks += seeds_section(runs)
     blocks += comparison_section(evals)
+    blocks += studies_section(runs)
     blocks += tradeoff_section(runs)
     blocks += triage_section(runs)
     blocks += impact_section(runs)
@@ -698,6 +745,70 @@ def build_blocks(runs: list[Run], *, before: str | None = None, examples: int = 
     blocks += external_section(evals, before, examples)
     blocks += examples_section(evals, before, examples)
     return blocks
+
+
+def studies_section(runs: list[Run]) -> list[Block]:
+    """What each part of TRACE buys: do the weights find a noisy judge's flipped verdicts, how the
+    methods fare on a share of the old data, and the seed-level tests these studies ask for."""
+    out: list[Block] = []
+    for r in runs:
+        c = r.comparison or {}
+        if c.get("noise_weights"):
+            rows = [
+                [rate, cat, format_estimate(s.get("auc"), s.get("ci95"), scale=1.0, digits=2), f"{s['flipped']} / {s['clean']}"]
+                for rate, by in c["noise_weights"].items()
+                for cat, s in by.items()
+            ]  # fmt: skip
+            out += [
+                Heading("Do the impact weights find the noise?"),
+                Text(
+                    "Under a judge that flips a share of its verdicts, the conflicts whose category differs from the "
+                    "clean judge's come from a flipped verdict. AUC: the chance that a clean conflict outweighs a "
+                    "flipped one (0.5: the weights do not tell them apart; 1: every flipped one weighs less), with a "
+                    "95% bootstrap interval."
+                ),
+                Table(["judge", "category", "AUC [95%]", "flipped / clean"], rows),
+            ]
+        scale = _scale_series(c)
+        if scale:
+            fractions = sorted({f for s in scale.values() for f in s})
+            out += [
+                Heading("How much old data it needs"),
+                Text(
+                    "Agreement on the held-out prompts of each method trained on a share of the old pairs (drawn by "
+                    "seed, the same share of each kind; triaged and weighted anew), mean over seeds [95% t-interval]; "
+                    "steps and protocol those of the comparison."
+                ),
+                Image("data_scale.png", plots.scale_curves(scale), "agreement against the share of old data"),
+                Table(
+                    ["method", *(f"{round(100 * f)}% of the pairs" for f in fractions)],
+                    [[m, *(ci_cell(s.get(f)) for f in fractions)] for m, s in scale.items()],
+                ),
+            ]
+        if c.get("pairs_tested"):
+            rows = [
+                [pair, _cell_name(m), format_estimate(t.get("diff"), t.get("ci95"), signed=True), _p(t.get("p")), f"{t['n_a']} / {t['n_b']}"]
+                for pair, by in c["pairs_tested"].items()
+                for m, t in by.items()
+            ]  # fmt: skip
+            out += [
+                Heading("The studies' tests, over training seeds", 3),
+                Table(["pair", "metric", "difference [95%]", "p (seeds)", "seeds"], rows),
+            ]
+    return out
+
+
+def _scale_series(c: dict[str, Any]) -> dict[str, dict[float, Any]]:
+    """`{method: {fraction: agreement cell}}` from the comparison's `method@NN%` rows (and the full data's)."""
+    out: dict[str, dict[float, Any]] = {}
+    for name, model in (c.get("models") or {}).items():
+        if "@" in name and name.endswith("%"):
+            method, pct = name.rsplit("@", 1)
+            out.setdefault(method, {})[int(pct[:-1]) / 100] = model["cells"].get("tpa")
+    for method in list(out):
+        if method in (c.get("models") or {}):
+            out[method][1.0] = c["models"][method]["cells"].get("tpa")
+    return out
 
 
 def external_section(evals: list[Evaluation], before: str | None, examples: int = 6) -> list[Block]:
