@@ -94,9 +94,10 @@ def noise_runs(
     run_dir: Path, configure: Configure, rules: Path, groups: dict[str, list[Path]], *, seed: int,
     protocol: CompareProtocol, n_seeds: int, step: Callable[[str], None],
 ) -> tuple[list[Path], dict[str, Any]]:  # fmt: skip
-    """The protocol's noise methods from a judge that flips a share of its verdicts (its own triage and
-    scoring), under `noise_seeds` seeds each, measured with the clean judge. Returns the run folders
-    and, per rate, how well the impact weights tell the flipped conflicts from the clean ones."""
+    """A judge that flips a share of its verdicts triages the data again and it is scored again, at every
+    noise rate; at `noise_train_rates` the protocol's noise methods are trained from it under
+    `noise_seeds` seeds each, measured with the clean judge. Returns the trained run folders and,
+    per rate, how well the impact weights tell the flipped conflicts from the clean ones."""
     runs, separations = [], {}
     for rate in protocol.noise_rates:
         tag = f"-noise{round(rate * 100)}"
@@ -109,14 +110,16 @@ def noise_runs(
 
         cfg = configure_noisy(folder, methods=methods, evaluate_reference=False, seed=seed)
         run_pipeline(cfg, stages=("triage", "score"))
+        separations[tag[1:]] = noise_separation(
+            run_dir / "triage" / "triaged.jsonl", folder / "score" / "weighted.jsonl"
+        )
+        if rate not in protocol.noise_train_rates:
+            continue
         for method in methods:
             run_pipeline({**cfg, "methods": [method]}, stages=("train", "evaluate"))
             groups[method + tag] = [folder / "eval" / method]
         seeds = {m: min(protocol.noise_seeds, n_seeds) for m in methods}
         train_seeds(folder, configure_noisy, methods, groups, seed=seed, seeds=seeds, step=step, tag=tag)
-        separations[tag[1:]] = noise_separation(
-            run_dir / "triage" / "triaged.jsonl", folder / "score" / "weighted.jsonl"
-        )
         runs.append(folder)
     return runs, separations
 
@@ -291,7 +294,7 @@ def extra_tests(
     under each noisy judge, and each method on a share of the data against itself and against
     naive-oracle-dpo on all of it (the paper's data-scale claim)."""
     pairs = []
-    for rate in protocol.noise_rates:
+    for rate in protocol.noise_train_rates:
         tag = f"-noise{round(rate * 100)}"
         pairs.append((f"trace{tag}", f"trace-no-impact{tag}"))
     for fraction in protocol.scale_fractions:

@@ -65,8 +65,10 @@ class CompareProtocol:
     # each method's own train options over the size's block: the learning rate chosen for it on the
     # validation split (`demo --tune`), U2A's own settings
     method_train: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # methods trained from a noisy judge's triage (each noise rate), and under how many seeds
+    # every noise rate's triage is scored (do the weights find the flipped verdicts?); at the rates of
+    # noise_train_rates these methods are also trained, under noise_seeds seeds
     noise_methods: tuple[str, ...] = ("trace",)
+    noise_train_rates: tuple[float, ...] = ()
     noise_seeds: int = 1
     # the old data cut to these shares (seeded), its own triage and weights, these methods and seeds
     scale_fractions: tuple[float, ...] = ()
@@ -132,7 +134,10 @@ def load_settings(path: str | Path | None = None) -> DemoSettings:
             raise InputError("missing or not a mapping", path=str(path), field=key)
     sizes = {name: _size(name, block, path) for name, block in data["sizes"].items()}
     proto = _known(CompareProtocol, data["compare"], "compare", path)
-    for key in ("also_tested", "methods", "noise_rates", "noise_methods", "scale_fractions", "scale_methods"):
+    for key in (
+        "also_tested", "methods", "noise_rates", "noise_methods", "noise_train_rates", "scale_fractions",
+        "scale_methods",
+    ):  # fmt: skip
         proto[key] = tuple(proto.get(key) or ())
     proto["method_train"] = {m: dict(opts or {}) for m, opts in (proto.get("method_train") or {}).items()}
     seeded = proto.get("seeded") or {}
