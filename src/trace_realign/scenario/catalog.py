@@ -114,9 +114,7 @@ def _category(r: _Reader, raw: Any, i: int) -> Category:
             raise r.fail("missing or not a string", f"{where}.{key}")
     topics = r.strings(raw.get("topics"), f"{where}.topics", allow_empty=False)
     variants = (
-        tuple(r.strings(raw["malicious_topics"], f"{where}.malicious_topics"))
-        if "malicious_topics" in raw
-        else ()
+        r.strings(raw["malicious_topics"], f"{where}.malicious_topics") if "malicious_topics" in raw else ()
     )
     if variants and len(variants) != len(topics):
         raise r.fail(f"expected one per topic ({len(topics)})", f"{where}.malicious_topics")
