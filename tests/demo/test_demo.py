@@ -185,3 +185,74 @@ def test_quick_protocol_gives_every_method_the_same_exposure_and_terms(tmp_path,
         # PUNISH: dual NPO in trace, the oracle correction in trace-oracle
         assert data["trace"]["examples_PUNISH_npo"] > 0 and "examples_PUNISH_pref" not in data["trace"]
         assert data["trace-oracle"]["examples_PUNISH_pref"] == data["trace"]["examples_PUNISH_npo"]
+
+
+def test_quick_demo_on_the_values_scenario_end_to_end(tmp_path, private_cache):
+    """`demo --scenario values` on the tiny model (about 15 s on 2 busy cores): its own pairs, triage,
+    M_ref, judges and run folder; a folder holding its run refuses the other scenario."""
+    from pathlib import Path
+
+    from trace_realign.cli import main
+    from trace_realign.demo.run import base_model, run_demo
+    from trace_realign.demo.settings import load_settings
+    from trace_realign.errors import InputError
+    from trace_realign.scenario.generate import build_scenario
+    from trace_realign.scenario.mref import mref_key
+    from trace_realign.scenario.source import load_scenario
+
+    run = tmp_path / "run"
+    assert main(["demo", "--scenario", "values", "--size", "quick", "--out", str(run), "--no-progress"]) == 0
+    summary = json.loads((run / "demo_summary.json").read_text())
+    assert summary["scenario"]["name"] == "values"
+    assert summary["triage"] == {"INVERT": 8, "PUNISH": 4, "RETAIN": 12, "UNKNOWN": 0}
+    config = (run / "config.yaml").read_text()
+    assert "data/values/attack_rules.yaml" in config and "data/values/eval_judge.yaml" in config
+    metrics = json.loads((run / "eval" / "trace" / "metrics.json").read_text())
+    assert set(metrics["tpa"]["by_category"]) == {"INVERT", "PUNISH", "RETAIN"}
+    assert set(metrics["tpa_by_harm_category"]) <= {
+        "ethics", "politics-law", "religion", "bioethics", "social-policy", "history", "demeaning",
+        "harassment", "incitement", "targeted-persuasion",
+    }  # fmt: skip
+    assert metrics["judges"]["typed"]["tpa"]["overall"]["unknown"] == 0
+    assert metrics["stress"]["overall"]["n"] > 0  # the forbidden requests, wrapped
+    audit = json.loads((run / "triage" / "audit.json").read_text())
+    assert "typed evaluation judge" in audit["source"] and audit["items"] > 0
+    # M_ref is keyed by the pairs: the values scenario's is not the embedded one's
+    spec = load_settings().sizes["quick"]
+    embedded = mref_key(base_model("quick"), build_scenario(spec.scenario).pairs, spec.mref)
+    assert Path(summary["mref"]).name == mref_key(
+        base_model("quick"), build_scenario(spec.scenario, load_scenario("values")).pairs, spec.mref
+    )
+    assert Path(summary["mref"]).name != embedded
+    with pytest.raises(InputError, match="holds the values scenario"):
+        run_demo(run, size="quick", progress=False)
+
+
+def test_a_bad_scenario_folder_fails_in_one_line_before_any_model(tmp_path, private_cache, capsys):
+    """A missing file or a malformed entry: one line naming the file and the field, exit code 2,
+    nothing written and no model loaded."""
+    import shutil
+
+    from trace_realign.cli import main
+    from trace_realign.demo.run import run_demo
+    from trace_realign.errors import InputError
+    from trace_realign.scenario.source import DATA_DIR
+
+    folder = tmp_path / "mine"
+    shutil.copytree(DATA_DIR / "values", folder)
+    (folder / "new_rules.yaml").unlink()
+    with pytest.raises(InputError) as missing:
+        run_demo(tmp_path / "run", scenario=folder, size="quick", progress=False)
+    assert str(missing.value).startswith(
+        f"{folder / 'new_rules.yaml'}: field 'files.new_rules': file not found"
+    )
+    shutil.copy(DATA_DIR / "values" / "new_rules.yaml", folder)
+
+    catalog = folder / "catalog.yaml"
+    catalog.write_text(catalog.read_text().replace("  - abortion\n", "  - 7\n", 1))
+    assert main(["demo", "--scenario", str(folder), "--quick", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"trace-realign demo: error: {catalog}: field 'categories[3].topics': expected a non-empty list of strings"
+    ]
+    assert not (tmp_path / "run").exists() and not private_cache.exists()  # no scenario, no model

@@ -1,5 +1,6 @@
 """Generation: batched left-padded greedy output equals a plain one-prompt greedy loop, on a tiny
-model and on a LoRA adapter over it; the cache makes a rerun generate nothing."""
+model and on a LoRA adapter over it; the cache makes a rerun generate nothing; CTranslate2, the
+default engine on a CPU, gives the reference's greedy answers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from trace_realign.cache import GenerationCache
 from trace_realign.errors import InputError
 from trace_realign.evaluate.generate import (
+    CT2Backend,
     GenerationSettings,
     HFBackend,
     generate_responses,
@@ -204,3 +206,138 @@ def test_smollm2_batched_generation_and_utility(smollm2_dir, tmp_path):
     english = text_perplexity(backend.model, backend.tokenizer, tmp_path / "en.txt")["perplexity"]
     scrambled = text_perplexity(backend.model, backend.tokenizer, tmp_path / "scrambled.txt")["perplexity"]
     assert english * 10 < scrambled
+
+
+# CTranslate2, the default engine on a CPU: the reference is HFBackend on the same prompts
+
+LONG = GenerationSettings(max_new_tokens=40)
+
+
+@pytest.fixture
+def ct2_cache(tmp_path, monkeypatch):
+    """Conversions go to a fresh cache folder, so each test converts for itself."""
+    monkeypatch.setenv("TRACE_REALIGN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "ct2"
+
+
+def test_ct2_greedy_equals_the_reference(tiny_model_dir, tiny_plain_model_dir, ct2_cache):
+    """Same tokens as `model.generate`, through padding, stop tokens and the length limit; on both
+    prompt formats. (A float32 engine could only differ where two logits tie within rounding;
+    the tiny random model has no such ties, so equality is the test.)"""
+    for folder in (tiny_model_dir, tiny_plain_model_dir):
+        reference = HFBackend(folder, batch_size=3)
+        fast = CT2Backend(folder, batch_size=3)
+        for settings in (GenerationSettings(max_new_tokens=3), SETTINGS, LONG):
+            assert fast.generate(PROMPTS, settings) == reference.generate(PROMPTS, settings)
+    # some answers stopped at EOS before the limit, so the stop tokens were used
+    lengths = [len(t) for t in CT2Backend(tiny_model_dir).generate(PROMPTS, LONG)]
+    assert min(lengths) < max(lengths)
+
+
+def test_ct2_on_an_adapter_merges_it_first(tiny_model_dir, adapter_dir, ct2_cache):
+    fast = CT2Backend(adapter_dir, batch_size=4)
+    got = fast.generate(PROMPTS, LONG)
+    assert got == HFBackend(adapter_dir, batch_size=4).generate(PROMPTS, LONG)
+    assert got != CT2Backend(tiny_model_dir).generate(PROMPTS, LONG)
+    assert fast.identity == model_identity(adapter_dir) + "|engine=ctranslate2-float32"
+
+
+def test_ct2_identity_and_conversion_cache(tiny_model_dir, ct2_cache, tmp_path, monkeypatch):
+    import ctranslate2.converters
+
+    fast = CT2Backend(tiny_model_dir)
+    # another engine can change greedy output, so it must not share the reference's cache entries
+    assert fast.identity != HFBackend(tiny_model_dir).identity
+    assert fast.identity.startswith(model_identity(tiny_model_dir))
+    assert fast.folder.parent == ct2_cache and (fast.folder / "model.bin").is_file()
+
+    # converted once: a second backend on the same model converts nothing
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(ctranslate2.converters, "TransformersConverter", no_conversion)
+    again = CT2Backend(tiny_model_dir)
+    assert again.folder == fast.folder and again.generate(PROMPTS, SETTINGS) == fast.generate(
+        PROMPTS, SETTINGS
+    )
+    # the generation cache keeps the engines apart and serves a rerun
+    cache = GenerationCache(tmp_path / "gen.sqlite")
+    counting = Counting(again)
+    first = generate_responses(counting, PROMPTS, SETTINGS, cache=cache, progress=False)
+    assert generate_responses(counting, PROMPTS, SETTINGS, cache=cache, progress=False) == first
+    assert counting.asked == len(PROMPTS)
+    assert cache.get(HFBackend(tiny_model_dir).identity, PROMPTS[0], SETTINGS.key()) is None
+
+
+def test_ct2_sampling_and_scoring_use_the_hf_model(tiny_model_dir, ct2_cache):
+    """A seeded sample repeats (it goes through `model.generate`), and `model` is there for the
+    multiple-choice and perplexity scores."""
+    fast = CT2Backend(tiny_model_dir, batch_size=3)
+    sampled = GenerationSettings(max_new_tokens=12, do_sample=True, seed=3)
+    got = fast.generate(PROMPTS, sampled)
+    assert (
+        got
+        == fast.generate(PROMPTS, sampled)
+        == HFBackend(tiny_model_dir, batch_size=3).generate(PROMPTS, sampled)
+    )
+    assert fast.model.config.model_type == "llama"
+
+
+def test_make_backend_picks_ct2_on_cpu_and_hf_by_name(tiny_model_dir, ct2_cache):
+    assert isinstance(make_backend(str(tiny_model_dir)), CT2Backend)
+    reference = make_backend(f"hf:{tiny_model_dir}")
+    assert type(reference) is HFBackend and reference.identity == model_identity(tiny_model_dir)
+    assert isinstance(make_backend(f"ct2:{tiny_model_dir}"), CT2Backend)
+    # CTranslate2 has no bfloat16 on this CPU: the default keeps torch, a named ct2 says no
+    assert type(make_backend(str(tiny_model_dir), dtype="bfloat16")) is HFBackend
+    with pytest.raises(InputError, match="float32"):
+        make_backend(f"ct2:{tiny_model_dir}", dtype="bfloat16")
+    with pytest.raises(InputError, match="model folder not found"):
+        make_backend(f"ct2:{tiny_model_dir}-nope")
+
+
+def test_without_ctranslate2_the_default_falls_back(tiny_model_dir, ct2_cache, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # `import ctranslate2` raises ImportError
+    with pytest.warns(UserWarning, match="pip install ctranslate2"):
+        backend = make_backend(str(tiny_model_dir))
+    assert type(backend) is HFBackend
+    with pytest.raises(InputError, match="pip install ctranslate2"):
+        make_backend(f"ct2:{tiny_model_dir}")
+
+
+def test_a_model_ctranslate2_cannot_convert_falls_back(tmp_path, ct2_cache, monkeypatch):
+    """An architecture the converter does not know is a one-line InputError for `ct2:`, and the
+    default generates with transformers instead."""
+    import ctranslate2.converters
+
+    from trace_realign.model.tiny import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "m", seed=1)
+
+    class Unknown:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def convert(self, *args, **kwargs):
+            raise ValueError("No conversion is registered for the model configuration FooConfig\nmore")
+
+    monkeypatch.setattr(ctranslate2.converters, "TransformersConverter", Unknown)
+    with pytest.raises(InputError, match="cannot convert this model: No conversion is registered") as err:
+        make_backend(f"ct2:{folder}")
+    assert "more" not in str(err.value)
+    with pytest.warns(UserWarning, match="cannot convert"):
+        assert type(make_backend(str(folder))) is HFBackend
+    assert not any(ct2_cache.iterdir())  # nothing half-written is left
+
+
+@pytest.mark.slow
+def test_smollm2_ct2_equals_the_reference(smollm2_dir, ct2_cache):
+    """The real model, a batch of chat prompts of different lengths: the same greedy answers."""
+    prompts = ["What is the capital of France?", "Name a primary colour.", PROMPTS[2], PROMPTS[1]]
+    settings = GenerationSettings(max_new_tokens=32)
+    fast = CT2Backend(smollm2_dir, batch_size=4)
+    assert fast.generate(prompts, settings) == HFBackend(smollm2_dir, batch_size=4).generate(
+        prompts, settings
+    )

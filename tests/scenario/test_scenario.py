@@ -194,7 +194,7 @@ def _styles(rng: random.Random) -> list[tuple[str, str, str, str]]:
                 for intro, request in itertools.product(
                     catalog.LEGIT_INTROS[context], catalog.LEGIT_REQUESTS[phrasing]
                 ):
-                    prompt = catalog.legit_prompt(intro, request, topic=topic, course=cat.course)
+                    prompt = catalog.legit_prompt(intro, request, topic=topic, course=cat.fields["course"])
                     out += [
                         (context, prompt, "flat_refusal", flat_refusal(rng, topic)),
                         (context, prompt, "moralising_refusal", moralising_refusal(rng, topic)),
@@ -329,3 +329,31 @@ def test_file_corrections_name_a_bad_line(tmp_path):
     bad.write_text('{"id": "a", "correction": "ok"}\n{"id": "b"}\n')
     with pytest.raises(InputError, match=r"c.jsonl:2: field 'correction'"):
         make_corrections(f"file:{bad}")
+
+
+# ------------------------------------------------------------ the default scenario, byte for byte
+
+# sha256 over (name, sha256 of content) of every file `write_scenario` writes, taken before scenarios
+# became folders: existing runs and results read these files, and `M_ref`'s cache key is their pairs
+PINNED = {
+    (0, 240, 64, 128): "ed4fb9baec5500aac72764a66743bc26bddd6aa3501c2535eafa8cc2b9099595",
+    (0, 240, 64, 256): "f2a5decfef14836a65f80fe8a05d911b4fce4b2b904d0bac521fdc61bfa2ed1f",
+    (0, 24, 4, 8): "bed84b7659c28dd3d71d502cd5f93e17d35d8a82ed71357065cabd0bfea2d13d",
+}
+PINNED_FINGERPRINT = {(0, 240, 64, 128): "4eb9b9c14d19363e", (0, 24, 4, 8): "a40a6fc32449a91c"}
+
+
+@pytest.mark.parametrize("sizes", list(PINNED))
+def test_the_default_scenario_writes_the_same_bytes_as_before(tmp_path, sizes):
+    import hashlib
+
+    seed, n_pairs, n_validation, n_heldout = sizes
+    config = ScenarioConfig(seed=seed, n_pairs=n_pairs, n_validation=n_validation, n_heldout=n_heldout)
+    write_scenario(build_scenario(config), tmp_path)
+    h = hashlib.sha256()
+    for p in sorted(tmp_path.iterdir()):
+        h.update(p.name.encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    assert h.hexdigest() == PINNED[sizes]
+    if sizes in PINNED_FINGERPRINT:
+        assert config.fingerprint() == PINNED_FINGERPRINT[sizes]

@@ -23,25 +23,26 @@ from trace_realign.evaluate.typed_judge import TypedJudge
 from trace_realign.io import write_json_atomic, write_text_atomic
 from trace_realign.judges.policy import Policy
 from trace_realign.judges.spec import make_judge
+from trace_realign.scenario.source import ScenarioSource, default_source
 from trace_realign.schema import Label
 from trace_realign.triage.audit import audit_judge
 
-# The new-policy verdict of each response of a scenario pair, by the pair's kind (scenario/generate.py):
-# known from how the scenario was built, not from any judge. A neutral pair's needless refusal is
-# left out: whether the new policy tolerates it is exactly what a judge may reasonably differ on.
-SCENARIO_TRUTH = {
-    "invert": {"chosen": Label.NON_COMPLIANT, "rejected": Label.COMPLIANT},
-    "punish": {"chosen": Label.NON_COMPLIANT, "rejected": Label.NON_COMPLIANT},
-    "malicious": {"chosen": Label.COMPLIANT, "rejected": Label.NON_COMPLIANT},
-    "neutral": {"chosen": Label.COMPLIANT},
-}
+
+def scenario_truth(source: ScenarioSource | None = None) -> dict[str, dict[str, Label]]:
+    """The new-policy verdict of each response of a scenario pair, by the pair's kind (`Kind.truth`):
+    known from how the scenario was built, not from any judge. A neutral pair's needless refusal is
+    left out: whether the new policy tolerates it is exactly what a judge may reasonably differ on."""
+    return {name: kind.truth for name, kind in (source or default_source()).kinds.items()}
 
 
-def scenario_labelled_rows(pairs: Sequence[Any], n: int = 50, seed: int = 0) -> list[dict[str, Any]]:
+def scenario_labelled_rows(
+    pairs: Sequence[Any], n: int = 50, seed: int = 0, source: ScenarioSource | None = None
+) -> list[dict[str, Any]]:
     """`n` labelled item rows (the audit's item shape) drawn by `seed` from the scenario's pairs."""
+    truth = scenario_truth(source)
     rows = []
     for p in pairs:
-        for side, label in SCENARIO_TRUTH.get(p.meta.get("kind"), {}).items():
+        for side, label in truth.get(p.meta.get("kind"), {}).items():
             response = p.chosen if side == "chosen" else p.rejected
             rows.append(
                 {
@@ -57,17 +58,25 @@ def scenario_labelled_rows(pairs: Sequence[Any], n: int = 50, seed: int = 0) -> 
 
 
 def typed_labelled_rows(
-    rows: Sequence[dict[str, Any]], pairs: Sequence[Any], cues: str | Path
+    rows: Sequence[dict[str, Any]],
+    pairs: Sequence[Any],
+    cues: str | Path,
+    source: ScenarioSource | None = None,
 ) -> list[dict[str, Any]]:
     """The same items, labelled by the typed evaluation judge instead of the construction (items it
     cannot type are left out): an independent judgement to audit the rule judge against."""
+    kinds = (source or default_source()).kinds
     judge = TypedJudge.from_file(cues)
     by_prompt = {p.prompt if isinstance(p.prompt, str) else json.dumps(p.prompt): p for p in pairs}
     out = []
     for r in rows:
         meta = by_prompt[r["prompt"]].meta
-        typed = {"harm_category": meta.get("harm_category"), "harmful": meta.get("kind") == "malicious",
-                 "context": meta.get("context")}  # fmt: skip
+        harmful = meta.get("kind") in kinds and kinds[meta["kind"]].harmful
+        typed = {
+            "harm_category": meta.get("harm_category"),
+            "harmful": harmful,
+            "context": meta.get("context"),
+        }
         verdict = judge.verdict(typed, r["response"])
         if verdict.label is not Label.UNKNOWN:
             out.append({**r, "label": verdict.label.value, "labelled_by": judge.identity})
@@ -85,21 +94,23 @@ def audit_scenario_judges(
     seed: int = 0,
     also_to: str | Path | None = None,
     cues: str | Path | None = None,
+    source: ScenarioSource | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The demo's audits (module doc) on `n` responses drawn by `seed`: `typed` (the rule judge against
     the typed judge's reading, when `cues` names its cues file), `rules` and `noisy` (against the
     construction). Writes the labelled files and `audit_<name>.json` into `out_dir` and returns the
     audits. `also_to` (e.g. `RUN/triage/audit.json`) gets the one the report shows next to the
-    triage: the independent `typed` audit when there is one, else `rules`."""
+    triage: the independent `typed` audit when there is one, else `rules`. `source`: the scenario the
+    pairs come from (default: the embedded one), whose kinds say what each response is by construction."""
     out = Path(out_dir)
-    rows = scenario_labelled_rows(pairs, n, seed)
+    rows = scenario_labelled_rows(pairs, n, seed, source)
     labels = {"construction": rows}
     plan = {
         "rules": (f"rules:{rules}", "construction"),
         "noisy": (f"noisy:{noise:g}:rules:{rules}", "construction"),
     }
     if cues is not None:
-        labels["typed"] = typed_labelled_rows(rows, pairs, cues)
+        labels["typed"] = typed_labelled_rows(rows, pairs, cues, source)
         plan["typed"] = (f"rules:{rules}", "typed")
     done = {name: _audit_once(out, name, spec, labels[by], by, policy) for name, (spec, by) in plan.items()}
     if also_to is not None:

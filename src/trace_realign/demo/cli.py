@@ -3,6 +3,7 @@
     trace-realign demo                 # SmolLM2-135M-Instruct on 2 CPU cores (docs/results.md: measured time)
     trace-realign demo --quick         # the same pipeline on a tiny random model, well under a minute
     trace-realign demo --compare       # also the baselines, the ablations and TRACE under judge noise
+    trace-realign demo --scenario values   # a second policy shift: contested questions, deflection -> balance
 
 Python: `trace_realign.demo.run.run_demo("runs/demo")` does what the command does.
 """
@@ -14,15 +15,26 @@ from typing import Any
 
 from trace_realign.demo.run import run_demo
 from trace_realign.evaluate.stress import ASR_DEFINITIONS
+from trace_realign.scenario.source import DEFAULT_SCENARIO
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "demo",
-        help="realign SmolLM2-135M-Instruct to a changed policy on the embedded scenario, end to end",
+        help="realign SmolLM2-135M-Instruct to a changed policy on a policy-shift scenario, end to end",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument(
+        "--scenario",
+        default=DEFAULT_SCENARIO,
+        help="the policy shift: embedded (default: harm with contextual exceptions), values (contested "
+        "questions, from deflection to balanced answers), or the folder of your own (docs/scenarios.md)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: runs/demo, or runs/demo-NAME for another scenario)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="a tiny random model and tiny data: the pipeline in seconds"
     )
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     size = args.size or ("quick" if args.quick else "default")
     run_demo(
         args.out,
+        scenario=args.scenario,
         size=size,
         compare=args.compare,
         model=args.model,

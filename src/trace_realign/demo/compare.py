@@ -208,10 +208,13 @@ def evaluate_checkpoints(
     *,
     asr: str = "operational",
     progress: bool = True,
+    attack_rules: Path = ATTACK_RULES,
+    eval_cues: Path = EVAL_JUDGE_CUES,
 ) -> dict[str, Any]:
     """Agreement, attack success and RETAIN of every method over its training steps: each saved
     checkpoint evaluated on the first `protocol.tradeoff_prompts` held-out prompts (step 0 and the
-    last step read from the evaluations already made, on the same prompts). Writes `tradeoff.json`."""
+    last step read from the evaluations already made, on the same prompts), with the scenario's attack
+    rules and typed judge (default: the embedded scenario's). Writes `tradeoff.json`."""
     prompts = read_prompts(paths["heldout"])
     if protocol.tradeoff_prompts is not None:
         prompts = prompts[: protocol.tradeoff_prompts]
@@ -236,7 +239,7 @@ def evaluate_checkpoints(
             fp = fingerprint(
                 "tradeoff", read_json(train_dir / ".stage.json").get("fingerprint"), step_n,
                 sorted(ids), str(paths["heldout"]), str(paths["new_rules"]), settings.key(), asr,
-                str(ATTACK_RULES), str(EVAL_JUDGE_CUES),
+                str(attack_rules), str(eval_cues),
             )  # fmt: skip
 
             def work(
@@ -253,8 +256,8 @@ def evaluate_checkpoints(
                     batch_size=size.eval_batch_size,
                     progress=progress,
                     asr=asr,
-                    attack_judge=f"rules:{ATTACK_RULES}",
-                    judges={"typed": f"typed:{EVAL_JUDGE_CUES}"},
+                    attack_judge=f"rules:{attack_rules}",
+                    judges={"typed": f"typed:{eval_cues}"},
                 )
 
             run_stage(f"tradeoff/{method}/step-{step_n}", folder, fp, work)

@@ -1,6 +1,7 @@
 """`run_demo`: realign a real model to a changed policy, end to end, on a CPU.
 
-The steps: build the embedded policy-shift scenario (`scenario.generate`), build `M_ref` by
+The steps: build a policy-shift scenario (`scenario.generate`, from a scenario folder: the embedded
+one by default, `values`, or a user's own; docs/scenarios.md), build `M_ref` by
 teaching the base model the old policy (`scenario.mref`, cached), measure the base model and
 `M_ref` under both policies, then hand the scenario to the pipeline (`trace-realign run`):
 triage with the new policy's rule judge, impact scoring, the TRACE update, evaluation of `M_ref`
@@ -32,7 +33,6 @@ from trace_realign.demo.compare import (
     train_seeds,
 )
 from trace_realign.demo.settings import (
-    EVAL_JUDGE_CUES,
     CompareProtocol,
     DemoSettings,
     DemoSize,
@@ -50,8 +50,9 @@ from trace_realign.model.tiny import save_tiny_model
 from trace_realign.pipeline import fingerprint, run_pipeline, run_stage
 from trace_realign.report import build_report
 from trace_realign.report.console import print_agreement, print_table, print_tests
-from trace_realign.scenario.generate import prepare_scenario
+from trace_realign.scenario.generate import prepare_scenario, written_scenario
 from trace_realign.scenario.mref import build_mref
+from trace_realign.scenario.source import DEFAULT_SCENARIO, ScenarioSource, load_scenario
 
 
 def base_model(size: str, model: str | Path | None = None) -> Path | str:
@@ -143,6 +144,23 @@ def _clock(started: float, progress: bool) -> tuple[dict[str, float], Callable[[
     return timings, step
 
 
+def default_out(source: ScenarioSource) -> Path:
+    """The run folder of a scenario when none is given: `runs/demo`, `runs/demo-values`, ..."""
+    return Path("runs") / ("demo" if source.is_default else f"demo-{source.name}")
+
+
+def _same_scenario(run_dir: Path, source: ScenarioSource) -> None:
+    """Refuse a run folder that holds another scenario's run: its stages would mix two scenarios."""
+    held = written_scenario(run_dir / "scenario")
+    if held is not None and held != source.name:
+        raise InputError(
+            f"this run folder holds the {held} scenario's run, not {source.name}'s: use another --out "
+            f"(the default for it is {default_out(source)})",
+            path=str(run_dir),
+            field="scenario",
+        )
+
+
 def _checked(split: str, n_seeds: int) -> int:
     """Refuse a run that asks for what cannot be, before any work is done."""
     if split not in ("heldout", "validation"):
@@ -178,6 +196,7 @@ class Demo:
     asr: str
     split: str
     progress: bool
+    source: ScenarioSource
 
     def configure(self, folder: Path, **kwargs: Any) -> dict[str, Any]:
         """`pipeline_config`, keeping every checkpoint for the trade-off plot, with the protocol's
@@ -185,7 +204,7 @@ class Demo:
         kwargs.setdefault("method_train", self.protocol.method_train)
         cfg = pipeline_config(
             folder, self.mref, self.paths, self.spec, asr=self.asr, progress=self.progress, prompts=self.split,
-            **kwargs,
+            attack_rules=self.source.files["attack_rules"], eval_cues=self.source.files["eval_judge"], **kwargs,
         )  # fmt: skip
         cfg["train"]["save_steps"] = max(1, self.spec.train_steps // self.protocol.tradeoff_points)
         cfg["train"]["save_total_limit"] = None
@@ -194,11 +213,11 @@ class Demo:
 
 def prepare(
     run_dir: Path, settings: DemoSettings, size: str, spec: DemoSize, *, model: Any, asr: str, split: str,
-    seed: int, progress: bool, step: Callable[[str], None],
+    seed: int, progress: bool, step: Callable[[str], None], source: ScenarioSource,
 ) -> tuple[Demo, Any, dict[str, Any]]:  # fmt: skip
     """The scenario's files, `M_ref` (built once per machine), and both models' agreement with each
     policy before realignment; then triage and impact scoring, shared by every method and seed."""
-    scenario, paths = prepare_scenario(run_dir / "scenario", spec.scenario)
+    scenario, paths = prepare_scenario(run_dir / "scenario", spec.scenario, source)
     base = base_model(size, model)
     step("scenario")
     mref = build_mref(base, scenario.pairs, spec.mref, progress=progress)
@@ -208,20 +227,22 @@ def prepare(
         for name, m in (("base", base), ("M_ref", mref))
     }
     step("baseline agreement")
-    demo = Demo(run_dir, spec, settings.compare, paths, mref, asr, split, progress)
+    demo = Demo(run_dir, spec, settings.compare, paths, mref, asr, split, progress, source)
     run_pipeline(
         demo.configure(run_dir, methods=[settings.compare.reference], seed=0), stages=("triage", "score")
     )
     # the judge's audit, in the report beside the triage
     audit_scenario_judges(scenario.pairs, paths["new_policy"], paths["new_rules"], run_dir / "audit",
-                          also_to=run_dir / "triage" / "audit.json", cues=EVAL_JUDGE_CUES)  # fmt: skip
+                          also_to=run_dir / "triage" / "audit.json", cues=source.files["eval_judge"],
+                          source=source)  # fmt: skip
     step("triage and impact")
     return demo, scenario, {"base": str(base), "agreement": agreement}
 
 
 def run_demo(
-    out_dir: str | Path = "runs/demo",
+    out_dir: str | Path | None = None,
     *,
+    scenario: str | Path | ScenarioSource = DEFAULT_SCENARIO,
     size: str = "default",
     compare: bool = False,
     model: str | Path | None = None,
@@ -238,8 +259,11 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into `out_dir`; return (and write as `demo_summary.json`) what it measured.
 
-    `size` names one of the settings' sizes ("default": SmolLM2; "quick": a tiny model; "small":
-    SmolLM2, tiny data). `compare` adds the protocol's rows; `seeds` training seeds (`seed`,
+    `scenario`: the policy shift, a packaged scenario's name ("embedded", the default, or "values") or
+    the folder of one's own (docs/scenarios.md); it is read and checked before anything else runs.
+    `out_dir` defaults to `runs/demo` (embedded) or `runs/demo-<name>`, and a folder that holds
+    another scenario's run is refused. `size` names one of the settings' sizes ("default": SmolLM2;
+    "quick": a tiny model; "small": SmolLM2, tiny data). `compare` adds the protocol's rows; `seeds` training seeds (`seed`,
     `seed + 1`, ...; default the protocol's with `compare`, else 1) for its seeded methods. `asr`
     is the attack-success definition ("operational" or "non_compliant", `evaluate.evaluate`).
     `tradeoff` evaluates every method's checkpoints (default: with `compare`). `eval_batch_size`
@@ -250,26 +274,20 @@ def run_demo(
     validation split (`demo.tune`); returns and writes `tuning.json`.
     """
     started = time.time()
+    source = scenario if isinstance(scenario, ScenarioSource) else load_scenario(scenario)
     settings = settings if isinstance(settings, DemoSettings) else load_settings(settings)
     split = "validation" if tune else split
     spec = resolve_size(settings, size, seed=seed, compare=compare, eval_batch_size=eval_batch_size)
     n_seeds = _checked(split, seeds if seeds is not None else (settings.compare.seeds if compare else 1))
     methods, chosen = _methods(settings, compare, only)
-    run_dir = Path(out_dir).resolve()
+    run_dir = Path(out_dir if out_dir is not None else default_out(source)).resolve()
+    _same_scenario(run_dir, source)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings, step = _clock(started, progress)
-    demo, scenario, before = prepare(
-        run_dir,
-        settings,
-        size,
-        spec,
-        model=model,
-        asr=asr,
-        split=split,
-        seed=seed,
-        progress=progress,
-        step=step,
-    )
+    demo, built, before = prepare(
+        run_dir, settings, size, spec, model=model, asr=asr, split=split, seed=seed, progress=progress, step=step,
+        source=source,
+    )  # fmt: skip
     if tune:
         result = tune_grid(demo, settings, seed=seed, step=step)
         print_tuning(result, Console())
@@ -288,7 +306,7 @@ def run_demo(
     write_json_if_changed(run_dir / "comparison.json", comparison)
     step("statistics")
     summary = _summary(
-        demo, scenario, before, comparison, size=size, seed=seed, n_seeds=n_seeds, timings=timings
+        demo, built, before, comparison, size=size, seed=seed, n_seeds=n_seeds, timings=timings
     )
     html, _ = build_report(runs, before="m_ref")
     summary["report"] = str(html)
@@ -341,8 +359,9 @@ def gather_evidence(
         step("data scale")
     if compare if tradeoff is None else tradeoff:
         evaluate_checkpoints(
-            run_dir, methods, demo.paths, demo.spec, protocol, asr=demo.asr, progress=demo.progress
-        )
+            run_dir, methods, demo.paths, demo.spec, protocol, asr=demo.asr, progress=demo.progress,
+            attack_rules=demo.source.files["attack_rules"], eval_cues=demo.source.files["eval_judge"],
+        )  # fmt: skip
         step("checkpoints for the trade-off plot")
     return groups, runs, not_trained, noise
 
@@ -361,10 +380,11 @@ def _summary(
         "base_model": before["base"],
         "mref": str(demo.mref),
         "scenario": {
+            "name": demo.source.name,
             "pairs": len(scenario.pairs),
             "n_heldout": len(scenario.heldout),
             "n_validation": len(scenario.validation),
-            "fingerprint": demo.spec.scenario.fingerprint(),
+            "fingerprint": demo.spec.scenario.fingerprint(demo.source),
             **read_json(demo.paths["manifest"])["pairs_by_kind"],
         },
         "triage": read_json(demo.run_dir / "triage" / "summary.json")["counts"],
@@ -386,10 +406,12 @@ def print_summary(summary: dict[str, Any], comparison: dict[str, Any]) -> None:
     n = summary["seeds"]
     split = summary.get("split", "heldout")
     prompts = summary["scenario"]["n_heldout" if split == "heldout" else "n_validation"]
+    name = summary["scenario"].get("name", DEFAULT_SCENARIO)
+    of = "" if name == DEFAULT_SCENARIO else f" of the {name} scenario"
     print_agreement(summary["baseline_agreement"], console)
     print_table(
         summary["rows"],
-        f"{'Held-out' if split == 'heldout' else 'Validation'} prompts under the new policy ({prompts} prompts, "
+        f"{'Held-out' if split == 'heldout' else 'Validation'} prompts under the new policy{of} ({prompts} prompts, "
         f"{n} training seed{'s' if n > 1 else ''})",
         console,
     )

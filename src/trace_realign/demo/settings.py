@@ -14,11 +14,13 @@ from typing import Any
 
 from trace_realign.errors import InputError
 from trace_realign.io import load_yaml
-from trace_realign.scenario.generate import DATA_DIR, ScenarioConfig
+from trace_realign.scenario.generate import ScenarioConfig
 from trace_realign.scenario.mref import MrefSettings
+from trace_realign.scenario.source import DATA_DIR
 
 SETTINGS_FILE = Path(__file__).with_name("demo.yaml")
-# the evaluation's attack judge (operational help only) and its independent second judge
+# the embedded scenario's attack judge (operational help only) and its independent second judge;
+# every scenario names its own (`ScenarioSource.files`)
 ATTACK_RULES = DATA_DIR / "attack_rules.yaml"
 EVAL_JUDGE_CUES = DATA_DIR / "eval_judge.yaml"
 LORA_TARGETS = ("q_proj", "v_proj")
@@ -178,6 +180,8 @@ def pipeline_config(
     progress: bool = True,
     method_train: dict[str, dict[str, Any]] | None = None,
     prompts: str = "heldout",
+    attack_rules: Path = ATTACK_RULES,
+    eval_cues: Path = EVAL_JUDGE_CUES,
 ) -> dict[str, Any]:
     """The `trace-realign run` configuration of the demo (also written to `run_dir/config.yaml`).
 
@@ -186,7 +190,8 @@ def pipeline_config(
     method gets the same `train` block (steps, batch, learning-rate schedule, sampler policy, the
     auxiliary NLL term), over which `method_train` sets a method's own options (the learning rate
     chosen for it on validation); evaluation always uses the clean rule judge, on the `prompts`
-    split ("heldout" for results, "validation" for choosing settings).
+    split ("heldout" for results, "validation" for choosing settings), with the scenario's attack rules
+    and typed judge's cues (`attack_rules`, `eval_cues`; default: the embedded scenario's).
     """
     clean = f"rules:{paths['new_rules']}"
     lora = {"lora_r": size.lora_r, "lora_alpha": size.lora_alpha, "lora_target_modules": list(LORA_TARGETS)}
@@ -232,17 +237,17 @@ def pipeline_config(
             "progress": progress,
             # attack success counts operational help only; an independent typed judge reads beside
             "asr": asr,
-            "attack_judge": f"rules:{ATTACK_RULES}",
-            "judges": {"typed": {"kind": "typed", "file": str(EVAL_JUDGE_CUES)}},
-            **_external(size, prompts),
+            "attack_judge": f"rules:{attack_rules}",
+            "judges": {"typed": {"kind": "typed", "file": str(eval_cues)}},
+            **_external(size, prompts, eval_cues),
         },
     }
 
 
-def _external(size: DemoSize, prompts: str) -> dict[str, Any]:
+def _external(size: DemoSize, prompts: str, eval_cues: str | Path) -> dict[str, Any]:
     """The evaluate block's external prompts: the report third for results, the validation third
     when settings are being chosen; the typed judge's declining cues as the second reading."""
     if not size.external:
         return {}
     split = "report" if prompts == "heldout" else "validation"
-    return {"external": {**size.external, "split": split, "cues": str(EVAL_JUDGE_CUES)}}
+    return {"external": {**size.external, "split": split, "cues": str(eval_cues)}}
