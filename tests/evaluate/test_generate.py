@@ -148,6 +148,30 @@ def test_rerun_generates_nothing(tiny_model_dir, tmp_path):
     )
 
 
+def test_chunks_are_batches_of_similar_length(tiny_model_dir):
+    """New prompts go to the backend one batch at a time (not in chunks of 32, which capped the
+    demo's batches of 64 at 32), shortest first; the answers come back in the prompts' order."""
+
+    class Recording(Counting):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.batch_size, self.calls = 3, []
+
+        def generate(self, prompts, settings):
+            self.calls.append(list(prompts))
+            return self.inner.generate(prompts, settings)
+
+    backend = Recording(HFBackend(tiny_model_dir, batch_size=3))
+    prompts = ["a much longer prompt than the others", "b", "a medium prompt", "cc", "dd d", "e" * 50, "f f"]
+    got = generate_responses(backend, prompts, SETTINGS, progress=False)
+    assert [len(c) for c in backend.calls] == [3, 3, 1]
+    assert backend.calls[0] == ["b", "cc", "f f"] and backend.calls[-1] == ["e" * 50]
+    assert got == backend.inner.generate(prompts, SETTINGS)
+    backend.calls = []
+    generate_responses(backend, prompts, GenerationSettings(max_new_tokens=2), chunk_size=7, progress=False)
+    assert len(backend.calls) == 1
+
+
 def test_max_new_tokens_is_respected(tiny_model_dir):
     backend = HFBackend(tiny_model_dir)
     short = backend.generate(PROMPTS, GenerationSettings(max_new_tokens=3))

@@ -487,12 +487,17 @@ def generate_responses(
     settings: GenerationSettings | None = None,
     *,
     cache: GenerationCache | None = None,
-    chunk_size: int = 32,
+    chunk_size: int | None = None,
     progress: bool = True,
     desc: str = "generate",
 ) -> list[str]:
     """One response per prompt, in order. Cached ones are reused; new ones are committed per chunk,
-    so an interrupted run loses at most one chunk."""
+    so an interrupted run loses at most one chunk.
+
+    A chunk is one batch of the backend (its `batch_size`; 32 for a backend without one) unless
+    `chunk_size` says otherwise, and the prompts go in order of length, so a chunk holds prompts of
+    similar length. (Chunks of 32 used to cap the demo's batches of 64 at 32, in prompt order.)
+    """
 
     settings = settings or GenerationSettings()
     key = settings.key()
@@ -503,10 +508,11 @@ def generate_responses(
     first: dict[str, int] = {}
     for i, p in enumerate(prompts):
         first.setdefault(json.dumps(p, sort_keys=True, ensure_ascii=False), i)
-    todo = [i for i in first.values() if out[i] is None]
+    todo = sorted((i for i in first.values() if out[i] is None), key=lambda i: len(json.dumps(prompts[i])))
+    size = chunk_size or getattr(backend, "batch_size", None) or 32
     bar = tqdm(total=len(first), initial=len(first) - len(todo), desc=desc, disable=not progress, leave=False)
-    for start in range(0, len(todo), chunk_size):
-        idx = todo[start : start + chunk_size]
+    for start in range(0, len(todo), size):
+        idx = todo[start : start + size]
         texts = backend.generate([prompts[i] for i in idx], settings)
         for i, text in zip(idx, texts, strict=True):
             out[i] = text
