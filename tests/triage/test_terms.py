@@ -6,7 +6,7 @@ import pytest
 
 from trace_realign.impact.scoring import conflict_item
 from trace_realign.schema import Category
-from trace_realign.triage.terms import Term, category_term
+from trace_realign.triage.terms import WEIGHT_COLUMNS, Term, category_term
 from trace_realign.update.data import KIND_NAMES, WeightedRow, select_examples
 from trace_realign.update.presets import PRESETS
 
@@ -30,7 +30,8 @@ def test_score_weighs_the_loss_that_train_trains(category, correction, method, s
     correction term, which `score --corrections` scores (impact/stage.py passes the correction on
     only then)."""
     assert PRESETS[method].corrections is score_corrections
-    row = WeightedRow(1, "id", "x?", "y_w", "y_l", category, 0, None, correction, 1.0)
+    weights = dict.fromkeys(WEIGHT_COLUMNS.values(), 1.0)
+    row = WeightedRow(1, "id", "x?", "y_w", "y_l", category, 0, None, correction, 1.0, weights)
     scored = conflict_item("id", "x?", "y_w", "y_l", category, correction if score_corrections else None)
     (example,) = select_examples([row], PRESETS[method], alpha_kl=0.1).examples
     assert (KIND_NAMES[example.kind], example.pos, example.neg) == (scored.kind, scored.a, scored.b)
