@@ -339,7 +339,7 @@ def score(
     the others return an empty dict.
     """
     from trace_realign.impact.scoring import ScoredItem
-    from trace_realign.model.loading import process_state
+    from trace_realign.model.loading import leave_process_group, process_state
     from trace_realign.model.tokenize import TruncationReport
 
     started = time.time()
@@ -360,7 +360,7 @@ def score(
     direction = _gold_direction(model, tokenizer, gold, opts, work, state, report, progress)
     raw_items = _raw_impacts(model, tokenizer, items, direction, opts, work, state, report, progress)
     if not state.is_main_process:
-        _leave(state)
+        leave_process_group(state)
         return {}
     raw = {v.name: {rid: raw_items[it.id] for rid, it in v.items.items()} for v in variants}
     weights = {name: _normalised(r, opts) for name, r in raw.items()}
@@ -387,7 +387,7 @@ def score(
             f"{', '.join(summary['columns'].values())}): {summary['zero_weight_share']:.0%} of "
             f"impact_weight clamped to zero; wrote {out} and {summary_path}"
         )
-    _leave(state)
+    leave_process_group(state)
     return summary
 
 
@@ -397,13 +397,6 @@ def _normalised(raw: dict[str, float], opts: Any) -> dict[str, float]:
 
     w = normalise_weights(list(raw.values()), gamma=opts.gamma, normalisation=opts.normalisation)
     return dict(zip(raw, w, strict=True))
-
-
-def _leave(state: Any) -> None:
-    """Wait until every process is done (the main one writes the outputs), then close the process
-    group: a process that exits while another still holds the group can make that one abort."""
-    state.wait_for_everyone()
-    state.destroy_process_group()
 
 
 def _histogram(values: list[float]) -> dict[str, Any]:
