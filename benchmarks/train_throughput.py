@@ -85,7 +85,8 @@ def run_ours(method: str, model_dir: str, weighted: str, out: str) -> dict:
     ds = TraceDataset(sel, tok, max_length=MAX_LENGTH)
     trainer = TraceTrainer(model, cfg, ds, tok, ref_cache_dir=Path(out) / "refcache")
     trainer.train()
-    return {"seconds": time.perf_counter() - start, "pairs": len(ds), "steps": trainer.state.global_step}
+    return {"seconds": time.perf_counter() - start, "pairs": len(ds), "steps": trainer.state.global_step,
+            "shared_prompt": trainer.shared_prompt}  # fmt: skip
 
 
 def run_trl(model_dir: str, weighted: str, out: str) -> dict:

@@ -140,3 +140,108 @@ def test_models_with_capped_logits_take_the_plain_path(tiny_model_dir):
     model._original_forward = model.forward
     model.forward = lambda *a, **k: model._original_forward(*a, **k)
     assert decoder_and_head(model) is None
+
+
+# ---- a prompt shared by several responses, run once ------------------------------------------------
+
+CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour?"}]
+SHARED_ITEMS = [
+    ("Hi", "Hello there, friend."),
+    ("A much longer prompt than the other", "ok"),
+    ("Hi", "no"),
+    ("Q", "a b c d e f"),  # alone: runs whole
+    ("A much longer prompt than the other", "a longer answer than ok, surely"),
+    (CHAT, "Blue."),
+    ("A much longer prompt than the other", "three share this prompt"),
+    (CHAT, "A deep shade of green, I would say."),
+]
+
+
+def _lora_model(tiny_model_dir, attn_implementation):
+    from trace_realign.model.loading import LoraOptions, apply_lora, load_model
+
+    torch.manual_seed(0)
+    model = apply_lora(
+        load_model(tiny_model_dir, attn_implementation=attn_implementation), LoraOptions(r=4, dropout=0.0)
+    )
+    with torch.no_grad():  # B away from 0, so the adapter changes the prompt's keys and values
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_shared_prompt_logprobs_and_gradients_equal_one_pass_per_sequence(
+    tiny_model_dir, attn_implementation
+):
+    """Groups of two and three rows with the same prompt, prompts and responses of different lengths, a
+    conversational prompt, a row alone and a row whose full logits are wanted (never grouped): the
+    log-probabilities, those logits and the LoRA gradients equal one pass per sequence (1e-5)."""
+    from transformers import AutoTokenizer
+
+    from trace_realign.model.logprobs import logprobs_and_logits, prompt_groups
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    batch = collate(encode_many(tok, SHARED_ITEMS), pad_id(tok))
+    ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    assert prompt_groups(ids, labels) == [[0, 2], [1, 4, 6], [5, 7]]
+    rows = torch.tensor([2])  # its logits are wanted: the pair it belonged to leaves it out
+    assert prompt_groups(ids, labels, exclude=rows) == [[1, 4, 6], [5, 7]]
+    model = _lora_model(tiny_model_dir, attn_implementation)
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = torch.linspace(-1.0, 2.0, len(SHARED_ITEMS))
+    out = {}
+    for share in (True, False):
+        logps, logits = logprobs_and_logits(model, ids, attn, labels, rows, share_prompts=share)
+        loss = (weights * logps).sum() + logits.logsumexp(-1).mean()
+        out[share] = (logps, logits, torch.autograd.grad(loss, params))
+    (lp, logits, grads), (lp_plain, logits_plain, grads_plain) = out[True], out[False]
+    torch.testing.assert_close(lp, lp_plain, rtol=1e-5, atol=0)
+    torch.testing.assert_close(logits, logits_plain, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, grads_plain, strict=True):
+        assert ((g - r).norm() / r.norm()).item() < 1e-5
+
+
+def test_a_pair_whose_prompts_were_cut_differently_runs_apart(tiny_model_dir):
+    """Truncation keeps more of the prompt beside a short response: those two prompts are not the same
+    tokens, so they are not grouped, and the log-probabilities still equal one pass per sequence."""
+    from transformers import AutoTokenizer
+
+    from trace_realign.model.logprobs import logprobs_and_logits, prompt_groups
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = "A prompt long enough to be cut " * 3
+    encs = encode_many(tok, [(prompt, "short"), (prompt, "a much longer response " * 3), ("Hi", "a"), ("Hi", "b")],
+                       max_length=120)  # fmt: skip
+    assert encs[0].prompt_len != encs[1].prompt_len
+    batch = collate(encs, pad_id(tok))
+    assert prompt_groups(batch["input_ids"], batch["labels"]) == [[2, 3]]
+    model = _lora_model(tiny_model_dir, None)
+    ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    with torch.no_grad():
+        got = logprobs_and_logits(model, ids, attn, labels, share_prompts=True)[0]
+        want = logprobs_and_logits(model, ids, attn, labels)[0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=0)
+
+
+def test_what_keeps_every_sequence_whole(tiny_model_dir):
+    """Gradient checkpointing while training with gradients (transformers drops the cache in each
+    checkpointed layer), attention kernels other than eager and sdpa, sliding-window layers."""
+    from trace_realign.model.logprobs import decoder_and_head, prefix_cache_blocker
+
+    model = _lora_model(tiny_model_dir, None)
+    decoder = decoder_and_head(model)[0]
+    assert prefix_cache_blocker(decoder) is None
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    assert "gradient checkpointing" in prefix_cache_blocker(decoder)
+    with torch.no_grad():  # the reference pass: nothing is checkpointed
+        assert prefix_cache_blocker(decoder) is None
+    model.eval()
+    assert prefix_cache_blocker(decoder) is None
+    decoder.config._attn_implementation = "flash_attention_2"
+    assert "flash_attention_2" in prefix_cache_blocker(decoder)
+    decoder.config._attn_implementation = "sdpa"
+    decoder.config.layer_types = ["full_attention", "sliding_attention"]
+    assert "full attention" in prefix_cache_blocker(decoder)

@@ -16,6 +16,7 @@ from trace_realign.update.config import TraceConfig
 from trace_realign.update.data import TraceDataset, read_weighted, select_examples
 from trace_realign.update.presets import PRESETS
 from trace_realign.update.trainer import TraceTrainer, hybrid_loss, train
+from trace_realign.update.u2a import objective_items
 
 from .rows import weighted_rows, write_rows
 
@@ -44,9 +45,11 @@ def make_trainer(tmp_path, tiny_model_dir, rows, method="trace", perturb=True, *
     from trace_realign.model.loading import LoraOptions, apply_lora, load_model, load_tokenizer
 
     cfg = config(tmp_path, method, **kw)
-    sel = select_examples(
-        read_weighted(write_rows(tmp_path / "w.jsonl", rows)), PRESETS[method], alpha_kl=cfg.alpha_kl
-    )
+    parsed = read_weighted(write_rows(tmp_path / "w.jsonl", rows))
+    sel = select_examples(parsed, PRESETS[method], alpha_kl=cfg.alpha_kl)
+    objective = None
+    if PRESETS[method].weights in ("npo-impact", "u2a"):  # the methods that estimate their own weights
+        objective = objective_items(parsed, cfg.u2a_objective, cfg.u2a_objective_size, seed=cfg.seed)
     tok = load_tokenizer(tiny_model_dir)
     model = apply_lora(load_model(tiny_model_dir), LoraOptions(r=8, dropout=0.0))
     if perturb:  # move the policy away from θ_ref so every loss term and the KL are non-trivial
@@ -56,7 +59,8 @@ def make_trainer(tmp_path, tiny_model_dir, rows, method="trace", perturb=True, *
                 if "lora_B" in n:
                     p.normal_(0, 0.3)
     ds = TraceDataset(sel, tok, max_length=cfg.max_length)
-    return TraceTrainer(model, cfg, ds, tok, ref_cache_dir=tmp_path / "refcache"), ds
+    trainer = TraceTrainer(model, cfg, ds, tok, ref_cache_dir=tmp_path / "refcache", objective=objective)
+    return trainer, ds
 
 
 def plain_logp_and_logits(model, enc):
@@ -135,9 +139,115 @@ def test_chunked_head_pass_equals_the_full_logits_pass(tmp_path, tiny_model_dir,
     monkeypatch.setattr(logprobs_module, "decoder_and_head", lambda m: None)
     full = trainer.batch_loss(model, batch).loss
     full_grads = torch.autograd.grad(full, params)
-    assert chunked.item() == pytest.approx(full.item(), rel=1e-6, abs=1e-7)
+    # both passes change route here (the reference's too), so their float rounding no longer cancels in
+    # Δ: summed log-probabilities of ~150 nats carry ~1e-5 of float32 rounding, ~2e-6 of this loss
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-5, abs=1e-7)
     for g, r in zip(chunked_grads, full_grads, strict=True):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def conversational(rows):
+    """The rows with every other prompt as a system and a user message (a chat-template prompt)."""
+    system = {"role": "system", "content": "Answer in one sentence."}
+    return [
+        {**r, "prompt": [system, {"role": "user", "content": r["prompt"]}]} if i % 2 else r
+        for i, r in enumerate(rows)
+    ]
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def count_shared_rows(monkeypatch):
+    """Record how many rows each call of `shared_prompt_logprobs` ran (the path is really taken)."""
+    import trace_realign.model.logprobs as logprobs_module
+
+    calls = []
+    shared = logprobs_module.shared_prompt_logprobs
+
+    def counted(decoder, head, ids, attn, labels, groups, *args, **kwargs):
+        calls.append(sum(len(g) for g in groups))
+        return shared(decoder, head, ids, attn, labels, groups, *args, **kwargs)
+
+    monkeypatch.setattr(logprobs_module, "shared_prompt_logprobs", counted)
+    return calls
+
+
+def shared_and_plain(trainer, model, batch):
+    """Per-sequence log-probabilities, the loss and its gradients, with and without `shared_prompt`."""
+    from trace_realign.model.logprobs import logprobs_and_logits
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    ids, attn, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    out = {}
+    for share in (True, False):
+        trainer.args.shared_prompt = share
+        with torch.no_grad():
+            logps = logprobs_and_logits(model, ids, attn, labels, share_prompts=share)[0]
+        loss = trainer.batch_loss(model, batch)
+        out[share] = (logps, loss, torch.autograd.grad(loss.loss, params))
+    return out
+
+
+@pytest.mark.parametrize("method", ["trace", "trace-oracle", "naive-oracle-dpo", "u2a"])
+def test_shared_prompt_pass_equals_one_pass_per_sequence(tmp_path, tiny_model_dir, monkeypatch, method):
+    """A prompt run once for the responses that share it (its key/value cache, kept with its gradients)
+    gives what one forward pass per sequence gives, in both the policy and the reference pass: every
+    sequence's log-probability, the loss, each example's rewards and the gradient of every LoRA tensor,
+    to 1e-5 relative in float32. Batches of INVERT pairs, dual-NPO PUNISH pairs and RETAIN KL rows
+    (trace), oracle PUNISH pairs (trace-oracle), relabelled pairs (naive-oracle-dpo) and single
+    negatives, two of which share each PUNISH prompt (u2a); prompts of different lengths, every other
+    one conversational (a system and a user message)."""
+    rows = conversational(weighted_rows(3, corrections=method == "trace-oracle"))
+    trainer, ds = make_trainer(
+        tmp_path, tiny_model_dir, rows, method, precompute_ref_log_probs=False, alpha_kl=0.5
+    )
+    assert trainer.shared_prompt == "on: policy and reference passes"
+    model = trainer.model
+    model.eval()
+    batch = trainer.data_collator(ds.items)
+    calls = count_shared_rows(monkeypatch)
+    out = shared_and_plain(trainer, model, batch)
+    # the rows that share a prompt: both responses of every pair, or u2a's negatives of one PUNISH row
+    shared_rows = 2 * sum(len(it["seqs"]) == 2 for it in ds.items) if method != "u2a" else 6
+    assert shared_rows > 0 and calls == [shared_rows] * 3  # the logps above, the policy and reference passes
+    (lp, got, grads), (lp_plain, want, grads_plain) = out[True], out[False]
+    torch.testing.assert_close(lp, lp_plain, rtol=1e-5, atol=0)
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-5)
+    torch.testing.assert_close(got.reward_pos, want.reward_pos, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.reward_neg, want.reward_neg, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.kl, want.kl, rtol=1e-5, atol=1e-7)
+    assert all(relative_error(g, r) < 1e-5 for g, r in zip(grads, grads_plain, strict=True))
+    assert any(r.norm() > 0 for r in grads_plain)
+
+
+def test_shared_prompt_under_gradient_checkpointing(tmp_path, tiny_model_dir, monkeypatch):
+    """Gradient checkpointing drops the key/value cache inside each checkpointed layer, so the policy's
+    pass (with gradients) runs every sequence whole; the reference pass (no gradients) still shares.
+    Loss and gradients are the same either way."""
+    trainer, ds = make_trainer(
+        tmp_path,
+        tiny_model_dir,
+        weighted_rows(3),
+        precompute_ref_log_probs=False,
+        gradient_checkpointing=True,
+    )
+    assert trainer.shared_prompt.startswith("reference pass only: gradient checkpointing")
+    model = trainer.model
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()  # LoRA dropout 0: training mode only switches the checkpointing on
+    calls = count_shared_rows(monkeypatch)
+    trainer.args.shared_prompt = True
+    got = trainer.batch_loss(model, trainer.data_collator(ds.items))
+    assert calls == [12]  # the reference pass alone: 3 INVERT and 3 PUNISH pairs
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(got.loss, params)
+    trainer.args.shared_prompt = False
+    want = trainer.batch_loss(model, trainer.data_collator(ds.items))
+    assert got.loss.item() == pytest.approx(want.loss.item(), rel=1e-5)
+    for g, r in zip(grads, torch.autograd.grad(want.loss, params), strict=True):
+        assert relative_error(g, r) < 1e-5
 
 
 @pytest.mark.parametrize(

@@ -154,7 +154,9 @@ def reference_logprobs(
                 max_prompt_length=max_prompt_length,
                 report=report,
             )
-            values = batch_logprobs(ref, collate(encs, pad_id(tokenizer))).float().cpu().tolist()
+            # a pair's two responses sit side by side: their prompt runs once (same numbers, to rounding)
+            batch = collate(encs, pad_id(tokenizer))
+            values = batch_logprobs(ref, batch, share_prompts=True).float().cpu().tolist()
             for i, v in zip(idx, values, strict=True):
                 out[i] = v
             if cache is not None:

@@ -129,6 +129,16 @@ class TraceConfig(TrainingArguments, ModelConfig):
             "of a reference forward pass each step. The RETAIN KL still needs reference logits each step."
         },
     )
+    shared_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the prompt a pair's two responses share once for both (its key/value cache, kept with "
+            "its gradients), in the policy and the reference pass: the same numbers as one pass per sequence, "
+            "to float rounding. It applies without FSDP, DeepSpeed, DDP (reference pass only there) and "
+            "gradient checkpointing (reference pass only), with eager or sdpa attention; elsewhere every "
+            "sequence runs whole. run_summary.json says which."
+        },
+    )
     retain_answers: str | None = field(
         default=None,
         metadata={

@@ -16,7 +16,9 @@ response itself, its first tokens included.
 a callback): the impact of their own NPO terms, and for U2A re-estimated every K steps.
 
 The 1/B makes it a mean, so the learning rate does not depend on the batch size. All
-sequences of a batch go through one policy forward pass; the reference forward pass runs only
+sequences of a batch go through one policy forward pass, in which a prompt that several of them
+share (a pair's two responses) runs once (`TraceConfig.shared_prompt`; the same numbers, to float
+rounding, see `model.logprobs.shared_prompt_logprobs`); the reference forward pass runs only
 on the sequences that need it: the RETAIN anchors (the KL needs the reference's logits, not
 just a number) and any sequence whose `log π_ref` is not cached. With LoRA the reference is the
 same network with the adapter disabled (under FSDP that pass runs through the sharded wrapper);
@@ -53,7 +55,12 @@ from trace_realign.model.loading import (
     load_model,
     load_tokenizer,
 )
-from trace_realign.model.logprobs import logprobs_and_logits, positions_to_keep, sequence_logprobs
+from trace_realign.model.logprobs import (
+    decoder_and_head,
+    logprobs_and_logits,
+    positions_to_keep,
+    prefix_cache_blocker,
+)
 from trace_realign.model.tokenize import IGNORE_INDEX
 from trace_realign.update.config import TraceConfig, npo_form
 from trace_realign.update.data import (
@@ -237,6 +244,7 @@ class TraceTrainer(Trainer):
             schedule = "u2a" if self.preset.weights == "u2a" else "once"
             self.reweighting = ImpactWeights(self, items, objective, schedule)
             self.add_callback(self.reweighting)
+        self.shared_prompt = self._shared_prompt_status(model)
         self.reference_stats: dict[str, Any] = {"precomputed": 0, "from_cache": 0}
         if args.precompute_ref_log_probs and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
             # The precompute runs on the main process alone, before the engine has placed the model:
@@ -249,6 +257,25 @@ class TraceTrainer(Trainer):
             # after the precompute, which runs the whole copy on one process while the others wait
 
             self.reference.copy = prepare_reference(self.reference.copy, self.accelerator)
+
+    def _shared_prompt_status(self, model: Any) -> str:
+        """Where a pair's prompt runs once (`TraceConfig.shared_prompt`), for run_summary.json."""
+        args = self.args
+        if not args.shared_prompt:
+            return "off (shared_prompt false)"
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return "off: FSDP and DeepSpeed own the forward pass"
+        parts = decoder_and_head(model)
+        if parts is None:
+            return "off: the model's logits are more than an LM head over its decoder"
+        blocker = prefix_cache_blocker(parts[0])
+        if blocker is not None:
+            return f"off: {blocker}"
+        if args.gradient_checkpointing:
+            return "reference pass only: gradient checkpointing drops the key/value cache"
+        if args.world_size > 1:
+            return "reference pass only: DDP owns the policy's forward pass"
+        return "on: policy and reference passes"
 
     # ---- data ----------------------------------------------------------------------------
 
@@ -319,22 +346,26 @@ class TraceTrainer(Trainer):
         return (out.loss, out) if return_outputs else out.loss
 
     def batch_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> HybridLoss:
-        """One policy forward pass over every sequence of the batch, a reference pass where needed."""
+        """One policy forward pass over every sequence of the batch, a reference pass where needed.
+
+        With `shared_prompt` a pair's two responses run their prompt once, in both passes (see
+        `model.logprobs.shared_prompt_logprobs`); the RETAIN rows, whose KL needs full logits, run whole."""
         inputs = self._estimated_weights(inputs)
         ids, attn, labels = inputs["input_ids"], inputs["attention_mask"], inputs["labels"]
         kind = inputs["kind"]
         retain = inputs["pos_idx"][kind == KL]
         kl_seq = retain if self.alpha_kl else retain[:0]  # the rows whose KL needs full logits
         # only the KL rows get full-vocabulary logits; FSDP and DeepSpeed wrappers own the forward
+        plain = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        share = self.args.shared_prompt
         pol, kl_logits = logprobs_and_logits(
-            model, ids, attn, labels, kl_seq, plain=self.is_fsdp_enabled or self.is_deepspeed_enabled
+            model, ids, attn, labels, kl_seq, plain=plain, share_prompts=share
         )
         # the reference pass, like the policy's, projects through the LM head only from the first
         # position that predicts a response token: on a 49k vocabulary the prompt positions' logits
         # would cost time and memory for nothing
         keep = positions_to_keep(labels)
-        labels = labels[:, labels.shape[1] - keep :]
-        mask = labels[:, 1:] != IGNORE_INDEX
+        mask = labels[:, labels.shape[1] - keep + 1 :] != IGNORE_INDEX
         ref = inputs["ref_logps"].to(pol.device).clone()
         if not self.alpha_kl and retain.numel():
             # RETAIN drawn for equal exposure but weighing nothing: no reference pass for it, and a
@@ -345,18 +376,25 @@ class TraceTrainer(Trainer):
         kl = torch.zeros(kind.numel(), device=pol.device, dtype=pol.dtype)
         if need.any():
             rows = need.nonzero().squeeze(-1)
+            # position of each KL sequence among the rows the reference sees
+            at = torch.full((ref.numel(),), -1, dtype=torch.long, device=ref.device)
+            at[rows] = torch.arange(rows.numel(), device=ref.device)
             # under FSDP the adapter-disabled pass must go through the wrapper that gathers the shards
             runner = model if self.is_fsdp_enabled else None
             with torch.no_grad(), self.reference(runner) as ref_model:
-                ref_logits = ref_model(
-                    input_ids=ids[rows], attention_mask=attn[rows], use_cache=False, logits_to_keep=keep
-                ).logits
-            ref[rows] = sequence_logprobs(ref_logits, labels[rows]).to(ref.dtype)
+                ref_logps, ref_logits = logprobs_and_logits(
+                    ref_model,
+                    ids[rows],
+                    attn[rows],
+                    labels[rows],
+                    at[kl_seq],
+                    plain=plain,
+                    share_prompts=share,
+                    keep=keep,  # the policy's window, so the KL rows' logits line up
+                )
+            ref[rows] = ref_logps.to(ref.dtype)
             if kl_seq.numel():
-                # position of each KL sequence among the rows the reference saw
-                at = torch.full((ref.numel(),), -1, dtype=torch.long, device=ref.device)
-                at[rows] = torch.arange(rows.numel(), device=ref.device)
-                kl[kind == KL] = token_kl(ref_logits[at[kl_seq], :-1], kl_logits, mask[kl_seq])
+                kl[kind == KL] = token_kl(ref_logits, kl_logits, mask[kl_seq])
         terms = self.args.loss_terms
         return hybrid_loss(
             pol,
@@ -510,6 +548,7 @@ def _run_summary(trainer, preset, config, selection, dataset, checkpoint, result
         "reweighting": trainer.reweighting.summary() if trainer.reweighting is not None else None,
         "truncation": dataset.truncation.to_dict(),
         "reference": trainer.reference_stats,
+        "shared_prompt": trainer.shared_prompt,
         "resumed_from": checkpoint,
         "global_step": trainer.state.global_step,
         "stop_reason": stop,
