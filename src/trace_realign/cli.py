@@ -87,13 +87,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:
-        return int(module.run(args) or 0)
+        code = int(module.run(args) or 0)
     except TraceError as exc:
         print(f"trace-realign {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"trace-realign {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    _leave_process_group()
+    return code
+
+
+def _leave_process_group() -> None:
+    """Under `accelerate launch` or torchrun: wait until every process has finished the command (the
+    main one writes the outputs), then close the process group, as the process exits. A process
+    that exits while another still holds the group can make that one abort (gloo's "terminate
+    called without an active exception"). The stages themselves leave the group open, so a script
+    that calls `score` and then `train` keeps it. Without a process group, nothing (and no import)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

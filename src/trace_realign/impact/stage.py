@@ -339,7 +339,7 @@ def score(
     the others return an empty dict.
     """
     from trace_realign.impact.scoring import ScoredItem
-    from trace_realign.model.loading import leave_process_group, process_state
+    from trace_realign.model.loading import process_state
     from trace_realign.model.tokenize import TruncationReport
 
     started = time.time()
@@ -360,7 +360,6 @@ def score(
     direction = _gold_direction(model, tokenizer, gold, opts, work, state, report, progress)
     raw_items = _raw_impacts(model, tokenizer, items, direction, opts, work, state, report, progress)
     if not state.is_main_process:
-        leave_process_group(state)
         return {}
     raw = {v.name: {rid: raw_items[it.id] for rid, it in v.items.items()} for v in variants}
     weights = {name: _normalised(r, opts) for name, r in raw.items()}
@@ -387,7 +386,6 @@ def score(
             f"{', '.join(summary['columns'].values())}): {summary['zero_weight_share']:.0%} of "
             f"impact_weight clamped to zero; wrote {out} and {summary_path}"
         )
-    leave_process_group(state)
     return summary
 
 

@@ -96,15 +96,6 @@ def process_state() -> Any:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
 
 
-def leave_process_group(state: Any) -> None:
-    """Wait until every process is done (the main one writes the outputs), then close the process
-    group: a process that exits while another still holds the group can make that one abort
-    (gloo's "terminate called without an active exception"). A no-op in a single process."""
-    if state.num_processes > 1:
-        state.wait_for_everyone()
-        state.destroy_process_group()
-
-
 def compute_device() -> torch.device:
     """Where a stage that is not a `Trainer` (scoring, evaluation, a model judge) puts its model:
     this process's accelerator (`cuda:LOCAL_RANK` under `accelerate launch`), else the CPU. The

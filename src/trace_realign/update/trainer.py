@@ -51,7 +51,6 @@ from trace_realign.model.loading import (
     Reference,
     apply_lora,
     is_peft,
-    leave_process_group,
     load_model,
     load_tokenizer,
 )
@@ -527,7 +526,6 @@ def train(
     summary.update(model=str(model_name_or_path), weighted=str(weighted_path))
     if trainer.is_world_process_zero():
         write_json_atomic(out / "run_summary.json", summary)
-    leave_process_group(trainer.accelerator.state)
     return summary
 
 
