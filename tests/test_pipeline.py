@@ -102,6 +102,32 @@ def test_run_lays_out_the_run_dir_and_skips_unchanged_stages(run_config, tmp_pat
     assert json.loads((run / "score/summary.json").read_text())["beta"] == 0.2
 
 
+def test_a_methods_own_options_reach_its_training_under_its_own_name(run_config, tmp_path):
+    # hyphenated names included: `trace-oracle`'s options once reached no one, and it trained
+    # at the shared rate whatever its row of the tuning grid said
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["train"]["learning_rate"] = 1e-3
+    cfg["method_train"] = {"naive-oracle-dpo": {"learning-rate": 3e-4}, "trace": {"learning_rate": 3e-3}}
+    run_config.write_text(yaml.safe_dump(cfg))
+    run_pipeline(run_config, stages=("triage", "score", "train"))
+    rates = {
+        m: json.loads((tmp_path / "run" / "train" / m / "run_summary.json").read_text())["config"][
+            "learning_rate"
+        ]
+        for m in ("trace", "naive-oracle-dpo")
+    }
+    assert rates == {"trace": 3e-3, "naive-oracle-dpo": 3e-4}
+
+    cfg["method_train"] = {"trace_oracle": {"learning_rate": 3e-4}}
+    run_config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match="unknown method") as err:
+        run_pipeline(run_config, stages=("train",))
+    assert err.value.field == "method_train.trace_oracle"
+
+
 def test_bad_config_names_the_key(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"model": "m", "data": "d", "policy": "p", "judge": "j", "modle": 1}))

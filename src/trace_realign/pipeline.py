@@ -203,6 +203,22 @@ def _options(block: Any, name: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in block.items()}
 
 
+def _method_options(block: Any) -> dict[str, dict[str, Any]]:
+    """The `method_train` block: method names as spelled (`trace-oracle` is not `trace_oracle`),
+    each with its options as keyword arguments. A name that is no method is an input error: its
+    options would otherwise never reach training."""
+    from trace_realign.update.presets import PRESETS
+
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise InputError("expected a mapping of method names to options", field="method_train")
+    for method in block:
+        if method not in PRESETS:
+            raise InputError(f"unknown method (known: {', '.join(PRESETS)})", field=f"method_train.{method}")
+    return {str(m): _options(opts, f"method_train.{m}") for m, opts in block.items()}
+
+
 def _triage_options(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
 
     opts = _options(cfg.get("triage"), "triage")
@@ -376,12 +392,12 @@ def _train_methods(
 ) -> dict[str, str]:  # fmt: skip
     """Train each method into train/<method> (when "train" is a stage); return each one's training
     fingerprint, which its evaluation is keyed on whether or not it trained now."""
-    per_method = _options(cfg.get("method_train"), "method_train")
+    per_method = _method_options(cfg.get("method_train"))
     fp_train: dict[str, str] = {}
     for method in methods:
         out = run_dir / "train" / method
         # a method's own options (e.g. the learning rate chosen for it on validation) over the shared block
-        method_opts = {**train_opts, **_options(per_method.get(method), f"method_train.{method}")}
+        method_opts = {**train_opts, **per_method.get(method, {})}
         fp_train[method] = fingerprint("train", cfg["model"], method, method_opts, fp_score)
         if method_opts.get("retain_prompts") and "train" in stages:
             method_opts = {**method_opts, "retain_answers": str(retain_answers(cfg, run_dir, method_opts))}
