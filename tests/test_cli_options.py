@@ -94,3 +94,28 @@ def test_an_ordinary_run_prints_no_third_party_warning(tmp_path):
         capture_output=True, text=True, env=env, check=False, timeout=600,
     )  # fmt: skip
     assert loud.returncode == 0
+
+
+def test_deepspeed_is_told_there_is_no_accelerator_before_any_stage_asks():
+    """Evaluation alone (`run --stages evaluate`, no training first) reaches accelerate through
+    `process_state`; on a machine without an accelerator DeepSpeed, when installed, then warned
+    "Setting accelerator to CPU" while an adapter was converted for CTranslate2. Checked in a fresh
+    process: `process_state` sets `DS_ACCELERATOR` as training does, and keeps a user's choice."""
+    code = (
+        "import os, torch\n"
+        "from trace_realign.model.loading import process_state\n"
+        "process_state()\n"
+        "print(torch.accelerator.is_available(), os.environ.get('DS_ACCELERATOR'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    has_accelerator, value = out.stdout.split()
+    assert value == ("None" if has_accelerator == "True" else "cpu")
+    mine = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "DS_ACCELERATOR": "mps"},
+        check=True,
+    )
+    assert mine.stdout.split()[1] == "mps"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +94,10 @@ def process_state() -> Any:
 
     accel = getattr(torch, "accelerator", None)
     has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
+    if not has_accelerator:
+        # accelerate hands DeepSpeed (when installed) the device question; told there is no
+        # accelerator, it does not probe for one and warn that it found none (as `update.trainer`)
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
 
 
