@@ -87,18 +87,26 @@ def load_tokenizer(path_or_id: str | Path) -> Any:
         raise InputError(f"cannot load a tokenizer: {str(exc).splitlines()[0]}", path=src) from None
 
 
+def has_accelerator() -> bool:
+    accel = getattr(torch, "accelerator", None)
+    return accel.is_available() if accel is not None else torch.cuda.is_available()
+
+
+def deepspeed_on_cpu_if_no_accelerator() -> None:
+    """accelerate imports DeepSpeed whenever it is installed, and DeepSpeed probes for an accelerator
+    and warns when it finds none; on a machine without one, tell it so first (`DS_ACCELERATOR`, a
+    value already set is kept). Called by `process_state` and by the trainer (without a DeepSpeed
+    config)."""
+    if not has_accelerator():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def process_state() -> Any:
     """accelerate's `PartialState`: this process's rank, world and device. On a machine without
     an accelerator (or under `accelerate launch --cpu`) a multi-process world is a CPU (gloo)
     world, which `PartialState()` alone would not start."""
-
-    accel = getattr(torch, "accelerator", None)
-    has_accelerator = accel.is_available() if accel is not None else torch.cuda.is_available()
-    if not has_accelerator:
-        # accelerate hands DeepSpeed (when installed) the device question; told there is no
-        # accelerator, it does not probe for one and warn that it found none (as `update.trainer`)
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator)
+    deepspeed_on_cpu_if_no_accelerator()
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not has_accelerator())
 
 
 def compute_device() -> torch.device:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from trace_realign.model.loading import (
     LoraOptions,
     Reference,
     apply_lora,
+    deepspeed_on_cpu_if_no_accelerator,
     is_peft,
     load_model,
     load_tokenizer,
@@ -203,10 +203,8 @@ class TraceTrainer(Trainer):
         """`objective`: J's preferred pairs (`ScoredItem`s, see `update.u2a.objective_items`), needed by
         the methods whose weights the trainer estimates itself (`trace-no-triage`, `u2a`)."""
 
-        if not args.deepspeed and not torch.accelerator.is_available():
-            # accelerate imports DeepSpeed whenever it is installed; told there is no accelerator, it
-            # does not probe for one and warn that it found none
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        if not args.deepspeed:
+            deepspeed_on_cpu_if_no_accelerator()
         self.preset: Preset = get_preset(args.method)
         self.alpha_kl = args.alpha_kl if self.preset.use_kl else 0.0
         self.loss_type = pair_loss_type(self.preset, args.loss_terms.loss_type)
