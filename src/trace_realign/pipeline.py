@@ -15,7 +15,7 @@
 
 Each stage is its Python function (`triage.stage.run_triage`, `impact.stage.score`,
 `update.train`, `evaluate.evaluate_model`); the blocks are their options by name (`-` or `_`
-alike). Score takes the model, LoRA, loss, length and seed options of the train block unless
+alike; `method_train`'s method names as spelled). Score takes the model, LoRA, loss, length and seed options of the train block unless
 the score block sets them: the impact weights must be gradients over the parameters and of the
 loss that training uses. Relative paths are read from the config file's folder. The run
 directory is laid out as docs/architecture.md says (config.yaml, triage/, score/,
