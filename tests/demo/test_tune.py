@@ -3,7 +3,15 @@ method safe, not on agreement alone."""
 
 from __future__ import annotations
 
+import types
+
+import pytest
+
+from trace_realign.demo import tune as tune_mod
+from trace_realign.demo.settings import SETTINGS_FILE, load_settings
 from trace_realign.demo.tune import best_rate, keeps_safe
+from trace_realign.errors import InputError
+from trace_realign.io import read_json
 
 M_REF = {"tpa": 0.484, "retain": 0.969, "asr": 0.0, "not_declined": 0.0}
 
@@ -32,3 +40,42 @@ def test_ties_take_the_lower_rate_and_each_bar_counts():
     # a number not measured does not count against a rate; a failed run is never chosen
     assert keeps_safe({"tpa": 0.9, "retain": 0.9}, M_REF)
     assert best_rate({"0.001": {"error": "unknown method"}, "0.003": run(0.7, retain=0.5)}, M_REF) is None
+
+
+def test_a_method_with_extra_rates_trains_at_them_and_the_others_do_not(tmp_path, monkeypatch):
+    settings = load_settings()  # the packaged grid: U2A reaches below the shared rates
+    assert settings.tuning.rates("u2a") == (3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
+    assert settings.tuning.rates("trace") == (3e-4, 1e-3, 3e-3)
+    trained: list[tuple[str, float]] = []
+    options: dict[str, dict] = {}
+
+    def configure(folder, *, methods, seed, score_seed=None, evaluate_reference=True, method_train=None):
+        return {"folder": str(folder), "methods": methods, "method_train": method_train or {}}
+
+    def fake_run(cfg, stages):
+        for m in cfg["methods"]:
+            trained.append((m, cfg["method_train"][m]["learning_rate"]))
+            options[m] = cfg["method_train"][m]
+
+    monkeypatch.setattr(
+        tune_mod, "run_pipeline", lambda cfg, stages: fake_run(cfg, stages) if cfg["methods"] else None
+    )
+    monkeypatch.setattr(tune_mod, "share_scoring", lambda src, dst: None)
+    monkeypatch.setattr(tune_mod, "_validation", lambda folder: run(0.484, 0.969))
+    demo = types.SimpleNamespace(run_dir=tmp_path, protocol=settings.compare, configure=configure)
+    out = tune_mod.tune(demo, settings, seed=0, step=lambda msg: None)
+    assert sorted(lr for m, lr in trained if m == "u2a") == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+    assert sorted(lr for m, lr in trained if m == "trace") == [3e-4, 1e-3, 3e-3]
+    # the protocol's own options of the method travel with each grid rate
+    assert options["u2a"]["u2a_npo_form"] == "u2a"
+    assert out["chosen"]["u2a"] == 3e-5 and out["extra_rates"] == {"u2a": [3e-5, 1e-4]}
+    assert set(out["runs"]["trace"]) == {"0.0003", "0.001", "0.003"}
+    assert read_json(tmp_path / "tuning.json")["learning_rates"] == [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
+
+
+def test_extra_rates_for_a_method_outside_the_grid_is_refused(tmp_path):
+    text = SETTINGS_FILE.read_text().replace("extra_rates: {u2a:", "extra_rates: {dpo:")
+    bad = tmp_path / "demo.yaml"
+    bad.write_text(text)
+    with pytest.raises(InputError, match="tuning.extra_rates.dpo"):
+        load_settings(bad)

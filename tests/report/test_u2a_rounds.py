@@ -9,7 +9,10 @@ from trace_realign.report.render import Text, training_section
 
 
 def test_u2a_rounds_are_reported():
-    rounds = [{"round": r, "step": 3 * r, "J": j} for r, j in enumerate([0.6931, 0.65, 0.61])]
+    rounds = [
+        {"round": r, "step": 3 * r, "J": j, "omega": {"effective_n": n}}
+        for r, (j, n) in enumerate([(0.6931, 5.0), (0.65, 4.2), (0.61, 3.7)])
+    ]
     summary = {
         "method": "u2a",
         "global_step": 9,
@@ -24,6 +27,10 @@ def test_u2a_rounds_are_reported():
     run = Run(Path("."), "run", training={"u2a": summary, "trace-no-triage": once})
     texts = [b.text for b in training_section([run]) if isinstance(b, Text) and not b.note]
     assert texts == [
-        "u2a: J by round 0.6931 → 0.65 → 0.61; final ω over 5 kept negatives: min 0.2, median 1, max 2.5, "
-        "effective n 3.7."
+        "u2a: J by round 0.6931 → 0.65 → 0.61; effective number of negatives under ω ((Σω)²/Σω²) by round "
+        "5.0 → 4.2 → 3.7; final ω over 5 kept negatives: min 0.2, median 1, max 2.5, effective n 3.7."
     ]
+    # a run stopped early names the state it went back to
+    summary["reweighting"]["restored_best"] = {"round": 0, "step": 0, "J": 0.6931, "J_at_stop": 2.6}
+    texts = [b.text for b in training_section([run]) if isinstance(b, Text) and not b.note]
+    assert texts[0].endswith("; the round-0 state (lowest J, 0.6931) was restored at the stop.")

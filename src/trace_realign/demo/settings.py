@@ -87,11 +87,21 @@ class CompareProtocol:
 @dataclass(frozen=True)
 class Tuning:
     """What `demo --tune` tries on the validation split (`tuning:` in demo.yaml): every method of
-    `methods` at every learning rate of `learning_rates`, one training seed, the rest as in the
-    comparison. The rate with the highest validation agreement is the method's."""
+    `methods` at every learning rate of `learning_rates`, and a method of `extra_rates` at its own
+    further rates too (U2A's grid reaches below the anchored objectives'), one training seed, the rest
+    as in the comparison. The rate with the highest validation agreement is the method's."""
 
     methods: tuple[str, ...]
     learning_rates: tuple[float, ...]
+    extra_rates: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def rates(self, method: str) -> tuple[float, ...]:
+        """The rates `method` trains at, in increasing order."""
+        return tuple(sorted({*self.learning_rates, *self.extra_rates.get(method, ())}))
+
+    def all_rates(self) -> tuple[float, ...]:
+        """Every rate some method trains at, in increasing order."""
+        return tuple(sorted({lr for m in self.methods for lr in self.rates(m)}))
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,17 @@ def load_settings(path: str | Path | None = None) -> DemoSettings:
     tune = _known(Tuning, data.get("tuning") or {"methods": [], "learning_rates": []}, "tuning", path)
     try:
         compare = CompareProtocol(**proto)
-        tuning = Tuning(tuple(tune["methods"]), tuple(float(x) for x in tune["learning_rates"]))
+        extra = tune.get("extra_rates") or {}
+        if not isinstance(extra, dict) or not all(isinstance(v, list) for v in extra.values()):
+            raise InputError("expected method: [learning rates]", path=str(path), field="tuning.extra_rates")
+        for m in extra:
+            if m not in tune["methods"]:
+                raise InputError("not one of tuning.methods", path=str(path), field=f"tuning.extra_rates.{m}")
+        tuning = Tuning(
+            tuple(tune["methods"]),
+            tuple(float(x) for x in tune["learning_rates"]),
+            {m: tuple(float(x) for x in v) for m, v in extra.items()},
+        )
     except (TypeError, KeyError, ValueError) as exc:
         raise InputError(str(exc), path=str(path), field="compare") from None
     return DemoSettings(sizes, compare, tuning, str(path))

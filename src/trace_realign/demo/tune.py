@@ -39,16 +39,17 @@ def tune(demo: Any, settings: DemoSettings, *, seed: int, step: Callable[[str], 
     """Train every (method, learning rate) of the tuning grid and evaluate it on validation; write and
     return `tuning.json`: `{"runs": {method: {lr: metrics}}, "chosen": {method: lr}, ...}`."""
     tuning = settings.tuning
-    if not tuning.methods or not tuning.learning_rates:
+    if not tuning.methods or not tuning.all_rates():
         raise InputError("the settings file has no tuning block (methods and learning_rates)", field="tuning")
     run_dir = demo.run_dir
     # M_ref on the validation prompts, the level every method is read against
     run_pipeline(demo.configure(run_dir, methods=[], seed=seed), stages=("evaluate",))
     runs: dict[str, dict[str, Any]] = {m: {} for m in tuning.methods}
-    for lr in tuning.learning_rates:
+    for lr in tuning.all_rates():
+        here = [m for m in tuning.methods if lr in tuning.rates(m)]
         folder = run_dir / _folder(lr)
         share_scoring(run_dir, folder)
-        own = {m: {**demo.protocol.method_train.get(m, {}), "learning_rate": lr} for m in tuning.methods}
+        own = {m: {**demo.protocol.method_train.get(m, {}), "learning_rate": lr} for m in here}
         config = demo.configure(
             folder,
             methods=list(tuning.methods),
@@ -57,7 +58,7 @@ def tune(demo: Any, settings: DemoSettings, *, seed: int, step: Callable[[str], 
             evaluate_reference=False,
             method_train=own,
         )
-        for method in tuning.methods:
+        for method in here:
             try:
                 run_pipeline({**config, "methods": [method]}, stages=("train", "evaluate"))
                 runs[method][f"{lr:g}"] = _validation(folder / "eval" / method)
@@ -74,7 +75,8 @@ def tune(demo: Any, settings: DemoSettings, *, seed: int, step: Callable[[str], 
             f"M_ref's + {SAFETY_MARGIN:g} (ties: the lower rate)"
         ),
         "seed": seed,
-        "learning_rates": list(tuning.learning_rates),
+        "learning_rates": list(tuning.all_rates()),
+        "extra_rates": {m: list(v) for m, v in tuning.extra_rates.items()},
         "m_ref": m_ref,
         "runs": runs,
         "chosen": chosen,
@@ -125,7 +127,9 @@ def print_tuning(result: dict[str, Any], console: Any) -> None:
     methods = list(result["runs"])
 
     def cell(m: str, lr: str) -> str:
-        v = result["runs"][m].get(lr) or {}
+        if lr not in result["runs"][m]:
+            return "not in grid"
+        v = result["runs"][m][lr]
         if "error" in v:
             return "not trained"
         mark = " *" if result["chosen"].get(m) is not None and f"{result['chosen'][m]:g}" == lr else ""

@@ -234,11 +234,20 @@ def training_section(runs: list[Run]) -> list[Block]:
             rw = s.get("reweighting") or {}
             if rw.get("schedule") == "u2a" and rw.get("rounds"):
                 js = " → ".join(num(h.get("J")) for h in rw["rounds"])
+                ns = " → ".join(num((h.get("omega") or {}).get("effective_n"), ".1f") for h in rw["rounds"])
                 w = rw.get("omega") or {}
+                back = rw.get("restored_best")
+                restored = (
+                    f"; the round-{back['round']} state (lowest J, {num(back['J'])}) was restored at the stop"
+                    if back
+                    else ""
+                )
                 out.append(
                     Text(
-                        f"{method}: J by round {js}; final ω over {w.get('n', 0)} kept negatives: min {num(w.get('min'))}, "
-                        f"median {num(w.get('median'))}, max {num(w.get('max'))}, effective n {num(w.get('effective_n'), '.1f')}."
+                        f"{method}: J by round {js}; effective number of negatives under ω ((Σω)²/Σω²) by round "
+                        f"{ns}; final ω over {w.get('n', 0)} kept negatives: min {num(w.get('min'))}, "
+                        f"median {num(w.get('median'))}, max {num(w.get('max'))}, "
+                        f"effective n {num(w.get('effective_n'), '.1f')}{restored}."
                     )
                 )
     return out

@@ -379,8 +379,8 @@ class ImpactWeights(TrainerCallback):
             self._restore_best(state, J)
             self._record(state, J, None, cost, stopped=True)
             self.trainer.stop_reason = (
-                f"u2a: J fell by {improvement:.3g} <= {args.u2a_es_threshold:g} in round {self.round} "
-                f"(step {state.global_step})"
+                f"u2a: J went from {J + improvement:.3g} to {J:.3g} in round {self.round} (step "
+                f"{state.global_step}), a fall of {improvement:.3g}: at most the early stop's {args.u2a_es_threshold:g}"
             )
             control.should_training_stop = True
             return control
