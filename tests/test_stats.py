@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from trace_realign.stats import (
     cell_estimate,
     cohen_kappa,
+    holm,
     kappa_with_ci,
     mcnemar_exact,
     mcnemar_paired,
@@ -186,3 +188,20 @@ def test_kappa_matches_a_hand_computed_table():
     lo, hi = k["ci95"]
     assert lo < k["kappa"] < hi and 0.1 < hi - lo < 0.7
     assert kappa_with_ci(a, b) == k  # the bootstrap is seeded: the same interval every run
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 of m = 4: 4 x 0.005, 3 x 0.01, 2 x 0.03, then max(0.06, 1 x 0.04)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a missing p stays missing and does not enlarge the family; nothing exceeds 1
+    assert holm([None, 0.02, 0.5]) == [None, pytest.approx(0.04), pytest.approx(0.5)]
+    assert holm([0.6, 0.7]) == [1.0, 1.0] and holm([]) == []
+
+
+def test_holm_keeps_the_family_wise_error_rate_of_independent_null_tests():
+    rng = np.random.default_rng(0)
+    families = rng.random((4000, 9))  # nine true nulls per family, as the comparison's tests of one metric
+    any_rejected = np.mean([min(holm(list(f))) < 0.05 for f in families])
+    assert any_rejected <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 4000)
+    unadjusted = np.mean((families < 0.05).any(axis=1))
+    assert unadjusted > 0.3  # without it one of nine null tests "wins" about 37% of the time

@@ -183,6 +183,19 @@ def seed_test(
 # ---- a table of outcomes: [seeds][prompts] -----------------------------------------------------
 
 
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None stays None and does not count):
+    the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)). A family-wise
+    error rate of at most alpha when every adjusted p below alpha is called a difference."""
+    known = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(known):
+        running = max(running, min(1.0, (len(known) - rank) * p))
+        out[i] = running
+    return out
+
+
 def _table(outcomes: Outcomes, what: str = "outcomes") -> np.ndarray:
     """A float [seeds, prompts] array with NaN for missing outcomes."""
     rows = [list(r) for r in outcomes]

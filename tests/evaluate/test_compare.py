@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from trace_realign.evaluate.compare import compare_evaluations, row_outcomes, subset_rates
-from trace_realign.stats import mcnemar_exact
+from trace_realign.evaluate.compare import adjust_family, compare_evaluations, row_outcomes, subset_rates
+from trace_realign.stats import holm, mcnemar_exact
 
 C, N, U = "compliant", "non_compliant", "unknown"
 FIC, SUP = "fictional_scenario", "refusal_suppression"
@@ -135,3 +135,34 @@ def test_rows_not_in_every_evaluation_are_left_out_of_the_pairing(tmp_path):
     )
     assert out["prompts"]["tpa"] == 3
     assert out["models"]["x"]["cells"]["tpa"]["prompts"] == 3
+
+
+def test_holm_over_the_comparisons_family_counts_a_pair_tested_from_both_sides_once():
+    def seed(p):
+        return {"seed": {"p": p}, "prompt": {}}
+
+    comparison = {
+        "reference": "trace",
+        "tests": {
+            "M_ref": {"tpa": seed(0.001), "retain": seed(0.2)},
+            "dpo-gold": {"tpa": seed(0.02), "retain": seed(0.01)},
+            "trace-oracle": {"tpa": seed(0.03), "retain": seed(None)},
+        },
+        # trace-oracle's own row repeats its test against trace, from the other side
+        "tests_also": {"trace-oracle": {"trace": {"tpa": seed(0.03)}, "dpo-gold": {"tpa": seed(0.04)}}},
+        "pairs_tested": {"trace@25% vs trace": {"tpa": {"p": 0.5}}},
+    }
+    sizes = adjust_family(comparison)
+    # tpa: M_ref, dpo-gold, trace-oracle (once), trace-oracle vs dpo-gold, trace@25%: five tests
+    assert sizes == {"tpa": 5, "retain": 2} and comparison["holm"] == sizes
+    want = dict(zip(["m", "d", "o", "od", "s"], holm([0.001, 0.02, 0.03, 0.04, 0.5]), strict=True))
+    tests, also = comparison["tests"], comparison["tests_also"]["trace-oracle"]
+    assert tests["M_ref"]["tpa"]["seed"]["p_holm"] == pytest.approx(want["m"])
+    assert (
+        tests["trace-oracle"]["tpa"]["seed"]["p_holm"] == also["trace"]["tpa"]["seed"]["p_holm"] == want["o"]
+    )
+    assert also["dpo-gold"]["tpa"]["seed"]["p_holm"] == pytest.approx(want["od"])
+    assert comparison["pairs_tested"]["trace@25% vs trace"]["tpa"]["p_holm"] == pytest.approx(want["s"])
+    # a test with no p gets none and does not enlarge its family
+    assert tests["trace-oracle"]["retain"]["seed"]["p_holm"] is None
+    assert tests["dpo-gold"]["retain"]["seed"]["p_holm"] == pytest.approx(0.02)

@@ -19,7 +19,7 @@ from typing import Any
 from trace_realign.demo.settings import ATTACK_RULES, EVAL_JUDGE_CUES, CompareProtocol, DemoSize
 from trace_realign.errors import InputError
 from trace_realign.evaluate import GenerationSettings, evaluate_model, read_prompts
-from trace_realign.evaluate.compare import compare_evaluations, subset_rates
+from trace_realign.evaluate.compare import adjust_family, compare_evaluations, subset_rates
 from trace_realign.impact.diagnostics import separation
 from trace_realign.io import read_json, read_jsonl, write_json_if_changed, write_text_atomic
 from trace_realign.judges.rules import RuleJudge
@@ -279,7 +279,7 @@ def comparison_of(
 ) -> dict[str, Any]:
     """`compare_evaluations` over the groups, with each TRACE row that uses the same information as a
     baseline (trace-oracle, like dpo-gold, trains the oracle corrections) tested against every model
-    as well."""
+    as well, and every method-level test's p adjusted by Holm over the tests of its metric."""
     comparison = compare_evaluations(groups, reference=protocol.reference)
     also = [m for m in protocol.also_tested if m in groups]
     comparison["tests_also"] = {m: compare_evaluations(groups, reference=m)["tests"] for m in also}
@@ -287,6 +287,7 @@ def comparison_of(
     comparison["not_trained"] = not_trained
     comparison["noise_weights"] = noise or {}
     comparison["pairs_tested"] = extra_tests(comparison, groups, protocol)
+    adjust_family(comparison)
     return comparison
 
 

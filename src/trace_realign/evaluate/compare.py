@@ -22,8 +22,10 @@ second evaluation judge. Utility (`mc`, `perplexity`) is one number per seed: a 
 seeds, or for one seed the Wilson interval of the multiple-choice accuracy and none for
 perplexity.
 
-`tests[other][metric]` holds `seed` (`stats.seed_test`: the method-level test, which decides) and
-`prompt` (`stats.prompt_test`: these trained models prompt by prompt, a description).
+`tests[other][metric]` holds `seed` (`stats.seed_test`: the method-level test) and `prompt`
+(`stats.prompt_test`: these trained models prompt by prompt, a description). `adjust_family` then
+gives every method-level test its Holm-adjusted p over the comparison's family of tests on the same
+metric (`p_holm`): that is what decides a claim.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from trace_realign.io import read_jsonl
 from trace_realign.stats import (
     BOOTSTRAP_RESAMPLES,
     cell_estimate,
+    holm,
     per_seed_means,
     prompt_test,
     seed_test,
@@ -256,10 +259,43 @@ def compare_evaluations(
         "prompts (Wilson, or a bootstrap over prompts where a prompt has several rows), which knows nothing of "
         "training variance; mc and perplexity: t over seeds (one seed: Wilson for mc)",
         "tests_note": f"{reference} minus the other model. `seed`: the method-level test, the training seed as the "
-        "unit (Welch t on per-seed means; one-sample t against a model no seed trained); it decides every claim. "
+        "unit (Welch t on per-seed means; one-sample t against a model no seed trained), with `p_holm` its Holm-"
+        "adjusted p over the comparison's tests of the same metric (`adjust_family`), which decides every claim. "
         "`prompt`: these trained models prompt by prompt (bootstrap over prompts, exact McNemar counts), a "
         "description that never decides a claim",
     }
+
+
+def adjust_family(comparison: dict[str, Any]) -> dict[str, int]:
+    """Holm's adjustment over every method-level test in `comparison`, one family per metric: the
+    reference's `tests`, each `tests_also` row's, and `pairs_tested` (`{"A vs B": {metric: seed
+    test}}`). A pair tested from both sides counts once and both get its adjusted p. Writes `p_holm`
+    into each seed test, `holm` (the family size per metric) into `comparison`, and returns it."""
+    families: dict[str, dict[frozenset[str], list[dict[str, Any]]]] = {}
+
+    def add(a: str, b: str, by_metric: Mapping[str, Any]) -> None:
+        for metric, t in by_metric.items():
+            test = t.get("seed", t)
+            families.setdefault(metric, {}).setdefault(frozenset((a, b)), []).append(test)
+
+    for other, by in (comparison.get("tests") or {}).items():
+        add(str(comparison.get("reference")), other, by)
+    for ref, tests in (comparison.get("tests_also") or {}).items():
+        for other, by in tests.items():
+            add(ref, other, by)
+    for name, by in (comparison.get("pairs_tested") or {}).items():
+        a, _, b = name.partition(" vs ")
+        add(a, b, by)
+    sizes = {}
+    for metric, pairs in families.items():
+        groups = list(pairs.values())
+        adjusted = holm([g[0].get("p") for g in groups])
+        for g, p in zip(groups, adjusted, strict=True):
+            for test in g:
+                test["p_holm"] = p
+        sizes[metric] = sum(p is not None for p in adjusted)
+    comparison["holm"] = sizes
+    return sizes
 
 
 def subset_rates(

@@ -137,6 +137,7 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
             [
                 ("over seeds [95%]", [format_estimate(s["diff"], s.get("ci95"), signed=True) for s in seed]),
                 ("p", ["n/a" if s.get("p") is None else f"{s['p']:.3g}" for s in seed]),
+                ("p Holm", ["n/a" if s.get("p_holm") is None else f"{s['p_holm']:.3g}" for s in seed]),
                 ("seeds", [f"{s['n_a']}/{s['n_b']}" for s in seed]),
                 (
                     "prompt-level [95%]",
@@ -146,8 +147,9 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
             console,
             caption=None
             if n < len(tested) - 1
-            else "over seeds: Welch t on per-seed means (one-sample t against M_ref); it decides a claim, "
-            "n/a with fewer than 2 seeds. prompt-level: these trained models only, a description",
+            else "over seeds: Welch t on per-seed means (one-sample t against M_ref), n/a with fewer than 2 "
+            "seeds; p Holm: adjusted over every test of the metric, it decides a claim. prompt-level: these "
+            "trained models only, a description",
         )
 
 

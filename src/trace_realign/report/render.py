@@ -498,6 +498,7 @@ def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
                     _cell_name(m),
                     format_estimate(s.get("diff"), s.get("ci95"), signed=True),
                     _p(s.get("p")) if s.get("p") is not None else f"n/a ({s.get('reason', 'no test')})",
+                    _p(s.get("p_holm")),
                     f"{s['n_a']} / {s['n_b']}",
                     format_estimate(pr.get("diff"), pr.get("ci95"), signed=True),
                     "n/a" if not mc else f"{mc['a_only']} / {mc['b_only']}",
@@ -506,10 +507,11 @@ def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
     return [
         Heading(f"{ref} against each model", 3),
         Text(
-            f"Difference = {ref} minus the other model, in points. Method-level test (decides a claim): "
-            "the training seed is the unit, Welch's t-test on the per-seed means (a one-sample t-test "
-            "against a model no seed trained, such as M_ref), with its 95% interval and p; with fewer than "
-            "2 seeds of a trained model there is no method-level test. Prompt by prompt (describes these "
+            f"Difference = {ref} minus the other model, in points. Method-level test: the training seed "
+            "is the unit, Welch's t-test on the per-seed means (a one-sample t-test against a model no seed "
+            "trained, such as M_ref), with its 95% interval and p; with fewer than 2 seeds of a trained "
+            "model there is no method-level test. Its p adjusted by Holm over every test of the same metric "
+            "in this comparison decides a claim (below 0.05: a difference; above: inside the noise). Prompt by prompt (describes these "
             "trained models only, never decides): the paired difference with a bootstrap over prompts, and "
             f"the exact McNemar counts of prompts only {ref} / only the other gets right, seed-matched. For "
             "ASR and 'not declined' a negative difference favours the reference."
@@ -520,6 +522,7 @@ def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
                 "metric",
                 "difference over seeds [95%]",
                 "p (seeds)",
+                "p Holm",
                 "seeds",
                 "prompt-level [95%]",
                 "discordant",
