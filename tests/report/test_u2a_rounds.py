@@ -1,11 +1,11 @@
-"""The training section names U2A's J by round and its final ω distribution."""
+"""The training section names U2A's J and ω by round; the studies' tests carry their Holm-adjusted p."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from trace_realign.report.collect import Run
-from trace_realign.report.render import Text, training_section
+from trace_realign.report.render import Table, Text, studies_section, training_section
 
 
 def test_u2a_rounds_are_reported():
@@ -34,3 +34,12 @@ def test_u2a_rounds_are_reported():
     summary["reweighting"]["restored_best"] = {"round": 0, "step": 0, "J": 0.6931, "J_at_stop": 2.6}
     texts = [b.text for b in training_section([run]) if isinstance(b, Text) and not b.note]
     assert texts[0].endswith("; the round-0 state (lowest J, 0.6931) was restored at the stop.")
+
+
+def test_the_studies_tests_show_the_holm_adjusted_p():
+    test = {"diff": 0.05, "ci95": [0.01, 0.09], "p": 0.02, "p_holm": 0.06, "n_a": 5, "n_b": 5}
+    comparison = {"pairs_tested": {"trace-noise20 vs trace-no-impact-noise20": {"tpa": test}}}
+    run = Run(Path("."), "run", comparison=comparison)
+    (table,) = [b for b in studies_section([run]) if isinstance(b, Table)]
+    assert table.columns[3:5] == ["p (seeds)", "p Holm"]
+    assert table.rows[0][3:5] == ["0.02", "0.06"]

@@ -799,13 +799,13 @@ def studies_section(runs: list[Run]) -> list[Block]:
             ]
         if c.get("pairs_tested"):
             rows = [
-                [pair, _cell_name(m), format_estimate(t.get("diff"), t.get("ci95"), signed=True), _p(t.get("p")), f"{t['n_a']} / {t['n_b']}"]
+                [pair, _cell_name(m), format_estimate(t.get("diff"), t.get("ci95"), signed=True), _p(t.get("p")), _p(t.get("p_holm")), f"{t['n_a']} / {t['n_b']}"]
                 for pair, by in c["pairs_tested"].items()
                 for m, t in by.items()
             ]  # fmt: skip
             out += [
                 Heading("The studies' tests, over training seeds", 3),
-                Table(["pair", "metric", "difference [95%]", "p (seeds)", "seeds"], rows),
+                Table(["pair", "metric", "difference [95%]", "p (seeds)", "p Holm", "seeds"], rows),
             ]
     return out
 
