@@ -52,7 +52,7 @@ def tune(demo: Any, settings: DemoSettings, *, seed: int, step: Callable[[str], 
         own = {m: {**demo.protocol.method_train.get(m, {}), "learning_rate": lr} for m in here}
         config = demo.configure(
             folder,
-            methods=list(tuning.methods),
+            methods=here,  # a method not in this rate's grid must not sit in its folder's config untuned
             seed=seed,
             score_seed=seed,
             evaluate_reference=False,

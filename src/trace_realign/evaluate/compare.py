@@ -5,6 +5,7 @@ prompt-by-prompt description of the trained models beside it (statistics in `sta
     from trace_realign.evaluate.compare import compare_evaluations
     table = compare_evaluations({"M_ref": [ref_dir], "trace": [s0, s1, s2], "dpo-gold": [g0, g1, g2]},
                                 reference="trace")
+    adjust_family(table)  # each method-level p adjusted by Holm over the tests of its metric
 
 Each evaluation folder is what `evaluate_model` wrote (`metrics.json`, `responses.jsonl`); the
 seeds of a method are its folders. Outcomes are read from `responses.jsonl` and gathered by the
@@ -198,7 +199,9 @@ def compare_evaluations(
 ) -> dict[str, Any]:
     """Cells with intervals for every model (`groups`: name -> its evaluation folders, one per
     seed) and tests of `reference` against every other model on the `tested` metrics. `fixed` names
-    the models no training seed made (`M_ref`): a one-sample test over the other's seeds applies."""
+    the models no training seed made (`M_ref`): a one-sample test over the other's seeds applies.
+    The tests' `p_holm` comes from `adjust_family`, to be called once every test of the comparison
+    is in (the demo's `comparison_of` does); until then the tables show it as n/a."""
     read = {name: [read_evaluation(f) for f in folders] for name, folders in groups.items() if folders}
     outcomes = {
         name: [

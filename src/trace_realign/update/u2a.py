@@ -378,9 +378,13 @@ class ImpactWeights(TrainerCallback):
         if improvement <= args.u2a_es_threshold:
             self._restore_best(state, J)
             self._record(state, J, None, cost, stopped=True)
+            change = (
+                f"a rise of {-improvement:.3g}" if improvement < 0 else f"a fall of only {improvement:.3g}"
+            )
             self.trainer.stop_reason = (
                 f"u2a: J went from {J + improvement:.3g} to {J:.3g} in round {self.round} (step "
-                f"{state.global_step}), a fall of {improvement:.3g}: at most the early stop's {args.u2a_es_threshold:g}"
+                f"{state.global_step}), {change}: the early stop fires at a fall of at most "
+                f"{args.u2a_es_threshold:g}"
             )
             control.should_training_stop = True
             return control
