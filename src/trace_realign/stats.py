@@ -95,6 +95,11 @@ def format_estimate(
     return text
 
 
+def format_p(p: float | None) -> str:
+    """A p-value as every table prints it: three significant digits, `n/a` when there is none."""
+    return "n/a" if p is None else f"{p:.3g}"
+
+
 def format_rate(entry: Mapping[str, Any] | None, *, interval: bool = True, counts: bool = False) -> str:
     """A `proportion` entry as `12.5% [4.2, 30.1]`, with `(3/24)` after it when `counts` (and the
     unknown verdicts the entry records, `(3/24, 2 unknown)`)."""

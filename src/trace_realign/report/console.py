@@ -14,7 +14,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from trace_realign.stats import format_estimate
+from trace_realign.stats import format_estimate, format_p
 
 # comparison.json cell -> column title
 LABELS = {
@@ -136,8 +136,8 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
             [("vs", [o for o, _ in rows])],
             [
                 ("over seeds [95%]", [format_estimate(s["diff"], s.get("ci95"), signed=True) for s in seed]),
-                ("p", ["n/a" if s.get("p") is None else f"{s['p']:.3g}" for s in seed]),
-                ("p Holm", ["n/a" if s.get("p_holm") is None else f"{s['p_holm']:.3g}" for s in seed]),
+                ("p", [format_p(s.get("p")) for s in seed]),
+                ("p Holm", [format_p(s.get("p_holm")) for s in seed]),
                 ("seeds", [f"{s['n_a']}/{s['n_b']}" for s in seed]),
                 (
                     "prompt-level [95%]",

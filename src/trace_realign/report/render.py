@@ -15,7 +15,7 @@ from trace_realign.data.pku import HARM_CATEGORIES
 from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
 from trace_realign.report import plots
 from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
-from trace_realign.stats import format_estimate, format_rate, wilson_interval
+from trace_realign.stats import format_estimate, format_p, format_rate, wilson_interval
 from trace_realign.triage.audit import judge_error_line
 
 BEFORE_NAMES = ("m_ref", "mref", "ref", "reference", "base", "baseline", "before")
@@ -480,10 +480,6 @@ def ci_cell(cell: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) 
     return format_estimate(cell.get("mean"), cell.get("ci95"), scale=scale, digits=digits)
 
 
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
-
-
 def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
     """`ref` against each model: the method-level test over training seeds, which decides, and the
     prompt-by-prompt description of these trained models beside it."""
@@ -497,8 +493,8 @@ def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
                     other,
                     _cell_name(m),
                     format_estimate(s.get("diff"), s.get("ci95"), signed=True),
-                    _p(s.get("p")) if s.get("p") is not None else f"n/a ({s.get('reason', 'no test')})",
-                    _p(s.get("p_holm")),
+                    format_p(s.get("p")) if s.get("p") is not None else f"n/a ({s.get('reason', 'no test')})",
+                    format_p(s.get("p_holm")),
                     f"{s['n_a']} / {s['n_b']}",
                     format_estimate(pr.get("diff"), pr.get("ci95"), signed=True),
                     "n/a" if not mc else f"{mc['a_only']} / {mc['b_only']}",
@@ -799,7 +795,7 @@ def studies_section(runs: list[Run]) -> list[Block]:
             ]
         if c.get("pairs_tested"):
             rows = [
-                [pair, _cell_name(m), format_estimate(t.get("diff"), t.get("ci95"), signed=True), _p(t.get("p")), _p(t.get("p_holm")), f"{t['n_a']} / {t['n_b']}"]
+                [pair, _cell_name(m), format_estimate(t.get("diff"), t.get("ci95"), signed=True), format_p(t.get("p")), format_p(t.get("p_holm")), f"{t['n_a']} / {t['n_b']}"]
                 for pair, by in c["pairs_tested"].items()
                 for m, t in by.items()
             ]  # fmt: skip
