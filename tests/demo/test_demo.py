@@ -136,6 +136,58 @@ def test_compare_runs_the_chosen_rows_and_reports_a_row_that_cannot_train(tmp_pa
 
 
 @pytest.mark.slow
+def test_compare_studies_train_under_noise_and_on_a_share_of_the_data_each_its_own_holm_family(
+    tmp_path, private_cache
+):
+    """`--methods noise,scale`: trace and trace-no-impact trained from a noisy judge's triage and
+    weights, trace and naive-oracle-dpo on half of the old pairs, each under two seeds; the weights'
+    separation of the flipped verdicts; and each study's tests a Holm family of its own, so the
+    comparison's p are those it has without the studies."""
+    from dataclasses import replace
+
+    from trace_realign.demo.run import run_demo
+    from trace_realign.demo.settings import load_settings
+
+    settings = load_settings()
+    protocol = replace(
+        settings.compare, noise_rates=(0.2,), noise_train_rates=(0.2,), noise_seeds=2, scale_fractions=(0.5,),
+        scale_seeds=2,
+    )  # fmt: skip
+    settings = replace(settings, compare=protocol)
+    run = tmp_path / "run"
+    summary = run_demo(
+        run, size="quick", compare=True, only=["naive-oracle-dpo", "noise", "scale"], seeds=2, tradeoff=False,
+        progress=False, settings=settings,
+    )  # fmt: skip
+    comparison = json.loads((run / "comparison.json").read_text())
+    seeds = comparison["seeds"]
+    for row in ("trace-noise20", "trace-no-impact-noise20", "trace@50%", "naive-oracle-dpo@50%"):
+        assert seeds[row] == [0, 1], row
+    # the noisy judge triaged and scored anew; the data share is half of each kind, triaged anew
+    assert (run / "noise20" / "score" / "weighted.jsonl").exists()
+    assert (run / "noise20" / "seeds" / "seed1" / "eval" / "trace-no-impact" / "metrics.json").exists()
+    half = [json.loads(line) for line in (run / "scale50" / "pairs.jsonl").read_text().splitlines()]
+    full = [json.loads(line) for line in (run / "scenario" / "pairs.jsonl").read_text().splitlines()]
+    assert len(half) == round(len(full) / 2) and {r["id"] for r in half} <= {r["id"] for r in full}
+    assert set(comparison["noise_weights"]["noise20"]) == {"all", "INVERT", "PUNISH"}
+    tested = comparison["pairs_tested"]
+    assert "trace-noise20 vs trace-no-impact-noise20" in tested
+    assert {
+        "trace@50% vs naive-oracle-dpo",
+        "trace@50% vs naive-oracle-dpo@50%",
+        "trace@50% vs trace",
+    } <= set(tested)
+    # a study's rows are not tested against trace-oracle's; each study is its own family
+    assert all("noise" not in m and "@" not in m for m in comparison["tests_also"].get("trace-oracle", {}))
+    holm = comparison["holm"]
+    assert holm["tpa"] == 2  # trace against M_ref and naive-oracle-dpo: the studies' rows do not enter
+    # noise: trace against both noisy rows, and the pair; scale: trace and naive-oracle-dpo against
+    # the two shares, and trace@50% against naive-oracle-dpo@50%
+    assert holm["noise:tpa"] == 3 and holm["scale:tpa"] == 4
+    assert {r["model"] for r in summary["rows"]} >= {"trace-noise20", "trace@50%"}
+    assert "trace-noise20 vs trace-no-impact-noise20" in (run / "report.md").read_text()
+
+
 def test_demo_on_smollm2_at_a_small_size(tmp_path, private_cache, smollm2_dir):
     from trace_realign.demo.run import run_demo
 

@@ -166,3 +166,32 @@ def test_holm_over_the_comparisons_family_counts_a_pair_tested_from_both_sides_o
     # a test with no p gets none and does not enlarge its family
     assert tests["trace-oracle"]["retain"]["seed"]["p_holm"] is None
     assert tests["dpo-gold"]["retain"]["seed"]["p_holm"] == pytest.approx(0.02)
+
+
+def test_holm_gives_each_study_a_family_of_its_own():
+    def seed(p):
+        return {"seed": {"p": p}, "prompt": {}}
+
+    def study_of(a, b):
+        return "noise" if "-noise" in a + b else ""
+
+    comparison = {
+        "reference": "trace",
+        "tests": {
+            "M_ref": {"tpa": seed(0.01)},
+            "dpo-gold": {"tpa": seed(0.02)},
+            "trace-noise20": {"tpa": seed(0.04)},
+        },
+        "pairs_tested": {"trace-noise20 vs trace-no-impact-noise20": {"tpa": {"p": 0.03}}},
+    }
+    sizes = adjust_family(comparison, study_of)
+    assert sizes == {"tpa": 2, "noise:tpa": 2}
+    tests = comparison["tests"]
+    # the comparison's family is the two tests it has without the study
+    assert [tests[m]["tpa"]["seed"]["p_holm"] for m in ("M_ref", "dpo-gold")] == pytest.approx(
+        holm([0.01, 0.02])
+    )
+    noise = holm([0.04, 0.03])
+    assert tests["trace-noise20"]["tpa"]["seed"]["p_holm"] == pytest.approx(noise[0])
+    pair = comparison["pairs_tested"]["trace-noise20 vs trace-no-impact-noise20"]["tpa"]["p_holm"]
+    assert pair == pytest.approx(noise[1])

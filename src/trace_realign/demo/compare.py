@@ -282,13 +282,26 @@ def comparison_of(
     as well, and every method-level test's p adjusted by Holm over the tests of its metric."""
     comparison = compare_evaluations(groups, reference=protocol.reference)
     also = [m for m in protocol.also_tested if m in groups]
-    comparison["tests_also"] = {m: compare_evaluations(groups, reference=m)["tests"] for m in also}
+    rows = {m: f for m, f in groups.items() if not study_of(m, m)}  # a study's rows answer its own question
+    comparison["tests_also"] = {m: compare_evaluations(rows, reference=m)["tests"] for m in also}
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
     comparison["not_trained"] = not_trained
     comparison["noise_weights"] = noise or {}
     comparison["pairs_tested"] = extra_tests(comparison, groups, protocol)
-    adjust_family(comparison)
+    adjust_family(comparison, study_of)
     return comparison
+
+
+def study_of(a: str, b: str) -> str:
+    """The question a test of row `a` against row `b` answers: "noise" if either is trained from a
+    noisy judge (`-noiseNN`), "scale" if either is trained on a share of the data (`@NN%`), else ""
+    (the comparison itself). Each is a Holm family of its own (`evaluate.compare.adjust_family`)."""
+    names = (a, b)
+    if any("-noise" in n for n in names):
+        return "noise"
+    if any("@" in n for n in names):
+        return "scale"
+    return ""
 
 
 def extra_tests(

@@ -32,7 +32,7 @@ metric (`p_holm`): that is what decides a claim.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -269,17 +269,24 @@ def compare_evaluations(
     }
 
 
-def adjust_family(comparison: dict[str, Any]) -> dict[str, int]:
+def adjust_family(
+    comparison: dict[str, Any], study_of: Callable[[str, str], str] | None = None
+) -> dict[str, int]:
     """Holm's adjustment over every method-level test in `comparison`, one family per metric: the
     reference's `tests`, each `tests_also` row's, and `pairs_tested` (`{"A vs B": {metric: seed
-    test}}`). A pair tested from both sides counts once and both get its adjusted p. Writes `p_holm`
-    into each seed test, `holm` (the family size per metric) into `comparison`, and returns it."""
+    test}}`). A pair tested from both sides counts once and both get its adjusted p. `study_of(a, b)`
+    names the question a test of `a` against `b` answers ("" for the comparison itself): each study
+    is a family of its own, so a study added to a run leaves the comparison's p unchanged. Writes
+    `p_holm` into each seed test, `holm` (the family size per metric, `study:metric` for a study's)
+    into `comparison`, and returns it."""
     families: dict[str, dict[frozenset[str], list[dict[str, Any]]]] = {}
 
     def add(a: str, b: str, by_metric: Mapping[str, Any]) -> None:
+        study = study_of(a, b) if study_of is not None else ""
         for metric, t in by_metric.items():
             test = t.get("seed", t)
-            families.setdefault(metric, {}).setdefault(frozenset((a, b)), []).append(test)
+            family = f"{study}:{metric}" if study else metric
+            families.setdefault(family, {}).setdefault(frozenset((a, b)), []).append(test)
 
     for other, by in (comparison.get("tests") or {}).items():
         add(str(comparison.get("reference")), other, by)
@@ -290,13 +297,13 @@ def adjust_family(comparison: dict[str, Any]) -> dict[str, int]:
         a, _, b = name.partition(" vs ")
         add(a, b, by)
     sizes = {}
-    for metric, pairs in families.items():
+    for family, pairs in families.items():
         groups = list(pairs.values())
         adjusted = holm([g[0].get("p") for g in groups])
         for g, p in zip(groups, adjusted, strict=True):
             for test in g:
                 test["p_holm"] = p
-        sizes[metric] = sum(p is not None for p in adjusted)
+        sizes[family] = sum(p is not None for p in adjusted)
     comparison["holm"] = sizes
     return sizes
 
