@@ -195,3 +195,18 @@ def test_holm_gives_each_study_a_family_of_its_own():
     assert tests["trace-noise20"]["tpa"]["seed"]["p_holm"] == pytest.approx(noise[0])
     pair = comparison["pairs_tested"]["trace-noise20 vs trace-no-impact-noise20"]["tpa"]["p_holm"]
     assert pair == pytest.approx(noise[1])
+
+
+def test_tests_also_in_one_pass_equal_each_reference_compared_on_its_own(tmp_path):
+    good, bad = [C, C, N, C], [N, C, C, C]
+    groups = {
+        "M_ref": [folder(tmp_path, "m", rows(bad, (N, C, N, N, N, N)))],
+        "trace": [folder(tmp_path, f"t{k}", rows(good if k else bad, (N, C, N, N, N, N))) for k in range(2)],
+        "oracle": [folder(tmp_path, f"o{k}", rows(good, (C, C, N, N, N, N))) for k in range(2)],
+        "trace-noise20": [folder(tmp_path, f"n{k}", rows(bad, (N, C, N, N, N, N))) for k in range(2)],
+    }
+    out = compare_evaluations(groups, reference="trace", also={"oracle": ["M_ref", "trace"]}, resamples=200)
+    alone = compare_evaluations(groups, reference="oracle", resamples=200)["tests"]
+    # only the models asked for, each test the one the reference gets when compared on its own
+    assert out["tests_also"] == {"oracle": {m: alone[m] for m in ("M_ref", "trace")}}
+    assert "tests_also" not in compare_evaluations(groups, reference="trace", resamples=200)

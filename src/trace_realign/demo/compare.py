@@ -280,10 +280,9 @@ def comparison_of(
     """`compare_evaluations` over the groups, with each TRACE row that uses the same information as a
     baseline (trace-oracle, like dpo-gold, trains the oracle corrections) tested against every model
     as well, and every method-level test's p adjusted by Holm over the tests of its metric."""
-    comparison = compare_evaluations(groups, reference=protocol.reference)
-    also = [m for m in protocol.also_tested if m in groups]
-    rows = {m: f for m, f in groups.items() if not study_of(m, m)}  # a study's rows answer its own question
-    comparison["tests_also"] = {m: compare_evaluations(rows, reference=m)["tests"] for m in also}
+    rows = [m for m in groups if not study_of(m, m)]  # a study's rows answer its own question
+    also = {m: rows for m in protocol.also_tested if m in groups}
+    comparison = compare_evaluations(groups, reference=protocol.reference, also=also)
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
     comparison["not_trained"] = not_trained
     comparison["noise_weights"] = noise or {}

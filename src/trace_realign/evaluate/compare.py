@@ -192,13 +192,15 @@ def compare_evaluations(
     groups: Mapping[str, Sequence[str | Path]],
     *,
     reference: str | None = None,
+    also: Mapping[str, Sequence[str]] | None = None,
     tested: Sequence[str] = TESTED,
     fixed: Collection[str] = ("M_ref",),
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Cells with intervals for every model (`groups`: name -> its evaluation folders, one per
-    seed) and tests of `reference` against every other model on the `tested` metrics. `fixed` names
+    seed) and tests of `reference` against every other model on the `tested` metrics; `also` maps
+    further reference rows to the models each is tested against (`tests_also`). `fixed` names
     the models no training seed made (`M_ref`): a one-sample test over the other's seeds applies.
     The tests' `p_holm` comes from `adjust_family`, to be called once every test of the comparison
     is in (the demo's `comparison_of` does); until then the tables show it as n/a."""
@@ -232,25 +234,27 @@ def compare_evaluations(
             "asr_definition": sorted({_definition(m) for m, _ in evals}),
             "cells": cells,
         }
-    tests: dict[str, Any] = {}
-    if reference is not None and reference in read:
-        for other in read:
-            if other == reference:
+
+    def tests_of(ref: str, others: Iterable[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for other in others:
+            if other == ref or other not in read:
                 continue
-            tests[other] = {}
+            out[other] = {}
             for metric in tested:
                 if not ids.get(metric):
                     continue
-                a, b = table(reference, metric), table(other, metric)
-                tests[other][metric] = {
+                a, b = table(ref, metric), table(other, metric)
+                out[other][metric] = {
                     "seed": seed_test(
-                        per_seed_means(a),
-                        per_seed_means(b),
-                        a_fixed=reference in fixed,
-                        b_fixed=other in fixed,
+                        per_seed_means(a), per_seed_means(b), a_fixed=ref in fixed, b_fixed=other in fixed
                     ),
                     "prompt": prompt_test(a, b, resamples=resamples, seed=seed),
                 }
+        return out
+
+    tests = tests_of(reference, read) if reference is not None and reference in read else {}
+    tests_also = {ref: tests_of(ref, others) for ref, others in (also or {}).items() if ref in read}
     return {
         "reference": reference,
         "metrics": metrics,
@@ -258,6 +262,7 @@ def compare_evaluations(
         "prompts": {m: len(ids[m]) for m in metrics},
         "models": models,
         "tests": tests,
+        **({"tests_also": tests_also} if also is not None else {}),
         "intervals": "cells: a t-interval over the training seeds (prompts fixed); one seed: an interval over the "
         "prompts (Wilson, or a bootstrap over prompts where a prompt has several rows), which knows nothing of "
         "training variance; mc and perplexity: t over seeds (one seed: Wilson for mc)",
