@@ -148,8 +148,8 @@ def print_tests_of(ref: str | None, tests: dict[str, Any] | None, console: Conso
             caption=None
             if n < len(tested) - 1
             else "over seeds: Welch t on per-seed means (one-sample t against M_ref), n/a with fewer than 2 "
-            "seeds; p Holm: adjusted over every test of the metric, it decides a claim. prompt-level: these "
-            "trained models only, a description",
+            "seeds; p Holm: adjusted over the tests of the metric in its family (the comparison, or a "
+            "study), it decides a claim. prompt-level: these trained models only, a description",
         )
 
 

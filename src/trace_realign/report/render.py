@@ -507,8 +507,10 @@ def tests_blocks(ref: str, tests: dict[str, Any]) -> list[Block]:
             "is the unit, Welch's t-test on the per-seed means (a one-sample t-test against a model no seed "
             "trained, such as M_ref), with its 95% interval and p; with fewer than 2 seeds of a trained "
             "model there is no method-level test. Its p adjusted by Holm over every test of the same metric "
-            "in this comparison decides a claim (below 0.05: a difference; above: inside the noise). Prompt by prompt (describes these "
-            "trained models only, never decides): the paired difference with a bootstrap over prompts, and "
+            "in its family decides a claim (below 0.05: a difference; above: inside the noise); the comparison "
+            "is one family, and each study (rows from a noisy judge, rows on a share of the data) is its own. "
+            "Prompt by prompt (describes these trained models only, never decides): the paired difference "
+            "with a bootstrap over prompts, and "
             f"the exact McNemar counts of prompts only {ref} / only the other gets right, seed-matched. For "
             "ASR and 'not declined' a negative difference favours the reference."
         ),
