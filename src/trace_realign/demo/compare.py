@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -100,7 +101,7 @@ def noise_runs(
     per rate, how well the impact weights tell the flipped conflicts from the clean ones."""
     runs, separations = [], {}
     for rate in protocol.noise_rates:
-        tag = f"-noise{round(rate * 100)}"
+        tag = noise_tag(rate)
         folder = run_dir / tag[1:]
         methods = list(protocol.noise_methods)
         judge = f"noisy:{rate:g}:rules:{rules}"
@@ -151,7 +152,7 @@ def scale_runs(
     held-out prompts, steps and protocol those of the comparison. Groups are `method@NN%`."""
     runs = []
     for fraction in protocol.scale_fractions:
-        tag = f"@{round(fraction * 100)}%"
+        tag = scale_tag(fraction)
         folder = run_dir / f"scale{round(fraction * 100)}"
         data = subset_pairs(paths["pairs"], fraction, folder / "pairs.jsonl", seed=seed)
         methods = list(protocol.scale_methods)
@@ -278,9 +279,10 @@ def comparison_of(
     noise: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`compare_evaluations` over the groups, with each TRACE row that uses the same information as a
-    baseline (trace-oracle, like dpo-gold, trains the oracle corrections) tested against every model
-    as well, and every method-level test's p adjusted by Holm over the tests of its metric."""
-    rows = [m for m in groups if not study_of(m, m)]  # a study's rows answer its own question
+    baseline (trace-oracle, like dpo-gold, trains the oracle corrections) tested against every row of
+    the comparison as well (not a study's), and every method-level test's p adjusted by Holm over the
+    tests of its metric in its family: the comparison's, or its study's (`study_of`)."""
+    rows = [m for m in groups if not study_of(m)]  # a study's rows answer its own question
     also = {m: rows for m in protocol.also_tested if m in groups}
     comparison = compare_evaluations(groups, reference=protocol.reference, also=also)
     comparison["seeds"] = {m: [seed + k for k in range(len(f))] for m, f in groups.items()}
@@ -291,15 +293,26 @@ def comparison_of(
     return comparison
 
 
-def study_of(a: str, b: str) -> str:
-    """The question a test of row `a` against row `b` answers: "noise" if either is trained from a
-    noisy judge (`-noiseNN`), "scale" if either is trained on a share of the data (`@NN%`), else ""
-    (the comparison itself). Each is a Holm family of its own (`evaluate.compare.adjust_family`)."""
-    names = (a, b)
-    if any("-noise" in n for n in names):
-        return "noise"
-    if any("@" in n for n in names):
-        return "scale"
+def noise_tag(rate: float) -> str:
+    """The suffix of a row trained from a judge that flips `rate` of its verdicts (`trace-noise20`)."""
+    return f"-noise{round(rate * 100)}"
+
+
+def scale_tag(fraction: float) -> str:
+    """The suffix of a row trained on `fraction` of the old pairs (`trace@25%`)."""
+    return f"@{round(fraction * 100)}%"
+
+
+_STUDIES = (("noise", re.compile(r"-noise\d+$")), ("scale", re.compile(r"@\d+%$")))
+
+
+def study_of(*rows: str) -> str:
+    """The study a row, or a test between rows, belongs to: "noise" if any row was trained from a
+    noisy judge (`noise_tag`), "scale" if any on a share of the data (`scale_tag`), else "" (the
+    comparison itself). Each study is a Holm family of its own (`evaluate.compare.adjust_family`)."""
+    for study, tag in _STUDIES:
+        if any(tag.search(r) for r in rows):
+            return study
     return ""
 
 
@@ -311,10 +324,10 @@ def extra_tests(
     naive-oracle-dpo on all of it (the paper's data-scale claim)."""
     pairs = []
     for rate in protocol.noise_train_rates:
-        tag = f"-noise{round(rate * 100)}"
+        tag = noise_tag(rate)
         pairs.append((f"trace{tag}", f"trace-no-impact{tag}"))
     for fraction in protocol.scale_fractions:
-        tag = f"@{round(fraction * 100)}%"
+        tag = scale_tag(fraction)
         pairs += [
             (f"trace{tag}", "naive-oracle-dpo"),
             (f"trace{tag}", f"naive-oracle-dpo{tag}"),

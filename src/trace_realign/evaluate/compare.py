@@ -25,8 +25,8 @@ perplexity.
 
 `tests[other][metric]` holds `seed` (`stats.seed_test`: the method-level test) and `prompt`
 (`stats.prompt_test`: these trained models prompt by prompt, a description). `adjust_family` then
-gives every method-level test its Holm-adjusted p over the comparison's family of tests on the same
-metric (`p_holm`): that is what decides a claim.
+gives every method-level test its Holm-adjusted p over its family's tests on the same metric (the
+comparison's, or a study's; `p_holm`): that is what decides a claim.
 """
 
 from __future__ import annotations
@@ -268,7 +268,8 @@ def compare_evaluations(
         "training variance; mc and perplexity: t over seeds (one seed: Wilson for mc)",
         "tests_note": f"{reference} minus the other model. `seed`: the method-level test, the training seed as the "
         "unit (Welch t on per-seed means; one-sample t against a model no seed trained), with `p_holm` its Holm-"
-        "adjusted p over the comparison's tests of the same metric (`adjust_family`), which decides every claim. "
+        "adjusted p over its family's tests of the same metric (the comparison's, or a study's; `adjust_family`), "
+        "which decides every claim. "
         "`prompt`: these trained models prompt by prompt (bootstrap over prompts, exact McNemar counts), a "
         "description that never decides a claim",
     }
