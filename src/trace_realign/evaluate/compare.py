@@ -188,6 +188,28 @@ def _common_prompts(outcomes: dict[str, list[dict[str, Any]]], metric: str) -> l
     return common or []
 
 
+def _tests(
+    ref: str,
+    other: str,
+    table: Callable[[str, str], list[list[float | None]]],
+    metrics: Sequence[str],
+    fixed: Collection[str],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """`ref` against `other` on each metric: the seed-level test and the prompt-level description."""
+    out = {}
+    for metric in metrics:
+        a, b = table(ref, metric), table(other, metric)
+        out[metric] = {
+            "seed": seed_test(
+                per_seed_means(a), per_seed_means(b), a_fixed=ref in fixed, b_fixed=other in fixed
+            ),
+            "prompt": prompt_test(a, b, resamples=resamples, seed=seed),
+        }
+    return out
+
+
 def compare_evaluations(
     groups: Mapping[str, Sequence[str | Path]],
     *,
@@ -236,22 +258,11 @@ def compare_evaluations(
         }
 
     def tests_of(ref: str, others: Iterable[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for other in others:
-            if other == ref or other not in read:
-                continue
-            out[other] = {}
-            for metric in tested:
-                if not ids.get(metric):
-                    continue
-                a, b = table(ref, metric), table(other, metric)
-                out[other][metric] = {
-                    "seed": seed_test(
-                        per_seed_means(a), per_seed_means(b), a_fixed=ref in fixed, b_fixed=other in fixed
-                    ),
-                    "prompt": prompt_test(a, b, resamples=resamples, seed=seed),
-                }
-        return out
+        others = [o for o in others if o != ref and o in read]
+        return {
+            o: _tests(ref, o, table, [m for m in tested if ids.get(m)], fixed, resamples, seed)
+            for o in others
+        }
 
     tests = tests_of(reference, read) if reference is not None and reference in read else {}
     tests_also = {ref: tests_of(ref, others) for ref, others in (also or {}).items() if ref in read}
