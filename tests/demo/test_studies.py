@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 
 from tests.evaluate.test_compare import C, N, folder, rows
-from trace_realign.demo.compare import comparison_of, noise_tag, scale_tag, study_of
+from trace_realign.demo.compare import comparison_of
 from trace_realign.demo.settings import load_settings
-from trace_realign.evaluate.compare import adjust_family
+from trace_realign.evaluate.compare import adjust_family, noise_tag, scale_row, scale_tag, study_of
 from trace_realign.update.presets import PRESETS
 
 
@@ -20,6 +20,9 @@ def test_study_of_every_row_name_the_demo_makes():
     assert study_of("naive-oracle-dpo" + scale_tag(0.25)) == "scale"
     # a test is in a study when either of its rows is; a name that only contains the word is not
     assert study_of("trace", "trace@50%") == "scale" and study_of("trace-noiseless") == ""
+    # the report reads a share row's method and fraction back from its name
+    assert scale_row("naive-oracle-dpo" + scale_tag(0.25)) == ("naive-oracle-dpo", 0.25)
+    assert scale_row("trace") is None and scale_row("trace@x%") is None
 
 
 def test_a_study_leaves_the_comparisons_tests_and_their_holm_p_as_they_were(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,14 @@ from typing import Any
 from trace_realign.demo.settings import ATTACK_RULES, EVAL_JUDGE_CUES, CompareProtocol, DemoSize
 from trace_realign.errors import InputError
 from trace_realign.evaluate import GenerationSettings, evaluate_model, read_prompts
-from trace_realign.evaluate.compare import adjust_family, compare_evaluations, subset_rates
+from trace_realign.evaluate.compare import (
+    adjust_family,
+    compare_evaluations,
+    noise_tag,
+    scale_tag,
+    study_of,
+    subset_rates,
+)
 from trace_realign.impact.diagnostics import separation
 from trace_realign.io import read_json, read_jsonl, write_json_if_changed, write_text_atomic
 from trace_realign.judges.rules import RuleJudge
@@ -291,29 +297,6 @@ def comparison_of(
     comparison["pairs_tested"] = extra_tests(comparison, groups, protocol)
     adjust_family(comparison, study_of)
     return comparison
-
-
-def noise_tag(rate: float) -> str:
-    """The suffix of a row trained from a judge that flips `rate` of its verdicts (`trace-noise20`)."""
-    return f"-noise{round(rate * 100)}"
-
-
-def scale_tag(fraction: float) -> str:
-    """The suffix of a row trained on `fraction` of the old pairs (`trace@25%`)."""
-    return f"@{round(fraction * 100)}%"
-
-
-_STUDIES = (("noise", re.compile(r"-noise\d+$")), ("scale", re.compile(r"@\d+%$")))
-
-
-def study_of(*rows: str) -> str:
-    """The study a row, or a test between rows, belongs to: "noise" if any row was trained from a
-    noisy judge (`noise_tag`), "scale" if any on a share of the data (`scale_tag`), else "" (the
-    comparison itself). Each study is a Holm family of its own (`evaluate.compare.adjust_family`)."""
-    for study, tag in _STUDIES:
-        if any(tag.search(r) for r in rows):
-            return study
-    return ""
 
 
 def extra_tests(

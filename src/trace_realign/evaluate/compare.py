@@ -32,6 +32,7 @@ comparison's, or a study's; `p_holm`): that is what decides a claim.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,6 +285,37 @@ def compare_evaluations(
         "`prompt`: these trained models prompt by prompt (bootstrap over prompts, exact McNemar counts), a "
         "description that never decides a claim",
     }
+
+
+def noise_tag(rate: float) -> str:
+    """The suffix of a row trained from a judge that flips `rate` of its verdicts (`trace-noise20`)."""
+    return f"-noise{round(rate * 100)}"
+
+
+def scale_tag(fraction: float) -> str:
+    """The suffix of a row trained on `fraction` of the old pairs (`trace@25%`)."""
+    return f"@{round(fraction * 100)}%"
+
+
+_NOISE_ROW = re.compile(r"-noise\d+$")
+_SCALE_ROW = re.compile(r"^(.+)@(\d+)%$")
+
+
+def scale_row(name: str) -> tuple[str, float] | None:
+    """`(method, fraction)` of a row trained on a share of the data (`scale_tag`), else None."""
+    m = _SCALE_ROW.match(name)
+    return None if m is None else (m.group(1), int(m.group(2)) / 100)
+
+
+def study_of(*rows: str) -> str:
+    """The study a row, or a test between rows, belongs to: "noise" if any row was trained from a
+    noisy judge (`noise_tag`), "scale" if any on a share of the data (`scale_tag`), else "" (the
+    comparison itself). Each study is a Holm family of its own (`adjust_family`)."""
+    if any(_NOISE_ROW.search(r) for r in rows):
+        return "noise"
+    if any(scale_row(r) for r in rows):
+        return "scale"
+    return ""
 
 
 def adjust_family(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trace_realign.data.pku import HARM_CATEGORIES
-from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT
+from trace_realign.evaluate.compare import SEVERAL_ROWS_PER_PROMPT, scale_row
 from trace_realign.report import plots
 from trace_realign.report.collect import CATEGORY_NAMES, Evaluation, Run
 from trace_realign.stats import format_estimate, format_p, format_rate, wilson_interval
@@ -812,9 +812,9 @@ def _scale_series(c: dict[str, Any]) -> dict[str, dict[float, Any]]:
     """`{method: {fraction: agreement cell}}` from the comparison's `method@NN%` rows (and the full data's)."""
     out: dict[str, dict[float, Any]] = {}
     for name, model in (c.get("models") or {}).items():
-        if "@" in name and name.endswith("%"):
-            method, pct = name.rsplit("@", 1)
-            out.setdefault(method, {})[int(pct[:-1]) / 100] = model["cells"].get("tpa")
+        if (row := scale_row(name)) is not None:
+            method, fraction = row
+            out.setdefault(method, {})[fraction] = model["cells"].get("tpa")
     for method in list(out):
         if method in (c.get("models") or {}):
             out[method][1.0] = c["models"][method]["cells"].get("tpa")
