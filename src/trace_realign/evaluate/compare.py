@@ -258,12 +258,11 @@ def compare_evaluations(
             "cells": cells,
         }
 
+    answered = [m for m in tested if ids.get(m)]
+
     def tests_of(ref: str, others: Iterable[str]) -> dict[str, Any]:
         others = [o for o in others if o != ref and o in read]
-        return {
-            o: _tests(ref, o, table, [m for m in tested if ids.get(m)], fixed, resamples, seed)
-            for o in others
-        }
+        return {o: _tests(ref, o, table, answered, fixed, resamples, seed) for o in others}
 
     tests = tests_of(reference, read) if reference is not None and reference in read else {}
     tests_also = {ref: tests_of(ref, others) for ref, others in (also or {}).items() if ref in read}
