@@ -79,3 +79,58 @@ def test_extra_rates_for_a_method_outside_the_grid_is_refused(tmp_path):
     bad.write_text(text)
     with pytest.raises(InputError, match="tuning.extra_rates.dpo"):
         load_settings(bad)
+
+
+def test_a_scenarios_settings_lay_over_the_packaged_ones(tmp_path):
+    over = tmp_path / "tuned.yaml"
+    over.write_text(
+        "sizes: {default: {learning_rate: 0.003, scenario: {n_heldout: 32}}}\n"
+        "compare: {method_train: {dpo-gold: {learning_rate: 0.01}}}\n"
+        "tuning: {methods: [trace], learning_rates: [0.001]}\n"
+    )
+    packaged, laid = load_settings(), load_settings(overlay=over)
+    default = laid.sizes["default"]
+    assert default.learning_rate == 0.003 and default.train_steps == packaged.sizes["default"].train_steps
+    # a nested block merges key by key: the scenario's other sizes stay the packaged ones
+    assert default.scenario.n_heldout == 32
+    assert default.scenario.n_pairs == packaged.sizes["default"].scenario.n_pairs
+    assert laid.compare.method_train["dpo-gold"] == {"learning_rate": 0.01}
+    assert laid.compare.method_train["u2a"] == packaged.compare.method_train["u2a"]
+    # the tuning block replaces the packaged grid whole (U2A's extra rates would name no method)
+    assert laid.tuning.methods == ("trace",) and laid.tuning.extra_rates == {}
+
+
+@pytest.mark.parametrize(
+    "text,error",
+    [
+        ("colours: {a: 1}\n", r"tuned.yaml: field 'colours': unknown key"),
+        ("compare: [1]\n", r"tuned.yaml: field 'compare': expected a mapping"),
+        ("compare: {seeded: {trace: 0}}\n", r"tuned.yaml \(over .*demo.yaml\): field 'compare.seeded'"),
+    ],
+)
+def test_bad_scenario_settings_name_the_file_and_the_field(tmp_path, text, error):
+    over = tmp_path / "tuned.yaml"
+    over.write_text(text)
+    with pytest.raises(InputError, match=error) as exc:
+        load_settings(overlay=over)
+    assert "\n" not in str(exc.value)
+
+
+def test_the_demo_takes_the_scenarios_settings_unless_a_file_is_given(tmp_path, monkeypatch):
+    from trace_realign.demo import run as run_mod
+    from trace_realign.scenario.source import load_scenario
+
+    seen = []
+
+    def stop(run_dir, settings, *args, **kwargs):
+        seen.append(settings)
+        raise InputError("stop here")
+
+    monkeypatch.setattr(run_mod, "prepare", stop)
+    values = load_scenario("values")
+    for config in (None, SETTINGS_FILE):
+        with pytest.raises(InputError, match="stop here"):
+            run_mod.run_demo(tmp_path / "run", scenario=values, settings=config, size="quick", progress=False)
+    scenario_own, packaged = seen
+    assert values.settings is not None and scenario_own.source.startswith(str(values.settings))
+    assert packaged.source == str(SETTINGS_FILE)

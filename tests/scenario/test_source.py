@@ -120,3 +120,17 @@ def test_a_bad_folder_fails_naming_the_file_and_the_field(example, name, old, ne
 def test_the_mix_must_name_the_scenarios_kinds(example):
     with pytest.raises(InputError, match="field 'kinds': the mix names the kinds a, b"):
         build_scenario(ScenarioConfig(mix={"a": 0.5, "b": 0.5}), load_scenario(example))
+
+
+def test_a_settings_line_names_a_file_of_the_folder_and_shapes_no_pair(example):
+    before = QUICK.fingerprint(load_scenario(example))
+    manifest = example / "scenario.yaml"
+    manifest.write_text(manifest.read_text() + "settings: tuned.yaml\n")
+    with pytest.raises(InputError, match=r"tuned.yaml: field 'settings': file not found") as exc:
+        load_scenario(example)
+    assert "\n" not in str(exc.value)
+    (example / "tuned.yaml").write_text("sizes: {quick: {train_steps: 3}}\n")
+    source = load_scenario(example)
+    assert source.settings == example / "tuned.yaml"
+    assert QUICK.fingerprint(source) == before  # the settings rebuild no pair and no M_ref
+    assert load_scenario().settings is None

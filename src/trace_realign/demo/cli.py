@@ -44,7 +44,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="a size of the settings file: default (SmolLM2), small (SmolLM2, tiny data) or quick",
     )
     p.add_argument(
-        "--config", default=None, help="the demo's settings file (default: the packaged demo/demo.yaml)"
+        "--config",
+        default=None,
+        help="the demo's settings file (default: the packaged demo/demo.yaml, under the scenario's own settings)",
     )
     p.add_argument(
         "--compare",

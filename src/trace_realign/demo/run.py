@@ -268,14 +268,16 @@ def run_demo(
     is the attack-success definition ("operational" or "non_compliant", `evaluate.evaluate`).
     `tradeoff` evaluates every method's checkpoints (default: with `compare`). `eval_batch_size`
     replaces the size's generation batch. `only` restricts `compare` to these of the protocol's
-    choices (default all); the reference always runs. `settings`: a demo YAML file (or loaded).
+    choices (default all); the reference always runs. `settings`: a demo YAML file (or loaded);
+    default the packaged demo.yaml under the scenario's own `settings` (docs/scenarios.md).
     `split`: the prompts evaluated, "heldout" (results) or "validation" (choosing settings).
     `tune`: instead of the comparison, the learning-rate grid of the settings' tuning block on the
     validation split (`demo.tune`); returns and writes `tuning.json`.
     """
     started = time.time()
     source = scenario if isinstance(scenario, ScenarioSource) else load_scenario(scenario)
-    settings = settings if isinstance(settings, DemoSettings) else load_settings(settings)
+    if not isinstance(settings, DemoSettings):  # a scenario's own choices, unless a file is given
+        settings = load_settings(settings, overlay=source.settings if settings is None else None)
     split = "validation" if tune else split
     spec = resolve_size(settings, size, seed=seed, compare=compare, eval_batch_size=eval_batch_size)
     n_seeds = _checked(split, seeds if seeds is not None else (settings.compare.seeds if compare else 1))

@@ -4,6 +4,8 @@
     from trace_realign.demo.settings import load_settings
     settings = load_settings()            # or load_settings("my_demo.yaml")
     size = settings.sizes["default"]      # a DemoSize
+    from trace_realign.scenario.source import load_scenario
+    values = load_settings(overlay=load_scenario("values").settings)  # a scenario's own choices
 """
 
 from __future__ import annotations
@@ -137,10 +139,18 @@ def _size(name: str, block: Any, path: Path) -> DemoSize:
     return DemoSize(**{**opts, "scenario": ScenarioConfig(**scenario), "mref": MrefSettings(**mref)})
 
 
-def load_settings(path: str | Path | None = None) -> DemoSettings:
-    """The sizes and the comparison protocol of a demo YAML file (default: the packaged demo.yaml)."""
+def load_settings(path: str | Path | None = None, overlay: str | Path | None = None) -> DemoSettings:
+    """The sizes and the comparison protocol of a demo YAML file (default: the packaged demo.yaml).
+
+    `overlay`: a scenario's own settings (its manifest's `settings` file: what was chosen on its
+    validation split), laid over the file's. `sizes` and `compare` merge key by key, down to one
+    method's `method_train` options; a `tuning` block replaces the file's whole; any other value
+    replaces the file's. An error in the merged settings names both files."""
     path = Path(path) if path is not None else SETTINGS_FILE
     data = load_yaml(path)
+    if overlay is not None:
+        data = _laid_over(data, Path(overlay))
+        path = Path(f"{overlay} (over {path})")
     for key in ("sizes", "compare"):
         if not isinstance(data.get(key), dict):
             raise InputError("missing or not a mapping", path=str(path), field=key)
@@ -173,6 +183,26 @@ def load_settings(path: str | Path | None = None) -> DemoSettings:
     except (TypeError, KeyError, ValueError) as exc:
         raise InputError(str(exc), path=str(path), field="compare") from None
     return DemoSettings(sizes, compare, tuning, str(path))
+
+
+def _laid_over(data: dict[str, Any], overlay: Path) -> dict[str, Any]:
+    """`data` with the overlay file's blocks merged in (`load_settings`)."""
+    top = load_yaml(overlay, "scenario settings")
+    for key, block in top.items():
+        if key not in ("sizes", "compare", "tuning"):
+            raise InputError("unknown key (expected compare, sizes, tuning)", path=str(overlay), field=key)
+        if not isinstance(block, dict):
+            raise InputError("expected a mapping", path=str(overlay), field=key)
+    return {
+        **data,
+        **{k: block if k == "tuning" else _merged(data.get(k), block) for k, block in top.items()},
+    }
+
+
+def _merged(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in over.items()}}
+    return over
 
 
 def aux_nll_options(weight: float) -> dict[str, Any]:

@@ -42,7 +42,9 @@ FILE_ROLES = ("catalog", "old_policy", "new_policy", "old_rules", "new_rules", "
 DATA_ROLES = ("catalog", "new_policy", "new_rules", "old_policy", "old_rules")
 SHAPES = ("legit", "malicious", "neutral")
 ANSWER = "answer"  # the built-in style of the neutral shape: the question's own answer
-TOP_FIELDS = {"name", "description", "files", "styles", "kinds"}
+TOP_FIELDS = {"name", "description", "files", "styles", "kinds", "settings"}
+# the manifest's optional line naming the demo settings chosen for this scenario: it shapes no pair
+SETTINGS_LINE = "settings:"
 KIND_FIELDS = {"triage", "prompt", "request", "categories", "chosen", "rejected", "correction"}
 
 
@@ -100,6 +102,7 @@ class ScenarioSource:
     catalog: Catalog
     styles: dict[str, Style]
     kinds: dict[str, Kind]  # in the manifest's order: the order prompts are drawn in
+    settings: Path | None = None  # the demo settings chosen on this scenario's validation split
 
     @property
     def is_default(self) -> bool:
@@ -107,11 +110,15 @@ class ScenarioSource:
 
     def fingerprint_content(self) -> list[str]:
         """What `ScenarioConfig.fingerprint` hashes besides the settings: the catalog, policies and
-        rules, and the manifest. The default scenario's manifest holds what was code before
-        scenarios were folders, and is left out so that its fingerprint (and the runs keyed on it)
-        stays as it was; tests/scenario pins that scenario's output instead."""
+        rules, and the manifest but for its `settings` line (the demo's settings shape no pair, and
+        the stages they change key on them). The default scenario's manifest holds what was code
+        before scenarios were folders, and is left out so that its fingerprint (and the runs keyed
+        on it) stays as it was; tests/scenario pins that scenario's output instead."""
         content = [self.files[r].read_text(encoding="utf-8") for r in DATA_ROLES]
-        return content if self.is_default else [*content, self.manifest.read_text(encoding="utf-8")]
+        if self.is_default:
+            return content
+        lines = self.manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+        return [*content, "".join(line for line in lines if not line.startswith(SETTINGS_LINE))]
 
 
 def packaged_scenarios() -> list[str]:
@@ -170,7 +177,13 @@ def _load(folder: Path) -> ScenarioSource:
     parse_cues(read_text(files["eval_judge"], "evaluation judge cues"), str(files["eval_judge"]))
     styles = _styles(data.get("styles"), catalog, where)
     kinds = _kinds(data.get("kinds"), catalog, styles, where)
-    source = ScenarioSource(name, folder, manifest, files, catalog, styles, kinds)
+    settings = data.get("settings")
+    if settings is not None:
+        if not isinstance(settings, str) or not (folder / settings).is_file():
+            raise InputError(f"file not found (named by {where})", path=str(folder / str(settings)),
+                             field="settings")  # fmt: skip
+        settings = folder / settings
+    source = ScenarioSource(name, folder, manifest, files, catalog, styles, kinds, settings)
     check_templates(source)
     return source
 
