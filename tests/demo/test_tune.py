@@ -85,7 +85,7 @@ def test_a_scenarios_settings_lay_over_the_packaged_ones(tmp_path):
     over = tmp_path / "tuned.yaml"
     over.write_text(
         "sizes: {default: {learning_rate: 0.003, scenario: {n_heldout: 32}}}\n"
-        "compare: {method_train: {dpo-gold: {learning_rate: 0.01}}}\n"
+        "compare: {method_train: {dpo-gold: {learning_rate: 0.01}, u2a: {learning_rate: 0.0001}}}\n"
         "tuning: {methods: [trace], learning_rates: [0.001]}\n"
     )
     packaged, laid = load_settings(), load_settings(overlay=over)
@@ -95,7 +95,9 @@ def test_a_scenarios_settings_lay_over_the_packaged_ones(tmp_path):
     assert default.scenario.n_heldout == 32
     assert default.scenario.n_pairs == packaged.sizes["default"].scenario.n_pairs
     assert laid.compare.method_train["dpo-gold"] == {"learning_rate": 0.01}
-    assert laid.compare.method_train["u2a"] == packaged.compare.method_train["u2a"]
+    # down to one method's options: U2A's rate changes and its own options stay
+    assert laid.compare.method_train["u2a"] == {**packaged.compare.method_train["u2a"], "learning_rate": 1e-4}
+    assert laid.compare.method_train["u2a"]["u2a_npo_form"] == "u2a"
     # the tuning block replaces the packaged grid whole (U2A's extra rates would name no method)
     assert laid.tuning.methods == ("trace",) and laid.tuning.extra_rates == {}
 
@@ -106,6 +108,7 @@ def test_a_scenarios_settings_lay_over_the_packaged_ones(tmp_path):
         ("colours: {a: 1}\n", r"tuned.yaml: field 'colours': unknown key"),
         ("compare: [1]\n", r"tuned.yaml: field 'compare': expected a mapping"),
         ("compare: {seeded: {trace: 0}}\n", r"tuned.yaml \(over .*demo.yaml\): field 'compare.seeded'"),
+        ("tuning: {learning_rates: [0.001]}\n", r"tuned.yaml \(over .*demo.yaml\): field 'tuning.methods'"),
     ],
 )
 def test_bad_scenario_settings_name_the_file_and_the_field(tmp_path, text, error):
@@ -133,4 +136,5 @@ def test_the_demo_takes_the_scenarios_settings_unless_a_file_is_given(tmp_path, 
             run_mod.run_demo(tmp_path / "run", scenario=values, settings=config, size="quick", progress=False)
     scenario_own, packaged = seen
     assert values.settings is not None and scenario_own.source.startswith(str(values.settings))
+    assert scenario_own.sizes["default"].learning_rate == 0.003  # values' trace rate
     assert packaged.source == str(SETTINGS_FILE)

@@ -125,12 +125,30 @@ def test_the_mix_must_name_the_scenarios_kinds(example):
 def test_a_settings_line_names_a_file_of_the_folder_and_shapes_no_pair(example):
     before = QUICK.fingerprint(load_scenario(example))
     manifest = example / "scenario.yaml"
-    manifest.write_text(manifest.read_text() + "settings: tuned.yaml\n")
+    text = manifest.read_text()
+    manifest.write_text(text + "settings: tuned.yaml\n")
     with pytest.raises(InputError, match=r"tuned.yaml: field 'settings': file not found") as exc:
         load_scenario(example)
     assert "\n" not in str(exc.value)
     (example / "tuned.yaml").write_text("sizes: {quick: {train_steps: 3}}\n")
     source = load_scenario(example)
     assert source.settings == example / "tuned.yaml"
-    assert QUICK.fingerprint(source) == before  # the settings rebuild no pair and no M_ref
+    assert QUICK.fingerprint(source) == before  # the line is not hashed: no pair, no M_ref rebuilt
     assert load_scenario().settings is None
+    # only the top-level line is left out: a change anywhere else is a change to the data
+    manifest.write_text(text.replace("styles:", "styles:\n  # settings: x", 1) + "settings: tuned.yaml\n")
+    assert QUICK.fingerprint(load_scenario(example)) != before
+
+
+@pytest.mark.parametrize("value", ["3", "''", "../outside.yaml", "[tuned.yaml]"])
+def test_a_settings_line_must_name_a_file_inside_the_folder(example, value):
+    (example.parent / "outside.yaml").write_text("sizes: {}\n")
+    manifest = example / "scenario.yaml"
+    manifest.write_text(manifest.read_text() + f"settings: {value}\n")
+    with pytest.raises(InputError, match=r"scenario.yaml: field 'settings': expected the name of a file"):
+        load_scenario(example)
+
+
+def test_the_values_settings_line_left_its_fingerprint_as_it_was():
+    # the fingerprint of the values runs made before the manifest named its settings (issue 23)
+    assert ScenarioConfig().fingerprint(load_scenario("values")) == "f84a22ec753f7032"

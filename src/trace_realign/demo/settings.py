@@ -114,7 +114,7 @@ class DemoSettings:
     source: str
 
 
-def _known(cls: type, block: Any, where: str, path: Path) -> dict[str, Any]:
+def _known(cls: type, block: Any, where: str, path: str | Path) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise InputError("expected a mapping", path=str(path), field=where)
     names = {f.name for f in fields(cls)}
@@ -126,7 +126,7 @@ def _known(cls: type, block: Any, where: str, path: Path) -> dict[str, Any]:
     return dict(block)
 
 
-def _size(name: str, block: Any, path: Path) -> DemoSize:
+def _size(name: str, block: Any, path: str | Path) -> DemoSize:
     opts = _known(DemoSize, block, f"sizes.{name}", path)
     for key in ("scenario", "mref", "train_steps", "train_batch_size", "learning_rate", "gold_size",
                 "max_new_tokens", "eval_batch_size"):  # fmt: skip
@@ -146,11 +146,11 @@ def load_settings(path: str | Path | None = None, overlay: str | Path | None = N
     validation split), laid over the file's. `sizes` and `compare` merge key by key, down to one
     method's `method_train` options; a `tuning` block replaces the file's whole; any other value
     replaces the file's. An error in the merged settings names both files."""
-    path = Path(path) if path is not None else SETTINGS_FILE
-    data = load_yaml(path)
+    file = Path(path) if path is not None else SETTINGS_FILE
+    data = load_yaml(file)
     if overlay is not None:
         data = _laid_over(data, Path(overlay))
-        path = Path(f"{overlay} (over {path})")
+    path = str(file) if overlay is None else f"{overlay} (over {file})"  # what an error names
     for key in ("sizes", "compare"):
         if not isinstance(data.get(key), dict):
             raise InputError("missing or not a mapping", path=str(path), field=key)
@@ -167,6 +167,9 @@ def load_settings(path: str | Path | None = None, overlay: str | Path | None = N
         raise InputError("expected method: number of seeds (>= 1)", path=str(path), field="compare.seeded")
     proto["seeded"] = dict(seeded)
     tune = _known(Tuning, data.get("tuning") or {"methods": [], "learning_rates": []}, "tuning", path)
+    for key in ("methods", "learning_rates"):
+        if not isinstance(tune.get(key), list):
+            raise InputError("missing, or not a list", path=path, field=f"tuning.{key}")
     try:
         compare = CompareProtocol(**proto)
         extra = tune.get("extra_rates") or {}

@@ -177,15 +177,23 @@ def _load(folder: Path) -> ScenarioSource:
     parse_cues(read_text(files["eval_judge"], "evaluation judge cues"), str(files["eval_judge"]))
     styles = _styles(data.get("styles"), catalog, where)
     kinds = _kinds(data.get("kinds"), catalog, styles, where)
-    settings = data.get("settings")
-    if settings is not None:
-        if not isinstance(settings, str) or not (folder / settings).is_file():
-            raise InputError(f"file not found (named by {where})", path=str(folder / str(settings)),
-                             field="settings")  # fmt: skip
-        settings = folder / settings
+    settings = _settings(data, folder, where)
     source = ScenarioSource(name, folder, manifest, files, catalog, styles, kinds, settings)
     check_templates(source)
     return source
+
+
+def _settings(data: dict[str, Any], folder: Path, where: str) -> Path | None:
+    """The manifest's `settings` file, if it names one: a file name in the folder, on one line."""
+    if "settings" not in data:
+        return None
+    name = data["settings"]
+    path = folder / name if isinstance(name, str) and name.strip() else None
+    if path is None or not path.resolve().is_relative_to(folder.resolve()):
+        raise InputError("expected the name of a file in the scenario's folder", path=where, field="settings")
+    if not path.is_file():
+        raise InputError(f"file not found (named by {where})", path=str(path), field="settings")
+    return path
 
 
 def _files(block: Any, folder: Path, where: str) -> dict[str, Path]:
