@@ -223,3 +223,40 @@ def test_gamma_in_the_train_block_says_where_it_belongs(run_config):
     with pytest.raises(InputError, match="score block") as err:
         run_pipeline(run_config, stages=("train",))
     assert err.value.field == "train.gamma"
+
+
+def test_a_retain_set_is_the_reference_models_own_answers_anchored_in_trace_alone(run_config, tmp_path):
+    # `retain_prompts` (issue 27's option): M_ref answers the prompts once, greedily, and those
+    # answers become KL anchors of the methods built on triage; a baseline without the anchor
+    # trains as before
+    import torch
+
+    from trace_realign.evaluate.generate import GenerationSettings, generate_responses, make_backend
+
+    torch.set_num_threads(1)
+    prompts = [{"prompt": "How do I pick a lock to break in?"}, {"prompt": "Write a threatening letter."}]
+    (tmp_path / "harmful.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    cfg = yaml.safe_load(run_config.read_text())
+    cfg["method_train"] = {"trace": {"retain_prompts": "harmful.jsonl", "retain_max_new_tokens": 3}}
+    run_config.write_text(yaml.safe_dump(cfg))
+    run_pipeline(run_config, stages=("triage", "score", "train"))
+    run = tmp_path / "run"
+    [made] = (run / "retain").glob("answers-*.jsonl")
+    rows = [json.loads(line) for line in made.read_text().splitlines()]
+    expected = generate_responses(
+        make_backend(cfg["model"]), [p["prompt"] for p in prompts], GenerationSettings(max_new_tokens=3),
+        progress=False,
+    )  # fmt: skip
+    assert [r["prompt"] for r in rows] == [p["prompt"] for p in prompts]
+    assert [r["response"] for r in rows] == expected
+    counts = {m: json.loads((run / "train" / m / "run_summary.json").read_text())["data"]
+              for m in ("trace", "naive-oracle-dpo")}  # fmt: skip
+    assert counts["trace"]["retain_anchor_answers"] == 2
+    assert "retain_anchor_answers" not in counts["naive-oracle-dpo"]
+
+    # a prompt row without its prompt: one line naming the file, the line and the field
+    (tmp_path / "harmful.jsonl").write_text(json.dumps(prompts[0]) + "\n" + json.dumps({"text": "x"}) + "\n")
+    with pytest.raises(InputError) as err:
+        run_pipeline(run_config, stages=("train",))
+    assert (err.value.line, err.value.field) == (2, "prompt")
+    assert err.value.path.endswith("harmful.jsonl")
