@@ -238,6 +238,38 @@ def test_quick_protocol_gives_every_method_the_same_exposure_and_terms(tmp_path,
         assert data["trace-oracle"]["examples_PUNISH_pref"] == data["trace"]["examples_PUNISH_npo"]
 
 
+def test_the_retain_size_is_the_default_with_issue_27s_retain_set():
+    """`demo --size retain`: the default run and its train block, but for the steps, the NLL weight
+    and the retain set; the retain set reaches the pipeline's train block, where `run` makes it."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    from trace_realign.demo.settings import load_settings, pipeline_config
+
+    sizes = load_settings().sizes
+    paths = defaultdict(lambda: Path("scenario/file"))
+    default, retain = (
+        pipeline_config(Path("run"), Path("mref"), paths, sizes[name], methods=["trace"], progress=False)
+        for name in ("default", "retain")
+    )
+    changed = {k for k in default["train"].keys() | retain["train"].keys()
+               if default["train"].get(k) != retain["train"].get(k)}  # fmt: skip
+    # logging and checkpoints follow the steps
+    assert changed == {"max_steps", "loss_weights", "retain_prompts", "logging_steps", "save_steps"}
+    assert (retain["train"]["max_steps"], retain["train"]["loss_weights"]) == (240, [1.0, 1.0])
+    assert retain["train"]["retain_prompts"] == "external:donotanswer:anchor"
+    assert {k: v for k, v in retain.items() if k != "train"} == {
+        k: v for k, v in default.items() if k != "train"
+    }
+    # a comparison at either size holds the same larger held-out split
+    from trace_realign.demo.run import resolve_size
+
+    settings = load_settings()
+    held = {n: resolve_size(settings, n, seed=0, compare=True, eval_batch_size=None).scenario.n_heldout
+            for n in ("default", "retain", "small")}  # fmt: skip
+    assert held["retain"] == held["default"] == settings.compare.heldout > held["small"]
+
+
 def test_quick_demo_on_the_values_scenario_end_to_end(tmp_path, private_cache):
     """`demo --scenario values` on the tiny model (about 15 s on 2 busy cores): its own pairs, triage,
     M_ref, judges and run folder; a folder holding its run refuses the other scenario."""

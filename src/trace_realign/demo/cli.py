@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--size",
         default=None,
-        help="a size of the settings file: default (SmolLM2), small (SmolLM2, tiny data) or quick",
+        help="a size of the settings file: default (SmolLM2), retain (default with a retain set of "
+        "Do-Not-Answer prompts, 3x the steps), small (SmolLM2, tiny data) or quick",
     )
     p.add_argument(
         "--config",

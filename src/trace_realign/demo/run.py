@@ -73,12 +73,14 @@ def resolve_size(
     settings: DemoSettings, size: str, *, seed: int, compare: bool, eval_batch_size: int | None
 ) -> DemoSize:
     """The size's settings for this run: the scenario and `M_ref` seeded, more held-out prompts for a
-    default-size comparison (pairs, validation and so `M_ref` stay the same), the generation batch."""
+    comparison on the default size's data (`default`, `retain`: pairs, validation and so `M_ref` stay
+    the same), the generation batch."""
     if size not in settings.sizes:
         raise InputError(f"unknown size {size!r}: use one of {', '.join(settings.sizes)}", field="size")
     spec = settings.sizes[size]
     scenario = replace(spec.scenario, seed=seed)
-    if compare and size == "default":
+    default = settings.sizes.get("default")
+    if compare and default is not None and spec.scenario == default.scenario:
         scenario = replace(scenario, n_heldout=max(settings.compare.heldout, scenario.n_heldout))
     spec = replace(spec, scenario=scenario, mref=replace(spec.mref, seed=seed))
     if eval_batch_size is not None:
