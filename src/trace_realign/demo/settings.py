@@ -114,24 +114,24 @@ class DemoSettings:
     source: str
 
 
-def _known(cls: type, block: Any, where: str, path: str | Path) -> dict[str, Any]:
+def _known(cls: type, block: Any, where: str, path: str) -> dict[str, Any]:
     if not isinstance(block, dict):
-        raise InputError("expected a mapping", path=str(path), field=where)
+        raise InputError("expected a mapping", path=path, field=where)
     names = {f.name for f in fields(cls)}
     for key in block:
         if key not in names:
             raise InputError(
-                f"unknown option (known: {', '.join(sorted(names))})", path=str(path), field=f"{where}.{key}"
+                f"unknown option (known: {', '.join(sorted(names))})", path=path, field=f"{where}.{key}"
             )
     return dict(block)
 
 
-def _size(name: str, block: Any, path: str | Path) -> DemoSize:
+def _size(name: str, block: Any, path: str) -> DemoSize:
     opts = _known(DemoSize, block, f"sizes.{name}", path)
     for key in ("scenario", "mref", "train_steps", "train_batch_size", "learning_rate", "gold_size",
                 "max_new_tokens", "eval_batch_size"):  # fmt: skip
         if key not in opts:
-            raise InputError("missing", path=str(path), field=f"sizes.{name}.{key}")
+            raise InputError("missing", path=path, field=f"sizes.{name}.{key}")
     mref = _known(MrefSettings, opts["mref"] or {}, f"sizes.{name}.mref", path)
     if "target_modules" in mref:
         mref["target_modules"] = tuple(mref["target_modules"])
@@ -153,7 +153,7 @@ def load_settings(path: str | Path | None = None, overlay: str | Path | None = N
     path = str(file) if overlay is None else f"{overlay} (over {file})"  # what an error names
     for key in ("sizes", "compare"):
         if not isinstance(data.get(key), dict):
-            raise InputError("missing or not a mapping", path=str(path), field=key)
+            raise InputError("missing or not a mapping", path=path, field=key)
     sizes = {name: _size(name, block, path) for name, block in data["sizes"].items()}
     proto = _known(CompareProtocol, data["compare"], "compare", path)
     for key in (
@@ -164,7 +164,7 @@ def load_settings(path: str | Path | None = None, overlay: str | Path | None = N
     proto["method_train"] = {m: dict(opts or {}) for m, opts in (proto.get("method_train") or {}).items()}
     seeded = proto.get("seeded") or {}
     if not isinstance(seeded, dict) or not all(isinstance(n, int) and n >= 1 for n in seeded.values()):
-        raise InputError("expected method: number of seeds (>= 1)", path=str(path), field="compare.seeded")
+        raise InputError("expected method: number of seeds (>= 1)", path=path, field="compare.seeded")
     proto["seeded"] = dict(seeded)
     tune = _known(Tuning, data.get("tuning") or {"methods": [], "learning_rates": []}, "tuning", path)
     for key in ("methods", "learning_rates"):
@@ -174,18 +174,18 @@ def load_settings(path: str | Path | None = None, overlay: str | Path | None = N
         compare = CompareProtocol(**proto)
         extra = tune.get("extra_rates") or {}
         if not isinstance(extra, dict) or not all(isinstance(v, list) for v in extra.values()):
-            raise InputError("expected method: [learning rates]", path=str(path), field="tuning.extra_rates")
+            raise InputError("expected method: [learning rates]", path=path, field="tuning.extra_rates")
         for m in extra:
             if m not in tune["methods"]:
-                raise InputError("not one of tuning.methods", path=str(path), field=f"tuning.extra_rates.{m}")
+                raise InputError("not one of tuning.methods", path=path, field=f"tuning.extra_rates.{m}")
         tuning = Tuning(
             tuple(tune["methods"]),
             tuple(float(x) for x in tune["learning_rates"]),
             {m: tuple(float(x) for x in v) for m, v in extra.items()},
         )
     except (TypeError, KeyError, ValueError) as exc:
-        raise InputError(str(exc), path=str(path), field="compare") from None
-    return DemoSettings(sizes, compare, tuning, str(path))
+        raise InputError(str(exc), path=path, field="compare") from None
+    return DemoSettings(sizes, compare, tuning, path)
 
 
 def _laid_over(data: dict[str, Any], overlay: Path) -> dict[str, Any]:
