@@ -13,6 +13,11 @@ Prints one JSON line (and each setting's row on stderr as it finishes):
   streaming them from memory as generation does; `peak_gflops` is a 2048^3 GEMM.
   `flops_per_token` is 2 x the weights a token multiplies; attention over the context (under 3% at
   these lengths) and the prompt's own forward pass are left out.
+- `float32_bound_tokens_per_s` (each run): the most answer tokens/s float32 allows here for that
+  run's prompts and answers (`float32_bound`: every prompt and answer token's matmuls at
+  `peak_gflops`, nothing else costing anything), and each backend's `of_float32_bound`. At the
+  demo's settings, `twice_today_of_bound` is the issue's target (2x `vs_today`'s path) over that
+  bound: above 1, no float32 engine can reach it on this machine.
 - `runs`: SmolLM2 at each batch size (on its first N held-out prompts) and at the demo's settings
   (`demo`: batch 64, `--demo-prompts` prompts), and an M_ref at the demo's settings (`demo_mref`),
   every backend through the evaluation's `generate_responses` (no cache). For each backend: answer
@@ -137,15 +142,29 @@ def ceiling(config, batches: list[int], min_seconds: float) -> dict:
     return out
 
 
+def float32_bound(reference: dict, prompts: int, ceiling: dict) -> float:
+    """The most answer tokens/s float32 arithmetic allows on this machine for the reference's run: its
+    answer tokens over the time the matmuls of every token it put through the model (each prompt
+    token and each answer token but the last) take at the machine's best GEMM rate (`peak_gflops`,
+    a 2048^3 product). Generous on purpose: attention, padding and everything that is not a matmul
+    are free, and every shape runs as fast as the largest one."""
+    processed = reference["prompt_tokens"] + reference["tokens"] - prompts
+    seconds = processed * ceiling["flops_per_token"] / (ceiling["float32"]["peak_gflops"] * 1e9)
+    return round(reference["tokens"] / seconds, 1)
+
+
 class Counted:
-    """Wraps a backend's `_continue` to count answer tokens (up to and including the stop token)."""
+    """Wraps a backend's `_continue` to count answer tokens (up to and including the stop token) and
+    the prompts' own tokens (without padding)."""
 
     def __init__(self, backend) -> None:
         self.tokens = 0
+        self.prompt_tokens = 0
         inner = backend._continue
 
         def counting(batch, settings, stop, seed):
             new = inner(batch, settings, stop, seed)
+            self.prompt_tokens += sum(len(ids) for ids in batch)
             for ids in new:
                 cut = next((j for j, t in enumerate(ids) if t in stop), len(ids))
                 self.tokens += min(settings.max_new_tokens, cut + 1)
@@ -190,8 +209,8 @@ def compiled_run(path, reference, prompts, batch_size, settings) -> dict:
     """The compiled backend's first batch (compilation included), then the whole run timed."""
     compiled = compiled_backend(path, reference)
     compiled.batch_size = batch_size
-    _, first_s, _, _ = timed(compiled, prompts[:batch_size], settings)
-    texts, wall, cpu, tokens = timed(compiled, prompts, settings)
+    _, first_s, _, _, _ = timed(compiled, prompts[:batch_size], settings)
+    texts, wall, cpu, tokens, _ = timed(compiled, prompts, settings)
     return {"first_batch_s": round(first_s, 1), "s": round(wall, 2), "cpu_s": round(cpu, 2), "tokens": tokens,
             "tokens_per_s": round(tokens / wall, 1), "tokens_per_cpu_s": round(tokens / cpu, 1), "texts": texts}  # fmt: skip
 
@@ -209,9 +228,11 @@ def make(name: str, path, batch_size: int, reference=None):
     return CT2Backend(path, batch_size=batch_size, compute_type=dtype)
 
 
-def timed(backend, prompts, settings, chunks_of: int | None = None) -> tuple[list[str], float, float, int]:
+def timed(
+    backend, prompts, settings, chunks_of: int | None = None
+) -> tuple[list[str], float, float, int, int]:
     """Answers through the evaluation's path (`generate_responses`, without a cache), wall seconds,
-    CPU seconds of the process (every thread) and answer tokens. `chunks_of`: the path before this
+    CPU seconds of the process (every thread), answer tokens and prompt tokens. `chunks_of`: the path before this
     benchmark's change instead, `backend.generate` on each run of that many prompts in their order."""
     from trace_realign.evaluate.generate import generate_responses
 
@@ -227,7 +248,7 @@ def timed(backend, prompts, settings, chunks_of: int | None = None) -> tuple[lis
         out = generate_responses(backend, prompts, settings, progress=False)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     del backend._continue
-    return out, wall, cpu, counted.tokens
+    return out, wall, cpu, counted.tokens, counted.prompt_tokens
 
 
 def newest_mref() -> Path | None:
@@ -381,8 +402,10 @@ def main() -> None:
             order = [(name, name, None) for name in names]
             for entry, name, chunks_of in today + (order if k % 2 == 0 else order[::-1]):
                 backends[name].batch_size = b
-                texts, wall, cpu, tokens = timed(backends[name], prompts[:n], settings, chunks_of)
-                row[entry] = {"s": round(wall, 2), "cpu_s": round(cpu, 2), "tokens": tokens,
+                texts, wall, cpu, tokens, prompt_tokens = timed(
+                    backends[name], prompts[:n], settings, chunks_of
+                )
+                row[entry] = {"s": round(wall, 2), "cpu_s": round(cpu, 2), "tokens": tokens, "prompt_tokens": prompt_tokens,
                               "tokens_per_s": round(tokens / wall, 1), "tokens_per_cpu_s": round(tokens / cpu, 1)}  # fmt: skip
                 outputs[label, entry] = texts
             if args.compile and label == "demo":
@@ -391,15 +414,19 @@ def main() -> None:
                 )
                 outputs[label, "hf-compile-float32"] = row["hf-compile-float32"].pop("texts")
             ref = row["hf-float32"]
+            row["float32_bound_tokens_per_s"] = bound = float32_bound(ref, n, result["ceiling"])
             for r in row.values():
                 if isinstance(r, dict):
                     r["vs_hf_float32"] = round(r["tokens_per_s"] / ref["tokens_per_s"], 2)
                     r["cpu_vs_hf_float32"] = round(r["tokens_per_cpu_s"] / ref["tokens_per_cpu_s"], 2)
                     r["of_float32_ceiling"] = round(r["tokens_per_s"] / fp32[str(b)]["tokens_per_s"], 3)
+                    r["of_float32_bound"] = round(r["tokens_per_s"] / bound, 3)
                     if today:
                         r["vs_today"] = round(
                             r["tokens_per_s"] / row["hf-float32-chunks32"]["tokens_per_s"], 2
                         )
+            if today:  # the issue's target, twice the path before, against what float32 allows
+                row["twice_today_of_bound"] = round(2 * row["hf-float32-chunks32"]["tokens_per_s"] / bound, 3)
             runs[label] = row
             print(json.dumps({label: row}), flush=True, file=sys.stderr)
         del backends
