@@ -12,7 +12,8 @@ Prints one JSON line (and each setting's row on stderr as it finishes):
   `streaming_tokens_per_s` runs the step over the model's own set of distinct weights instead,
   streaming them from memory as generation does; `peak_gflops` is a 2048^3 GEMM.
   `flops_per_token` is 2 x the weights a token multiplies; attention over the context (under 3% at
-  these lengths) and the prompt's own forward pass are left out.
+  these lengths) and the prompt's own forward pass are left out. Where the CPU emulates bfloat16,
+  its ceiling and backends are skipped (`skipped_backends`).
 - `float32_bound_tokens_per_s` (each run): the most answer tokens/s float32 allows here for that
   run's prompts and answers (`float32_bound`: every prompt and answer token's matmuls at
   `peak_gflops`, nothing else costing anything), and each backend's `of_float32_bound`. At the
@@ -97,6 +98,11 @@ def ceiling(config, batches: list[int], min_seconds: float) -> dict:
       the ceiling (`gflops_step` as a rate, `gflops_by_shape` each shape's);
     - `streaming_tokens_per_s`: the same step over the model's own set of distinct weight matrices
       (layer by layer, then the LM head), so the weights stream from memory as in generation.
+
+    bfloat16 is skipped, with the probe's rates, where a 256^3 product in it runs at under a
+    quarter of float32's: the CPU has no bfloat16 arithmetic and torch emulates it (on an AVX2
+    machine, 2 GFLOP/s against 64: its ceiling alone would take hours). `main` then drops the
+    bfloat16 backends too.
     """
     import torch
     import torch.nn.functional as F
@@ -106,6 +112,16 @@ def ceiling(config, batches: list[int], min_seconds: float) -> dict:
     out: dict = {"flops_per_token": flops_per_token, "gflop_per_token": round(flops_per_token / 1e9, 4)}
     for dtype in (torch.float32, torch.bfloat16):
         name = str(dtype).removeprefix("torch.")
+        if dtype != torch.float32:
+            probe = {
+                str(t).removeprefix("torch."): round(
+                    2 * 256**3 / _time(lambda a=torch.randn(256, 256, dtype=t): a @ a, 0.1, 1) / 1e9, 2
+                )
+                for t in (torch.float32, dtype)
+            }
+            if probe[name] < probe["float32"] / 4:
+                out[name] = {"skipped": "not native on this CPU", "probe_gflops_256": probe}
+                continue
         a, b = (torch.randn(2048, 2048, dtype=dtype) for _ in range(2))
         peak = 2 * 2048**3 / _time(lambda a=a, b=b: a @ b, min_seconds)
         layers = config.num_hidden_layers
@@ -370,6 +386,9 @@ def main() -> None:
         ),
     }
     fp32 = result["ceiling"]["float32"]["by_batch"]
+    if "skipped" in result["ceiling"]["bfloat16"]:  # emulated: hours per run, and no one's fast path
+        result["skipped_backends"] = [n for n in names if "bfloat16" in n]
+        names = [n for n in names if "bfloat16" not in n]
     mref = newest_mref() if args.mref == "auto" else (None if args.mref == "none" else Path(args.mref))
     models = {"smollm2": path, **({"mref": mref} if mref is not None else {})}
     result["mref"] = str(mref) if mref is not None else None
