@@ -8,10 +8,10 @@ identity, prompt and settings, and committed batch by batch: a rerun, or a run r
 a crash, generates nothing it already has.
 
 On a CPU a local checkpoint is decoded by CTranslate2 in float32 (`CT2Backend`): the same
-prompts, batches and stop tokens as `HFBackend`, 1.3-1.6x the tokens/s of `model.generate` at the
-demo's batch of 64 on two cores, and the same greedy answer on 64 of 64 held-out prompts of SmolLM2
-and of M_ref (one run of benchmarks/generation.py on a loaded machine). `hf:PATH` keeps
-`model.generate`, the reference.
+prompts, batches and stop tokens as `HFBackend`, 1.2-1.6x the tokens/s of `model.generate` at the
+demo's batch of 64 on two cores (an AVX-512 and an AVX2 machine), and the same greedy answer on 64
+of 64 held-out prompts of SmolLM2 and of M_ref (benchmarks/README.md, "Generation"). `hf:PATH`
+keeps `model.generate`, the reference.
 """
 
 from __future__ import annotations
