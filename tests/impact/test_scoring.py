@@ -137,8 +137,11 @@ def test_gold_gradient_identity_equals_real_reference(tok):
     fast = gold_gradient(model, tok, GOLD, opts, progress=False)
     slow = gold_gradient(model, tok, GOLD, opts, exact_reference=True, progress=False)
     assert fast.n_items == len(GOLD) and fast.norm > 0
+    # the two sum the same terms in a different order: float32 rounding near zero, so the absolute
+    # tolerance follows the gradient's scale (an AVX2 CPU missed a fixed 1e-9 by 1e-8 on one element)
+    scale = max(g.abs().max().item() for g in slow.grad.values())
     for n in fast.grad:
-        torch.testing.assert_close(fast.grad[n], slow.grad[n], rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(fast.grad[n], slow.grad[n], rtol=1e-5, atol=1e-6 * scale)
     # with LoRA at B = 0 only the B matrices get a gradient (docs/method.md)
     assert all(fast.grad[n].abs().sum() == 0 for n in fast.grad if "lora_A" in n)
 
