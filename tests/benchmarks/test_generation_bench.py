@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+from tests.benchmarks import load_script
 from trace_realign.evaluate.generate import GenerationSettings
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "generation.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("generation_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 class Echo:
@@ -28,7 +17,7 @@ class Echo:
 
 
 def test_counted_takes_prompt_tokens_and_answers_up_to_the_stop_token():
-    bench = load()
+    bench = load_script("generation")
     backend = Echo([5, 6, 2, 9, 9])  # 2 stops it: three answer tokens, the stop included
     counted = bench.Counted(backend)
     backend._continue([[1, 2, 3], [4]], GenerationSettings(max_new_tokens=8), [2], 0)
@@ -37,7 +26,7 @@ def test_counted_takes_prompt_tokens_and_answers_up_to_the_stop_token():
 
 
 def test_an_answer_cut_by_max_new_tokens_counts_what_was_generated():
-    bench = load()
+    bench = load_script("generation")
     backend = Echo([5, 6, 7, 8])
     counted = bench.Counted(backend)
     backend._continue([[1]], GenerationSettings(max_new_tokens=3), [2], 0)
@@ -45,7 +34,7 @@ def test_an_answer_cut_by_max_new_tokens_counts_what_was_generated():
 
 
 def test_the_float32_bound_is_answer_tokens_over_the_matmul_time_of_every_token_put_through():
-    bench = load()
+    bench = load_script("generation")
     # 4 prompts, 100 prompt tokens and 60 answer tokens: 100 + 60 - 4 tokens go through the model
     reference = {"prompt_tokens": 100, "tokens": 60}
     ceiling = {"flops_per_token": 2e9, "float32": {"peak_gflops": 40.0}}

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.benchmarks import load_script
 
 
 @pytest.mark.parametrize(
@@ -31,16 +22,16 @@ def load():
     ],
 )
 def test_peak_by_device_name(name, want):
-    assert load().peak_tflops(name, None) == want
+    assert load_script("gpu_check").peak_tflops(name, None) == want
 
 
 def test_peak_option_wins():
-    assert load().peak_tflops("NVIDIA H100 80GB HBM3", 500.0) == 500.0
+    assert load_script("gpu_check").peak_tflops("NVIDIA H100 80GB HBM3", 500.0) == 500.0
 
 
 def test_tiny_cpu_run_prints_one_json_line(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("TRACE_REALIGN_CACHE", str(tmp_path / "cache"))
-    load().main(["--tiny", "--device", "cpu", "--skip-vllm"])
+    load_script("gpu_check").main(["--tiny", "--device", "cpu", "--skip-vllm"])
     lines = [x for x in capsys.readouterr().out.splitlines() if x.strip()]
     assert len(lines) == 1
     out = json.loads(lines[0])
