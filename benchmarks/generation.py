@@ -248,8 +248,9 @@ def timed(
     backend, prompts, settings, chunks_of: int | None = None
 ) -> tuple[list[str], float, float, int, int]:
     """Answers through the evaluation's path (`generate_responses`, without a cache), wall seconds,
-    CPU seconds of the process (every thread), answer tokens and prompt tokens. `chunks_of`: the path before this
-    benchmark's change instead, `backend.generate` on each run of that many prompts in their order."""
+    CPU seconds of the process (every thread), answer tokens and prompt tokens. `chunks_of`: the
+    path before this benchmark's change instead, `backend.generate` on each run of that many prompts
+    in their order."""
     from trace_realign.evaluate.generate import generate_responses
 
     counted = Counted(backend)
